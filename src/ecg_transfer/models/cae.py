@@ -1,0 +1,218 @@
+"""The paper's 1-D convolutional autoencoder (CAE) and its encoder.
+
+The paper fixes: nine residual blocks, each two convolutions with kernel 19 and
+stride 1, batch norm and ReLU; a 60-feature code; a decoder of the same
+structure with transposed convolutions back to 2,048 samples; MSE loss. It does
+not give channel widths, padding or how the length shrinks, so those are
+:class:`CaeConfig` fields (see docs/models_and_training.md for the defaults,
+the measurements behind them and a wider ``paper`` preset).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+POOLING_KINDS = ("max", "avg")
+
+
+@dataclass(frozen=True)
+class CaeConfig:
+    """Architecture of the CAE; the encoder of every classifier arm reuses it.
+
+    ``channels`` holds the output width of each residual block. The default is
+    narrow so that the whole default study fits in minutes on a 2-core CPU;
+    widths grow as the signal shrinks so the compute per block stays flat.
+    ``pool_factors``: after encoder block i the length is divided by
+    ``pool_factors[i]`` (and the decoder multiplies it back before the mirrored
+    block). Pooling early by 4 keeps the full-length blocks few, which is where
+    a CPU spends its time (see the docs' measurements).
+    """
+
+    window_length: int = 2048
+    n_blocks: int = 9
+    kernel_size: int = 19
+    channels: tuple[int, ...] = (4, 8, 8, 16, 16, 32, 32, 32, 32)
+    bottleneck: int = 60
+    pool_factors: tuple[int, ...] = (4, 4, 2, 2, 2, 2, 2, 1, 1)
+    pooling: str = "max"
+
+    def __post_init__(self) -> None:
+        # Lists arrive from YAML parameters; the dataclass is frozen and hashed.
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "pool_factors", tuple(int(p) for p in self.pool_factors))
+        if len(self.channels) != self.n_blocks:
+            raise ValueError(
+                f"CaeConfig: channels has {len(self.channels)} entries but n_blocks is "
+                f"{self.n_blocks}; give one width per residual block"
+            )
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"CaeConfig: channel widths must be >= 1, got {self.channels}")
+        if self.kernel_size % 2 != 1:
+            raise ValueError(
+                f"CaeConfig: kernel_size must be odd for 'same' padding, got {self.kernel_size}"
+            )
+        if self.pooling not in POOLING_KINDS:
+            raise ValueError(f"CaeConfig: pooling must be one of {POOLING_KINDS}, got {self.pooling!r}")
+        if len(self.pool_factors) != self.n_blocks:
+            raise ValueError(
+                f"CaeConfig: pool_factors has {len(self.pool_factors)} entries but n_blocks is "
+                f"{self.n_blocks}; give one factor per residual block (1 = no pooling)"
+            )
+        if any(p < 1 for p in self.pool_factors):
+            raise ValueError(f"CaeConfig: pool factors must be >= 1, got {self.pool_factors}")
+        if self.window_length % math.prod(self.pool_factors) != 0:
+            raise ValueError(
+                f"CaeConfig: window_length {self.window_length} is not divisible by the "
+                f"product of pool_factors {self.pool_factors} = {math.prod(self.pool_factors)}; "
+                "the decoder could not return to the input length"
+            )
+        if self.bottleneck < 1:
+            raise ValueError(f"CaeConfig: bottleneck must be >= 1, got {self.bottleneck}")
+
+    @property
+    def code_length(self) -> int:
+        """Positions left after the last pooling, before the flatten + linear."""
+        return self.window_length // math.prod(self.pool_factors)
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "CaeConfig":
+        """Build from a parameters dict, refusing unknown keys instead of ignoring typos."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"CaeConfig: unknown parameters {unknown}; known are {sorted(known)}")
+        return cls(**params)
+
+
+#: The wider "paper" preset (same pool_factors): closer to common ECG ResNets, ~16x the compute.
+PAPER_WIDTH_CHANNELS = (16, 32, 32, 64, 64, 128, 128, 128, 128)
+
+
+class SingleInputPointwiseConv1d(nn.Conv1d):
+    """A 1x1 Conv1d from one input channel, computed as a broadcast multiply.
+
+    Same parameters and state_dict as ``nn.Conv1d(1, c, 1, bias=False)`` and the
+    same output; the first block's skip runs at the full 2,048 samples, where the
+    oneDNN kernel for this degenerate shape cost ~20% of a classifier training
+    step on the 2-core CPU (838 -> 1,000 windows/s at batch 64 without it).
+    """
+
+    def __init__(self, out_channels: int):
+        super().__init__(1, out_channels, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1)
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus a skip, then ReLU; length-preserving (stride 1).
+
+    ``transposed`` selects ConvTranspose1d for the decoder, as the paper says.
+    A 1x1 projection (with batch norm) sits on the skip only when the width changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, transposed: bool):
+        super().__init__()
+        conv = nn.ConvTranspose1d if transposed else nn.Conv1d
+        padding = kernel_size // 2
+        self.conv1 = conv(in_channels, out_channels, kernel_size, stride=1, padding=padding, bias=False)
+        self.bn1 = nn.BatchNorm1d(out_channels)
+        self.conv2 = conv(out_channels, out_channels, kernel_size, stride=1, padding=padding, bias=False)
+        self.bn2 = nn.BatchNorm1d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        if in_channels != out_channels:
+            if in_channels == 1 and not transposed:
+                projection = SingleInputPointwiseConv1d(out_channels)
+            else:
+                projection = conv(in_channels, out_channels, 1, stride=1, bias=False)
+            self.skip = nn.Sequential(projection, nn.BatchNorm1d(out_channels))
+        else:
+            self.skip = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.skip(x))
+
+
+def _pool(kind: str, factor: int) -> nn.Module:
+    if factor == 1:
+        return nn.Identity()
+    if kind == "max":
+        return nn.MaxPool1d(factor)
+    return nn.AvgPool1d(factor)
+
+
+class Encoder(nn.Module):
+    """(B, 1, L) -> (B, bottleneck): nine residual blocks, each followed by pooling."""
+
+    def __init__(self, cfg: CaeConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths_in = (1,) + cfg.channels[:-1]
+        self.blocks = nn.ModuleList(
+            ResidualBlock(c_in, c_out, cfg.kernel_size, transposed=False)
+            for c_in, c_out in zip(widths_in, cfg.channels)
+        )
+        self.pools = nn.ModuleList(_pool(cfg.pooling, f) for f in cfg.pool_factors)
+        self.to_code = nn.Linear(cfg.channels[-1] * cfg.code_length, cfg.bottleneck)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[1] != 1 or x.shape[2] != self.cfg.window_length:
+            raise ValueError(
+                f"Encoder expects (batch, 1, {self.cfg.window_length}), got {tuple(x.shape)}"
+            )
+        for block, pool in zip(self.blocks, self.pools):
+            x = pool(block(x))
+        return self.to_code(torch.flatten(x, 1))
+
+
+class Decoder(nn.Module):
+    """(B, bottleneck) -> (B, 1, L): the encoder mirrored with transposed convolutions."""
+
+    def __init__(self, cfg: CaeConfig):
+        super().__init__()
+        self.cfg = cfg
+        mirrored = cfg.channels[::-1]
+        self.from_code = nn.Linear(cfg.bottleneck, mirrored[0] * cfg.code_length)
+        widths_out = mirrored[1:] + (cfg.channels[0],)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(c_in, c_out, cfg.kernel_size, transposed=True)
+            for c_in, c_out in zip(mirrored, widths_out)
+        )
+        self.upsamples = nn.ModuleList(
+            nn.Upsample(scale_factor=f, mode="nearest") if f > 1 else nn.Identity()
+            for f in cfg.pool_factors[::-1]
+        )
+        # No batch norm or ReLU on the output: the target is a z-scored signal with negative values.
+        self.to_signal = nn.Conv1d(cfg.channels[0], 1, kernel_size=1)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        x = self.from_code(code).view(code.shape[0], self.cfg.channels[-1], self.cfg.code_length)
+        for block, upsample in zip(self.blocks, self.upsamples):
+            x = block(upsample(x))
+        return self.to_signal(x)
+
+
+class ConvAutoencoder(nn.Module):
+    """Encoder + decoder; forward returns the reconstruction, same shape as the input."""
+
+    def __init__(self, cfg: CaeConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

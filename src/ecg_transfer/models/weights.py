@@ -1,0 +1,157 @@
+"""Publishing and loading the pretrained encoder: a plain state_dict plus a JSON model card.
+
+The weights file holds only tensors, so ``torch.load(path, weights_only=True)``
+opens it without running pickled code; the card says what the tensors mean
+(architecture, data, sampling rate, normalisation). Loading is strict because a
+silently partial load would give a 'transfer' arm that is partly random.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ecg_transfer.models.cae import CaeConfig, Encoder
+
+CARD_DEFAULTS = {
+    "sampling_rate_hz": 250.0,
+    "normalisation": "per-window z-score",
+    "lead": "II",
+}
+
+
+def state_dict_differences(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> list[str]:
+    """Human-readable list of missing keys, unexpected keys and shape mismatches (empty = match)."""
+    problems = []
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    shapes = [
+        f"{key}: expected {tuple(expected[key].shape)}, got {tuple(given[key].shape)}"
+        for key in sorted(set(expected) & set(given))
+        if tuple(expected[key].shape) != tuple(getattr(given[key], "shape", ()))
+    ]
+    if shapes:
+        problems.append("shape mismatches [" + "; ".join(shapes) + "]")
+    return problems
+
+
+def _jsonable_cfg(cfg: CaeConfig) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(cfg).items()}
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+
+
+def encoder_model_card(
+    encoder_state: Mapping[str, torch.Tensor], cfg: CaeConfig, card: Mapping[str, Any], weights_file: str = "encoder_weights.pt"
+) -> dict[str, Any]:
+    """The model card of an encoder: what only the caller knows (``card``: the pretraining data,
+    the test MSE) plus what is known here (architecture, window, sampling rate, normalisation,
+    parameter count, torch version, date). Raises if the weights do not fit ``cfg``."""
+    differences = state_dict_differences(Encoder(cfg).state_dict(), encoder_state)
+    if differences:
+        raise ValueError(f"the encoder does not match the given CaeConfig ({cfg}): " + "; ".join(differences))
+    return {
+        **CARD_DEFAULTS,
+        "architecture": _jsonable_cfg(cfg),
+        "window_length": cfg.window_length,
+        "bottleneck_features": cfg.bottleneck,
+        "weights_file": weights_file,
+        "n_parameters": int(
+            sum(t.numel() for k, t in encoder_state.items() if not k.endswith("num_batches_tracked"))
+        ),
+        "torch_version": torch.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **dict(card),
+    }
+
+
+def check_pretrained_encoder(
+    encoder_state: Any, card: Any, expected_cfg: CaeConfig, source: str = "the pretrained encoder"
+) -> dict[str, torch.Tensor]:
+    """Return ``encoder_state`` if it and its model card match ``expected_cfg``; otherwise raise a
+    ValueError naming every differing architecture field, missing or unexpected key and shape."""
+    architecture = card.get("architecture") if isinstance(card, Mapping) else None
+    if not isinstance(architecture, dict):
+        raise ValueError(f"{source}: the model card has no 'architecture' object")
+    expected = _jsonable_cfg(expected_cfg)
+    differing = [
+        f"{f.name}: card {architecture.get(f.name, '<absent>')!r} vs configured {expected[f.name]!r}"
+        for f in fields(CaeConfig)
+        if architecture.get(f.name, "<absent>") != expected[f.name]
+    ]
+    if differing:
+        raise ValueError(
+            f"{source}: the model card describes another architecture; differing fields: " + "; ".join(differing)
+        )
+    if not isinstance(encoder_state, Mapping):
+        raise ValueError(f"{source}: holds a {type(encoder_state).__name__}, not a state_dict")
+    differences = state_dict_differences(Encoder(expected_cfg).state_dict(), encoder_state)
+    if differences:
+        raise ValueError(f"{source}: the weights do not match the configured encoder: " + "; ".join(differences))
+    return dict(encoder_state)
+
+
+def save_pretrained_encoder(
+    weights_path: str | os.PathLike,
+    card_path: str | os.PathLike,
+    encoder: nn.Module,
+    cfg: CaeConfig,
+    card: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write the encoder's state_dict (tensors only) and its model card; return the card written."""
+    weights_path, card_path = Path(weights_path), Path(card_path)
+    state = {key: tensor.detach().cpu().clone() for key, tensor in encoder.state_dict().items()}
+    try:
+        full_card = encoder_model_card(state, cfg, card, weights_file=weights_path.name)
+    except ValueError as error:
+        raise ValueError(f"save_pretrained_encoder: {error}") from error
+    _atomic_write_bytes(weights_path, lambda tmp: torch.save(state, tmp))
+    text = json.dumps(full_card, indent=2, sort_keys=True, default=float)
+    _atomic_write_bytes(card_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return full_card
+
+
+def load_pretrained_encoder(
+    weights_path: str | os.PathLike, card_path: str | os.PathLike, expected_cfg: CaeConfig
+) -> dict[str, torch.Tensor]:
+    """Return the encoder state_dict after checking card and tensors against ``expected_cfg``.
+
+    Raises FileNotFoundError for a missing file and ValueError naming every
+    differing architecture field, missing/unexpected key and shape mismatch.
+    """
+    weights_path, card_path = Path(weights_path), Path(card_path)
+    for path in (weights_path, card_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"load_pretrained_encoder: {path} does not exist")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"load_pretrained_encoder: {card_path} is not valid JSON: {error}") from error
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or non-tensor files
+        raise ValueError(f"load_pretrained_encoder: {weights_path} is not a tensors-only state_dict: {error}") from error
+    return check_pretrained_encoder(state, card, expected_cfg, source=f"load_pretrained_encoder: {weights_path} / {card_path}")

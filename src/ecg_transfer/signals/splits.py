@@ -1,0 +1,87 @@
+"""Train / validation / test assignment: stratified by rhythm, grouped by patient, seeded.
+
+The Chapman set has rhythms with 16, 8 and 7 records. A stratified split that only aims at
+proportions (sklearn's StratifiedGroupKFold included) can leave such a class out of the
+test or validation split, and then its F1 is undefined for the whole study. Patients are
+therefore allocated class by class, with at least one patient of every class in each split
+whenever the class has enough patients (3 with a validation split, 2 without).
+
+No patient appears in two splits: a model must never be tested on a person it was trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+_UNLABELLED = "\x00unlabelled"  # stratum key for label None; cannot collide with a rhythm name
+
+
+def _allocate(n: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
+    """(n_test, n_val) patients of one class; the rest go to train.
+
+    Rounded shares, raised to one patient per split when the class can afford it, with
+    train kept non-empty and test served before val when patients are scarce.
+    """
+    min_test = 1 if test_fraction > 0 and n >= 2 else 0
+    min_val = 1 if val_fraction > 0 and n >= 2 + min_test else 0
+    n_test = max(int(round(n * test_fraction)), min_test)
+    n_val = max(int(round(n * val_fraction)), min_val)
+    # Keep at least one training patient: take back from whichever split is above its floor,
+    # the larger first. Terminates because min_test + min_val <= n - 1 by construction.
+    while n_test + n_val > n - 1:
+        if n_val > min_val and (n_val >= n_test or n_test == min_test):
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_test, n_val
+
+
+def assign_splits(
+    index: pd.DataFrame,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> pd.Series:
+    """"train" / "val" / "test" for every row of `index` (columns patient_id, label).
+
+    Fractions are shares of the patients of each class (val_fraction of the whole, not of
+    train: 0.2 / 0.1 gives 70 / 10 / 20). Rows of one patient share a split. A patient
+    with rows of several labels is stratified by its most frequent label (ties: the
+    alphabetically first). Label None forms its own stratum, so an unlabelled corpus gets
+    a plain grouped random split (call it with val_fraction=0 for the paper's 8:2).
+    """
+    for col in ("patient_id", "label"):
+        if col not in index.columns:
+            raise ValueError(f"assign_splits: index lacks column {col!r} (has {list(index.columns)})")
+    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
+        raise ValueError(
+            "assign_splits: need 0 <= test_fraction, val_fraction and test_fraction + val_fraction < 1, "
+            f"got test_fraction={test_fraction}, val_fraction={val_fraction}"
+        )
+    if index["patient_id"].isna().any():
+        raise ValueError("assign_splits: patient_id has missing values; every row needs a patient")
+    if len(index) == 0:
+        return pd.Series([], index=index.index, name="split", dtype=object)
+
+    patients = index["patient_id"].astype(str).to_numpy()
+    labels = index["label"].astype(object)
+    labels = labels.where(pd.notna(labels), _UNLABELLED).astype(str).to_numpy()
+
+    counts = pd.DataFrame({"patient": patients, "label": labels}).value_counts().reset_index(name="n")
+    # Most frequent label per patient, ties to the alphabetically first label.
+    counts = counts.sort_values(["patient", "n", "label"], ascending=[True, False, True])
+    stratum_of_patient = counts.drop_duplicates("patient").set_index("patient")["label"]
+
+    rng = np.random.default_rng(seed)
+    split_of_patient: dict[str, str] = {}
+    for stratum in sorted(stratum_of_patient.unique()):
+        members = np.sort(stratum_of_patient.index[stratum_of_patient.to_numpy() == stratum].to_numpy())
+        members = members[rng.permutation(members.size)]
+        n_test, n_val = _allocate(members.size, test_fraction, val_fraction)
+        for i, patient in enumerate(members):
+            split_of_patient[patient] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+
+    return pd.Series(
+        [split_of_patient[p] for p in patients], index=index.index, name="split", dtype=object
+    )

@@ -1,0 +1,131 @@
+"""Figures of the study, returned as matplotlib Figure objects (the Kedro catalog saves them).
+
+Figures are built with matplotlib.figure.Figure rather than pyplot: no global figure registry
+to leak memory across a long pipeline run, and no GUI backend is ever needed (headless-safe,
+same effect as the Agg backend).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ecg_transfer.study.tables import fraction_label
+
+ARM_ORDER = ("random", "transfer", "transfer_frozen", "image")
+ARM_COLOURS = {"random": "tab:grey", "transfer": "tab:blue", "transfer_frozen": "tab:cyan", "image": "tab:orange"}
+
+
+def _arms(present, arms) -> list[str]:
+    present = set(present)
+    if arms is None:
+        ordered = [a for a in ARM_ORDER if a in present]
+        return ordered + sorted(present - set(ordered))
+    return [a for a in arms if a in present]
+
+
+def f1_vs_fraction(summary: pd.DataFrame, metric: str = "best_test_f1_weighted", arms=None) -> Figure:
+    """Mean ± SD (error bars over trials) of `metric` against the training fraction, per arm."""
+    if metric not in summary.columns:
+        raise ValueError(f"f1_vs_fraction: summary has no column {metric!r}")
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for arm in _arms(summary["arm"].unique(), arms):
+        stats = (
+            summary.loc[summary["arm"] == arm]
+            .groupby("fraction")[metric]
+            .agg(["mean", "std"])
+            .sort_index()
+        )
+        ax.errorbar(
+            stats.index.to_numpy() * 100,
+            stats["mean"].to_numpy(),
+            yerr=stats["std"].fillna(0.0).to_numpy(),
+            marker="o",
+            capsize=3,
+            label=arm,
+            color=ARM_COLOURS.get(arm),
+        )
+    ax.set_xlabel("training data (% of the training split)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: mean ± SD over trials")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def learning_curves(
+    histories: pd.DataFrame, split: str = "test", metric: str = "f1_weighted", arms=None
+) -> Figure:
+    """The paper's Fig. 5: per-epoch `metric` on `split`, one panel per fraction, mean ± SD band."""
+    for column in ("fraction", "arm", "trial", "epoch", "split", metric):
+        if column not in histories.columns:
+            raise ValueError(f"learning_curves: histories have no column {column!r}")
+    rows = histories[histories["split"] == split]
+    if rows.empty:
+        raise ValueError(f"learning_curves: histories have no rows of split {split!r}")
+    fractions = sorted(rows["fraction"].unique(), reverse=True)
+    fig = Figure(figsize=(4.5 * len(fractions), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(fractions), sharey=True, squeeze=False)[0]
+    for ax, fraction in zip(axes, fractions):
+        at_fraction = rows[np.isclose(rows["fraction"], fraction)]
+        for arm in _arms(at_fraction["arm"].unique(), arms):
+            curve = (
+                at_fraction.loc[at_fraction["arm"] == arm]
+                .groupby("epoch")[metric]
+                .agg(["mean", "std"])
+                .sort_index()
+            )
+            epochs = curve.index.to_numpy()
+            mean = curve["mean"].to_numpy()
+            sd = curve["std"].fillna(0.0).to_numpy()
+            colour = ARM_COLOURS.get(arm)
+            ax.plot(epochs, mean, label=arm, color=colour)
+            ax.fill_between(epochs, mean - sd, mean + sd, alpha=0.2, color=colour, linewidth=0)
+        ax.set_title(f"{fraction_label(fraction)} of training data")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{split} {metric}")
+    axes[0].legend()
+    return fig
+
+
+def per_class_f1(summary: pd.DataFrame, prefix: str = "honest_test_f1_") -> Figure:
+    """Heatmap of mean per-class F1 over trials: rows fraction x arm, columns rhythm classes."""
+    columns = [
+        c for c in summary.columns if c.startswith(prefix) and c[len(prefix):] not in ("weighted", "macro")
+    ]
+    if not columns:
+        raise ValueError(f"per_class_f1: summary has no per-class columns starting {prefix!r}")
+    means = summary.groupby(["fraction", "arm"])[columns].mean()
+    means = means.sort_index(level="fraction", ascending=False, sort_remaining=True)
+    labels = [f"{fraction_label(f)} {a}" for f, a in means.index]
+    fig = Figure(figsize=(max(6.0, 3.0 + 0.6 * len(columns)), 1.5 + 0.4 * len(labels)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(means.to_numpy(dtype=float), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(columns)), [c[len(prefix):] for c in columns], rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_title("per-class test F1 (honest), mean over trials")
+    fig.colorbar(image, ax=ax, label="F1")
+    return fig
+
+
+def reconstruction_figure(originals: np.ndarray, reconstructions: np.ndarray, fs: float = 250.0) -> Figure:
+    """Original vs CAE-reconstructed windows, one panel each (the paper's Fig. 4), with the
+    window's MSE per sample in its title so the picture and the reported number meet."""
+    originals = np.asarray(originals, dtype=float)
+    reconstructions = np.asarray(reconstructions, dtype=float).reshape(originals.shape)
+    if originals.ndim != 2 or len(originals) == 0:
+        raise ValueError(f"reconstruction_figure: expected (n, length) windows, got shape {originals.shape}")
+    seconds = np.arange(originals.shape[1]) / fs
+    fig = Figure(figsize=(11, 2.2 * len(originals)), layout="constrained")
+    axes = fig.subplots(len(originals), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, original, reconstruction in zip(axes, originals, reconstructions):
+        ax.plot(seconds, original, color="black", linewidth=0.8, label="original")
+        ax.plot(seconds, reconstruction, color="tab:red", linewidth=0.8, alpha=0.8, label="reconstruction")
+        ax.set_ylabel("z-score")
+        ax.set_title(f"MSE per sample {np.mean((original - reconstruction) ** 2):.3f}", fontsize=9)
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("time (s)")
+    return fig

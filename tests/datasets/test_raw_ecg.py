@@ -1,0 +1,155 @@
+"""Kedro datasets for raw ECG folders: lazy loads, round trips, and never overwriting real data."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DatasetError
+
+from ecg_transfer.datasets import (
+    ChapmanReleaseDataset,
+    PhysioNetWfdbDataset,
+    WfdbFolderDataset,
+    WfdbLabelledFolderDataset,
+)
+from ecg_transfer.signals.chapman import ChapmanRelease
+from ecg_transfer.signals.records import EcgRecord, ExclusionLog
+from ecg_transfer.signals.wfdb_records import PhysioNetLabelledWfdb, WfdbFolder
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MARKER = ".ecg_transfer_synthetic.json"
+
+
+class _Release:
+    """Stands in for the synthetic release: the two attributes the dataset saves."""
+
+    def __init__(self, names, rhythms, seed):
+        self.diagnostics = pd.DataFrame({"FileName": names, "Rhythm": rhythms})
+        self._rng_seed = seed
+
+    def iter_waveforms(self):
+        rng = np.random.default_rng(self._rng_seed)
+        for name in self.diagnostics["FileName"]:
+            yield name, rng.normal(0, 200, size=(5000, 12))
+
+
+class _Corpus:
+    def __init__(self, ids, seed):
+        self._ids, self._seed = ids, seed
+
+    def iter_records(self):
+        rng = np.random.default_rng(self._seed)
+        for record_id in self._ids:
+            yield EcgRecord(record_id, f"pt_{record_id}", rng.normal(size=2500), 250.0, "II",
+                            None, "simulated")
+
+
+def test_chapman_dataset_round_trip_and_rewrite(tmp_path):
+    dataset = ChapmanReleaseDataset(path=str(tmp_path / "chapman"), progress=False)
+    assert not dataset.exists()
+    dataset.save(_Release(["A1", "A2", "A3"], ["SR", "SI", "AFIB"], seed=0))
+    assert dataset.exists()
+    marker = json.loads((tmp_path / "chapman" / MARKER).read_text())
+    assert marker["n_records"] == 3
+    release = dataset.load()
+    assert isinstance(release, ChapmanRelease)
+    records = list(release.iter_records(ExclusionLog()))
+    assert [(r.record_id, r.label) for r in records] == [("A1", "SR"), ("A2", "SA"), ("A3", "AFIB")]
+    # a rewrite with fewer records leaves no stale CSV behind
+    dataset.save(_Release(["B1"], ["SB"], seed=1))
+    csvs = sorted(p.name for p in (tmp_path / "chapman" / "ECGDataDenoised").glob("*.csv"))
+    assert csvs == ["B1.csv"]
+    assert [r.record_id for r in dataset.load().iter_records(ExclusionLog())] == ["B1"]
+
+
+def test_chapman_dataset_refuses_to_overwrite_a_real_release(tmp_path):
+    real = tmp_path / "real"
+    shutil.copytree(FIXTURES / "chapman_release", real)
+    before = sorted(p.name for p in real.rglob("*"))
+    dataset = ChapmanReleaseDataset(path=str(real), progress=False)
+    with pytest.raises(DatasetError, match=f"refusing to write.*{real}.*{MARKER}"):
+        dataset.save(_Release(["A1"], ["SR"], seed=0))
+    assert sorted(p.name for p in real.rglob("*")) == before
+    with pytest.raises(DatasetError, match="iter_waveforms"):
+        ChapmanReleaseDataset(path=str(tmp_path / "new")).save(pd.DataFrame())
+
+
+def test_chapman_dataset_load_is_lazy_but_names_a_missing_folder(tmp_path):
+    missing = tmp_path / "not_downloaded"
+    with pytest.raises(DatasetError, match=str(missing)):
+        ChapmanReleaseDataset(path=str(missing)).load()
+    dataset = ChapmanReleaseDataset(path=str(FIXTURES / "chapman_release"), lead="V2")
+    assert dataset._describe()["lead"] == "V2"
+    log = ExclusionLog()
+    kept = [r.record_id for r in dataset.load().iter_records(log)]
+    assert kept == ["JS20011"] and log.counts()["reason"].tolist() == ["flat_lead"]
+
+
+def test_wfdb_folder_dataset_round_trip_and_refusal(tmp_path):
+    dataset = WfdbFolderDataset(path=str(tmp_path / "corpus"), progress=False)
+    assert not dataset.exists()
+    dataset.save(_Corpus(["m1", "m2"], seed=0))
+    corpus = dataset.load()
+    assert isinstance(corpus, WfdbFolder)
+    records = list(corpus.iter_records(ExclusionLog()))
+    assert [(r.record_id, r.patient_id, r.fs) for r in records] == [("m1", "pt_m1", 250.0),
+                                                                   ("m2", "pt_m2", 250.0)]
+    dataset.save(_Corpus(["m3"], seed=1))
+    assert sorted(p.name for p in (tmp_path / "corpus").glob("*.hea")) == ["m3.hea"]
+    real = tmp_path / "cpsc"
+    shutil.copytree(FIXTURES / "cpsc2021", real)
+    with pytest.raises(DatasetError, match="refusing to write"):
+        WfdbFolderDataset(path=str(real)).save(_Corpus(["x"], seed=0))
+    assert sorted(p.name for p in real.iterdir()) == ["data_8_4.dat", "data_8_4.hea"]
+
+
+def test_wfdb_folder_dataset_reads_the_real_cpsc_record():
+    dataset = WfdbFolderDataset(path=str(FIXTURES / "cpsc2021"), leads=["MLII", "II"],
+                                progress=False)
+    assert dataset.exists()
+    (record,) = list(dataset.load().iter_records(ExclusionLog()))
+    assert (record.fs, record.lead) == (200.0, "II")
+
+
+def test_read_only_datasets_load_and_refuse_to_save(tmp_path):
+    physionet = PhysioNetWfdbDataset(path=str(FIXTURES / "physionet_wfdb"), progress=False)
+    assert physionet.exists()
+    reader = physionet.load()
+    assert isinstance(reader, PhysioNetLabelledWfdb)
+    assert sorted(r.label for r in reader.iter_records(ExclusionLog())) == ["SA", "SB", "ST"]
+    with pytest.raises(DatasetError, match="read-only"):
+        physionet.save(reader)
+    (tmp_path / "labels.csv").write_text("record,label\nJS20008,SA\n")
+    labelled = WfdbLabelledFolderDataset(path=str(FIXTURES / "physionet_wfdb"),
+                                         labels_csv=str(tmp_path / "labels.csv"), progress=False)
+    assert [r.label for r in labelled.load().iter_records(ExclusionLog())] == ["SA"]
+    with pytest.raises(DatasetError, match="read-only"):
+        labelled.save(object())
+
+
+def test_catalog_entries_as_documented(tmp_path):
+    from kedro.io import DataCatalog
+
+    (tmp_path / "labels.csv").write_text("record,label\nJS20004,ST\n")
+    catalog = DataCatalog.from_config({
+        "chapman_release": {"type": "ecg_transfer.datasets.ChapmanReleaseDataset",
+                            "path": str(FIXTURES / "chapman_release"), "lead": "II",
+                            "progress": False},
+        "monitor_corpus": {"type": "ecg_transfer.datasets.WfdbFolderDataset",
+                           "path": str(FIXTURES / "cpsc2021"), "leads": ["II", "MLII"],
+                           "progress": False},
+        "physionet": {"type": "ecg_transfer.datasets.PhysioNetWfdbDataset",
+                      "path": str(FIXTURES / "physionet_wfdb"),
+                      "rhythm_priority": ["AT", "ST"], "progress": False},
+        "mine": {"type": "ecg_transfer.datasets.WfdbLabelledFolderDataset",
+                 "path": str(FIXTURES / "physionet_wfdb"),
+                 "labels_csv": str(tmp_path / "labels.csv"), "progress": False},
+    })
+    counts = {name: len(list(catalog.load(name).iter_records(ExclusionLog())))
+              for name in ("chapman_release", "monitor_corpus", "physionet", "mine")}
+    # with AT before ST, JS20012 (ST+AT) is kept as AT and HR06003 (SR+ST) as ST;
+    # E07504 has no rhythm code
+    assert counts == {"chapman_release": 2, "monitor_corpus": 1, "physionet": 5, "mine": 1}

@@ -1,0 +1,14 @@
+import pytest
+import torch
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny models gain nothing from 2 threads, and OpenMP spinning under a loaded CPU made them 10x slower.
+
+    Opt-in (pytestmark in the CAE/classifier/weights tests) so other model tests keep torch's default.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

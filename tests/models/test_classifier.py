@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
+from ecg_transfer.models.classifier import FeatureClassifier, RhythmClassifier, build_classifier
+from ecg_transfer.training.engine import TrainConfig, fit
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def cae_encoder_state():
+    with torch.random.fork_rng():
+        torch.manual_seed(123)
+        cae = ConvAutoencoder(TINY)
+    # Non-default BN statistics, so a copy is told apart from a fresh init.
+    for name, buffer in cae.encoder.named_buffers():
+        if name.endswith("running_mean"):
+            buffer.fill_(0.3)
+    return cae.encoder.state_dict()
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_transfer_starts_from_the_cae_encoder_and_random_does_not(cae_encoder_state):
+    transfer = build_classifier("transfer", TINY, cae_encoder_state, n_classes=11, seed=0)
+    frozen = build_classifier("transfer_frozen", TINY, cae_encoder_state, n_classes=11, seed=0)
+    random = build_classifier("random", TINY, cae_encoder_state, n_classes=11, seed=0)
+    assert _same(transfer.encoder.state_dict(), cae_encoder_state)
+    assert _same(frozen.encoder.state_dict(), cae_encoder_state)
+    assert not torch.equal(random.encoder.blocks[0].conv1.weight, cae_encoder_state["blocks.0.conv1.weight"])
+
+
+def test_head_init_identical_across_arms_and_seed_dependent(cae_encoder_state):
+    heads = [build_classifier(arm, TINY, cae_encoder_state, 11, seed=4).head.state_dict()
+             for arm in ("random", "transfer", "transfer_frozen")]
+    assert _same(heads[0], heads[1]) and _same(heads[0], heads[2])
+    other_seed = build_classifier("random", TINY, None, 11, seed=5).head.state_dict()
+    assert not _same(heads[0], other_seed)
+    # Same seed, same random-arm encoder: the build is reproducible.
+    again = build_classifier("random", TINY, None, 11, seed=4)
+    first = build_classifier("random", TINY, None, 11, seed=4)
+    assert _same(again.state_dict(), first.state_dict())
+
+
+def test_frozen_encoder_unchanged_by_training_while_head_learns(cae_encoder_state):
+    model = build_classifier("transfer_frozen", TINY, cae_encoder_state, 3, seed=0)
+    assert all(not p.requires_grad for p in model.encoder.parameters())
+    model.train()
+    assert not model.encoder.training and model.head.training
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 256)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    fit(model, "classification", x, y, {}, TrainConfig(epochs=1, batch_size=8, n_classes=3), progress=False)
+    assert _same(model.encoder.state_dict(), encoder_before)  # weights and BN running stats
+    assert not _same(model.head.state_dict(), head_before)
+
+
+def test_fine_tuned_transfer_encoder_does_change(cae_encoder_state):
+    model = build_classifier("transfer", TINY, cae_encoder_state, 3, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 256)).astype(np.float32)
+    fit(model, "classification", x, rng.integers(0, 3, 16), {}, TrainConfig(epochs=1, batch_size=8, n_classes=3), progress=False)
+    assert not _same(model.encoder.state_dict(), cae_encoder_state)
+
+
+def test_mismatched_encoder_state_names_keys_and_shapes(cae_encoder_state):
+    state = dict(cae_encoder_state)
+    state.pop("to_code.bias")
+    state["extra.weight"] = torch.zeros(1)
+    state["to_code.weight"] = torch.zeros(5, 5)
+    with pytest.raises(ValueError) as error:
+        build_classifier("transfer", TINY, state, 11, seed=0)
+    text = str(error.value)
+    assert "to_code.bias" in text and "extra.weight" in text and "to_code.weight: expected (60, 64), got (5, 5)" in text
+
+
+def test_transfer_without_state_and_unknown_arm_raise():
+    with pytest.raises(ValueError, match="needs the pretrained"):
+        build_classifier("transfer", TINY, None, 11, seed=0)
+    with pytest.raises(ValueError, match="unknown arm 'image'"):
+        build_classifier("image", TINY, None, 11, seed=0)
+
+
+def test_output_shapes():
+    assert RhythmClassifier(TINY, n_classes=11)(torch.randn(2, 1, 256)).shape == (2, 11)
+    assert FeatureClassifier(1024, 11, hidden=32)(torch.randn(4, 1024)).shape == (4, 11)
+    linear = FeatureClassifier(10, 3, hidden=0, dropout=0.0)
+    assert sum(p.numel() for p in linear.parameters()) == 10 * 3 + 3

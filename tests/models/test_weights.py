@@ -1,0 +1,101 @@
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
+from ecg_transfer.models.weights import (
+    check_pretrained_encoder,
+    encoder_model_card,
+    load_pretrained_encoder,
+    save_pretrained_encoder,
+)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    encoder = ConvAutoencoder(TINY).encoder
+    weights, card = tmp_path / "encoder.pt", tmp_path / "encoder_card.json"
+    save_pretrained_encoder(weights, card, encoder, TINY, {"data": "synthetic monitor corpus", "test_mse": 0.25})
+    return encoder, weights, card
+
+
+def test_weights_only_round_trip(saved):
+    encoder, weights, card = saved
+    plain = torch.load(weights, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in plain.values())
+    loaded = load_pretrained_encoder(weights, card, TINY)
+    expected = encoder.state_dict()
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+def test_card_records_architecture_and_provenance(saved):
+    _, _, card = saved
+    content = json.loads(card.read_text())
+    assert content["architecture"]["channels"] == [2, 2, 4, 4, 4, 4, 4, 4, 4]
+    assert content["architecture"]["kernel_size"] == 19
+    assert content["sampling_rate_hz"] == 250.0
+    assert content["window_length"] == 256
+    assert content["normalisation"] == "per-window z-score"
+    assert content["test_mse"] == 0.25 and content["data"] == "synthetic monitor corpus"
+    assert content["torch_version"] == torch.__version__ and "date" in content
+
+
+def test_card_with_other_architecture_names_the_fields(saved):
+    _, weights, card = saved
+    with pytest.raises(ValueError, match=r"channels: card \[2, 2, 4.*bottleneck: card 60 vs configured 32"):
+        load_pretrained_encoder(weights, card, replace(TINY, channels=(2,) * 9, bottleneck=32))
+
+
+def test_tampered_weights_name_keys_and_shapes(saved):
+    _, weights, card = saved
+    state = torch.load(weights, weights_only=True)
+    state.pop("blocks.0.bn1.weight")
+    state["head.weight"] = torch.zeros(3)
+    state["to_code.bias"] = torch.zeros(7)
+    torch.save(state, weights)
+    with pytest.raises(ValueError) as error:
+        load_pretrained_encoder(weights, card, TINY)
+    text = str(error.value)
+    assert "missing keys ['blocks.0.bn1.weight']" in text
+    assert "unexpected keys ['head.weight']" in text
+    assert "to_code.bias: expected (60,), got (7,)" in text
+
+
+def test_missing_file_and_non_tensor_payload(saved, tmp_path):
+    _, weights, card = saved
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        load_pretrained_encoder(tmp_path / "nowhere.pt", card, TINY)
+    torch.save({"obj": object()}, weights)
+    with pytest.raises(ValueError, match="not a tensors-only state_dict"):
+        load_pretrained_encoder(weights, card, TINY)
+
+
+def test_saving_an_encoder_of_another_config_is_refused(tmp_path):
+    encoder = ConvAutoencoder(TINY).encoder
+    with pytest.raises(ValueError, match="does not match the given CaeConfig"):
+        save_pretrained_encoder(tmp_path / "w.pt", tmp_path / "c.json", encoder, CaeConfig(), {})
+
+
+def test_in_memory_card_and_check_agree_with_the_files(saved):
+    """The Kedro path (datasets load the state and the card, the node checks them) accepts
+    exactly what the file path accepts, and names the differing field otherwise."""
+    encoder, weights, card_path = saved
+    state = torch.load(weights, weights_only=True)
+    card = json.loads(card_path.read_text())
+    assert check_pretrained_encoder(state, card, TINY).keys() == encoder.state_dict().keys()
+    fresh = encoder_model_card(encoder.state_dict(), TINY, {"data": "x"})
+    assert fresh["architecture"] == card["architecture"] and fresh["n_parameters"] == card["n_parameters"]
+    wider = replace(TINY, channels=(2, 2, 4, 4, 4, 4, 4, 4, 8))
+    with pytest.raises(ValueError, match="channels"):
+        check_pretrained_encoder(state, card, wider)
+    with pytest.raises(ValueError, match="missing keys"):
+        check_pretrained_encoder({k: v for k, v in list(state.items())[1:]}, card, TINY)
+    with pytest.raises(ValueError, match="architecture"):
+        check_pretrained_encoder(state, {"data": "no architecture"}, TINY)

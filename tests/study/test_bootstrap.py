@@ -1,0 +1,122 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecg_transfer.study.bootstrap import (
+    bootstrap_sample_with_redraws,
+    draw_all_samples,
+    draw_bootstrap_sample,
+    stratified_counts,
+    trial_seeds,
+)
+
+# Shaped like the Chapman set's tail: two tiny classes beside large ones.
+LABELS = np.array(["SB"] * 60 + ["SR"] * 30 + ["AFIB"] * 20 + ["AVRT"] * 2 + ["SAAWR"] * 1)
+
+
+def test_trial_seeds_reproducible_distinct_and_match_seedsequence():
+    seeds = trial_seeds(42, 5)
+    assert seeds == trial_seeds(42, 5)
+    assert len(set(seeds)) == 5
+    assert seeds != trial_seeds(43, 5)
+    expected = [int(c.generate_state(1, dtype=np.uint32)[0]) for c in np.random.SeedSequence(42).spawn(5)]
+    assert seeds == expected
+    # the first trials do not depend on how many trials follow
+    assert trial_seeds(42, 3) == seeds[:3]
+
+
+def test_stratified_counts_hand_example():
+    # quotas for 10 of [6, 3, 1] out of 10: exactly 6, 3, 1
+    assert stratified_counts(np.array([6, 3, 1]), 10).tolist() == [6, 3, 1]
+    # 5 of [60, 30, 9, 1]: quotas 3, 1.5, 0.45, 0.05 -> floors raised to 1 give 3, 1, 1, 1 = 6;
+    # only class 0 holds more than 1, so it pays the surplus.
+    assert stratified_counts(np.array([60, 30, 9, 1]), 5).tolist() == [2, 1, 1, 1]
+    # largest remainder fills the deficit: 7 of [5, 3, 2] -> quotas 3.5, 2.1, 1.4 -> 3,2,1 + 1 to class 0
+    assert stratified_counts(np.array([5, 3, 2]), 7).tolist() == [4, 2, 1]
+
+
+def test_stratified_counts_too_small_sample_raises():
+    with pytest.raises(ValueError, match="cannot hold all 3 classes"):
+        stratified_counts(np.array([5, 3, 2]), 2)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5, 0.25, 0.05])
+def test_sample_size_every_class_present_and_in_range(fraction):
+    positions = draw_bootstrap_sample(LABELS, fraction, seed=3)
+    assert positions.size == round(fraction * LABELS.size)
+    assert positions.min() >= 0 and positions.max() < LABELS.size
+    assert set(LABELS[positions]) == set(LABELS)
+
+
+def test_full_fraction_keeps_class_counts_exactly():
+    positions = draw_bootstrap_sample(LABELS, 1.0, seed=1)
+    drawn = pd.Series(LABELS[positions]).value_counts().sort_index()
+    original = pd.Series(LABELS).value_counts().sort_index()
+    pd.testing.assert_series_equal(drawn, original)
+
+
+def test_with_replacement_repeats_positions():
+    positions = draw_bootstrap_sample(LABELS, 1.0, seed=1)
+    assert np.unique(positions).size < positions.size
+
+
+def test_same_fraction_and_seed_same_sample_else_different():
+    a = draw_bootstrap_sample(LABELS, 0.5, seed=11)
+    np.testing.assert_array_equal(a, draw_bootstrap_sample(LABELS, 0.5, seed=11))
+    assert not np.array_equal(a, draw_bootstrap_sample(LABELS, 0.5, seed=12))
+    # a different fraction with the same trial seed draws independently
+    b = draw_bootstrap_sample(LABELS, 0.25, seed=11)
+    assert not np.array_equal(a[: b.size], b)
+
+
+def test_integer_labels_work_and_no_redraws_needed():
+    ints = np.repeat(np.arange(5), [60, 30, 20, 2, 1])
+    positions, redraws = bootstrap_sample_with_redraws(ints, 0.25, seed=0)
+    assert redraws == 0
+    assert set(ints[positions]) == set(range(5))
+
+
+def test_impossible_sample_raises_clear_error():
+    with pytest.raises(ValueError, match="cannot hold all 5 classes"):
+        draw_bootstrap_sample(LABELS, 0.02, seed=0)  # round(0.02 * 113) = 2 < 5 classes
+
+
+@pytest.mark.parametrize(
+    "labels, fraction, match",
+    [
+        (LABELS, 0.0, "fraction"),
+        (LABELS, 1.5, "fraction"),
+        (np.array([]), 0.5, "empty"),
+        (np.array(["SB", None, "SR"], dtype=object), 1.0, "missing"),
+        (LABELS.reshape(1, -1), 1.0, "1-D"),
+    ],
+)
+def test_bad_input_raises(labels, fraction, match):
+    with pytest.raises(ValueError, match=match):
+        draw_bootstrap_sample(labels, fraction, seed=0)
+
+
+def test_draw_all_samples_long_format_matches_single_draws():
+    table = draw_all_samples(LABELS, (1.0, 0.25), n_trials=3, base_seed=7)
+    assert list(table.columns) == ["fraction", "trial", "seed", "position"]
+    sizes = table.groupby(["fraction", "trial"]).size()
+    assert sizes.loc[(1.0, 1)] == LABELS.size and sizes.loc[(0.25, 3)] == round(0.25 * LABELS.size)
+    seeds = trial_seeds(7, 3)
+    for (fraction, trial), rows in table.groupby(["fraction", "trial"]):
+        assert rows["seed"].nunique() == 1 and rows["seed"].iloc[0] == seeds[trial - 1]
+        np.testing.assert_array_equal(
+            rows["position"].to_numpy(), draw_bootstrap_sample(LABELS, fraction, seeds[trial - 1])
+        )
+    pd.testing.assert_frame_equal(table, draw_all_samples(LABELS, (1.0, 0.25), 3, 7))
+
+
+def test_draw_all_samples_rejects_repeated_fractions():
+    with pytest.raises(ValueError, match="repeat"):
+        draw_all_samples(LABELS, (0.5, 0.5), n_trials=2, base_seed=0)
+
+
+def test_pandas_string_series_gives_the_same_sample_as_numpy():
+    series = pd.Series(LABELS, dtype="string")
+    np.testing.assert_array_equal(
+        draw_bootstrap_sample(series, 0.5, seed=5), draw_bootstrap_sample(LABELS, 0.5, seed=5)
+    )

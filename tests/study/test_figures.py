@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from ecg_transfer.study.figures import f1_vs_fraction, learning_curves, per_class_f1
+from ecg_transfer.study.summaries import summarise_runs
+
+
+def test_f1_vs_fraction_one_line_per_arm(histories):
+    fig = f1_vs_fraction(summarise_runs(histories))
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["random", "transfer", "image"]
+    assert len(ax.containers) == 3  # one errorbar container per arm
+    line = ax.containers[0].lines[0]
+    np.testing.assert_allclose(sorted(line.get_xdata()), [50.0, 100.0])
+
+
+def test_f1_vs_fraction_plots_the_means(histories):
+    summary = summarise_runs(histories)
+    fig = f1_vs_fraction(summary, metric="honest_test_f1_weighted", arms=("transfer",))
+    line = fig.axes[0].containers[0].lines[0]
+    expected = summary[summary["arm"] == "transfer"].groupby("fraction")["honest_test_f1_weighted"].mean()
+    np.testing.assert_allclose(line.get_ydata(), expected.sort_index().to_numpy())
+
+
+def test_learning_curves_one_panel_per_fraction(histories):
+    fig = learning_curves(histories)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2
+    assert [ax.get_title() for ax in fig.axes] == ["100% of training data", "50% of training data"]
+    for ax in fig.axes:
+        assert len(ax.get_lines()) == 3
+        assert len(ax.collections) == 3  # one SD band per arm
+    first = fig.axes[0].get_lines()[0]
+    test = histories[(histories["split"] == "test") & (histories["fraction"] == 1.0) & (histories["arm"] == "random")]
+    np.testing.assert_allclose(first.get_ydata(), test.groupby("epoch")["f1_weighted"].mean().to_numpy())
+
+
+def test_learning_curves_bad_split(histories):
+    with pytest.raises(ValueError, match="no rows of split"):
+        learning_curves(histories, split="holdout")
+
+
+def test_per_class_heatmap(histories):
+    fig = per_class_f1(summarise_runs(histories))
+    heat = fig.axes[0]
+    assert [t.get_text() for t in heat.get_xticklabels()] == ["SB", "SR", "AFIB"]
+    assert heat.images[0].get_array().shape == (6, 3)  # 2 fractions x 3 arms, 3 classes
+    assert len(fig.axes) == 2  # heatmap and colour bar

@@ -1,0 +1,79 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecg_transfer.study.lci import bounded_learning_curve_index, learning_curve_index
+from ecg_transfer.study.summaries import summarise_runs
+
+TEST_F1 = [0.50, 0.70, 0.65, 0.80, 0.75]
+VAL_F1 = [0.40, 0.60, 0.62, 0.62, 0.55]  # best val at epoch 3 (tie with 4 -> earliest)
+TEST_MACRO = [0.30, 0.35, 0.45, 0.40, 0.42]
+
+
+def _one_run(fraction=1.0, arm="transfer", trial=1, with_val=True) -> pd.DataFrame:
+    rows = []
+    for epoch in range(1, 6):
+        i = epoch - 1
+        splits = {"train": 0.9, "test": TEST_F1[i]}
+        if with_val:
+            splits["val"] = VAL_F1[i]
+        for split, f1 in splits.items():
+            rows.append({
+                "fraction": fraction, "arm": arm, "trial": trial, "epoch": epoch, "split": split,
+                "loss": 1.0, "f1_weighted": f1,
+                "f1_macro": TEST_MACRO[i] if split == "test" else 0.1,
+                "accuracy": f1 + 0.01, "f1_SB": f1 + 0.1, "f1_AVRT": 0.1 * epoch,
+            })
+    return pd.DataFrame(rows)
+
+
+def test_hand_built_run():
+    row = summarise_runs(_one_run()).iloc[0]
+    assert (row["fraction"], row["arm"], row["trial"], row["n_epochs"]) == (1.0, "transfer", 1, 5)
+    assert row["best_test_f1_weighted"] == 0.80 and row["best_epoch_f1_weighted"] == 4
+    assert row["best_test_f1_macro"] == 0.45 and row["best_epoch_f1_macro"] == 3
+    assert row["honest_epoch"] == 3
+    assert row["honest_test_f1_weighted"] == 0.65
+    assert row["honest_test_f1_macro"] == 0.45
+    assert row["honest_test_accuracy"] == pytest.approx(0.66)
+    assert row["honest_test_f1_SB"] == pytest.approx(0.75)
+    assert row["honest_test_f1_AVRT"] == pytest.approx(0.3)
+    assert row["final_epoch"] == 5 and row["final_test_f1_weighted"] == 0.75
+    assert row["lci"] == pytest.approx(learning_curve_index(TEST_F1))
+    assert row["lci_bounded"] == pytest.approx(bounded_learning_curve_index(TEST_F1))
+
+
+def test_one_row_per_run_and_epoch_order_does_not_matter(histories):
+    summary = summarise_runs(histories)
+    assert len(summary) == 2 * 3 * 3
+    assert not summary.duplicated(["fraction", "arm", "trial"]).any()
+    shuffled = histories.sample(frac=1.0, random_state=0)
+    pd.testing.assert_frame_equal(summary, summarise_runs(shuffled))
+
+
+def test_optimistic_is_never_below_honest(histories):
+    summary = summarise_runs(histories)
+    assert (summary["best_test_f1_weighted"] >= summary["honest_test_f1_weighted"]).all()
+    assert (summary["best_test_f1_weighted"] >= summary["final_test_f1_weighted"]).all()
+
+
+def test_missing_validation_gives_nan_honest_columns():
+    row = summarise_runs(_one_run(with_val=False)).iloc[0]
+    assert np.isnan(row["honest_test_f1_weighted"]) and np.isnan(row["honest_test_f1_SB"])
+    assert row["best_test_f1_weighted"] == 0.80
+
+
+def test_bad_histories_raise():
+    run = _one_run()
+    with pytest.raises(ValueError, match="lack columns"):
+        summarise_runs(run.drop(columns="f1_macro"))
+    with pytest.raises(ValueError, match="duplicate"):
+        summarise_runs(pd.concat([run, run.iloc[:1]]))
+    with pytest.raises(ValueError, match="unknown split"):
+        summarise_runs(run.assign(split="holdout"))
+    with pytest.raises(ValueError, match="no test rows"):
+        summarise_runs(run[run["split"] != "test"])
+    broken = run.copy()
+    broken.loc[broken["split"] == "test", "f1_weighted"] = np.nan
+    with pytest.raises(ValueError, match="NaN test f1_weighted"):
+        summarise_runs(broken)

@@ -1,0 +1,96 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ecg_transfer.study.tables import fraction_label, format_p, mean_sd, table2, table3, to_markdown
+
+
+def _summary() -> pd.DataFrame:
+    values = {
+        (1.0, "random"): [0.84, 0.85, 0.83],
+        (1.0, "image"): [0.81, 0.80, 0.82],
+        (1.0, "transfer"): [0.86, 0.87, 0.85],
+        (0.25, "random"): [0.54, 0.55, 0.53],
+        (0.25, "image"): [0.78, 0.79, 0.77],
+        (0.25, "transfer"): [0.83, 0.84, 0.82],
+    }
+    rows = []
+    for (fraction, arm), trials in values.items():
+        for trial, value in enumerate(trials, start=1):
+            rows.append({"fraction": fraction, "arm": arm, "trial": trial,
+                         "best_test_f1_weighted": value, "lci": value * 2})
+    return pd.DataFrame(rows)
+
+
+def test_table2_layout_and_values():
+    table = table2(_summary())
+    assert list(table.columns) == [
+        "100% random", "100% image", "100% transfer", "25% random", "25% image", "25% transfer",
+    ]
+    assert list(table.index) == [
+        "trial 1", "trial 2", "trial 3", "mean ± SD",
+        "p Welch transfer vs random", "p Welch transfer vs image",
+    ]
+    assert table.loc["trial 2", "100% random"] == "0.850"
+    # mean 0.84, SD 0.01 (ddof=1)
+    assert table.loc["mean ± SD", "100% random"] == "0.840 ± 0.010"
+    expected_p = stats.ttest_ind([0.86, 0.87, 0.85], [0.84, 0.85, 0.83], equal_var=False).pvalue
+    assert table.loc["p Welch transfer vs random", "100% transfer"] == f"{expected_p:.3f}"
+    assert table.loc["p Welch transfer vs random", "100% random"] == ""
+    assert table.loc["p Welch transfer vs random", "25% transfer"] == "<0.001"
+
+
+def test_table3_has_random_and_transfer_only():
+    table = table3(_summary())
+    assert list(table.columns) == ["100% random", "100% transfer", "25% random", "25% transfer"]
+    assert table.index[-1] == "p Welch transfer vs random"
+    assert table.loc["mean ± SD", "100% random"] == "1.680 ± 0.020"
+
+
+def test_missing_trial_leaves_empty_cell_and_missing_arm_is_dropped():
+    summary = _summary()
+    summary = summary[~((summary["arm"] == "image") & (summary["trial"] == 3) & (summary["fraction"] == 1.0))]
+    table = table2(summary)
+    assert table.loc["trial 3", "100% image"] == ""
+    assert table.loc["mean ± SD", "100% image"] == "0.805 ± 0.007"
+    no_image = table2(summary[summary["arm"] != "image"])
+    assert "100% image" not in no_image.columns
+    assert "p Welch transfer vs image" not in no_image.index
+
+
+def test_helpers():
+    assert fraction_label(1.0) == "100%" and fraction_label(0.25) == "25%" and fraction_label(0.125) == "12.5%"
+    assert mean_sd(np.array([1.0, 2.0, 3.0]), 2) == "2.00 ± 1.00"
+    assert mean_sd(np.array([0.5]), 1) == "0.5 ± n/a"
+    assert mean_sd(np.array([])) == ""
+    assert format_p(0.04567) == "0.046" and format_p(1e-5) == "<0.001" and format_p(float("nan")) == "n/a"
+
+
+def test_to_markdown_renders_every_cell():
+    table = pd.DataFrame({"a|b": ["x", "y"], "c": [0.5, np.nan]}, index=["r1", "r2"])
+    table.index.name = "metric"
+    text = to_markdown(table)
+    lines = text.strip().split("\n")
+    assert lines[0] == "| metric | a\\|b | c |"
+    assert lines[1] == "| --- | ---: | ---: |"
+    assert lines[2] == "| r1 | x | 0.500 |"
+    assert lines[3] == "| r2 | y |  |"
+    assert len(lines) == 4
+
+
+def test_table2_to_markdown_row_count():
+    text = to_markdown(table2(_summary()))
+    assert text.count("\n") == 2 + 6
+    assert "| mean ± SD | 0.840 ± 0.010 |" in text
+
+
+def test_bad_metric_raises():
+    with pytest.raises(ValueError, match="lacks columns"):
+        table2(_summary(), metric="honest_test_f1_weighted")
+
+
+def test_duplicate_runs_raise():
+    summary = _summary()
+    with pytest.raises(ValueError, match="duplicate"):
+        table2(pd.concat([summary, summary.iloc[:1]]))

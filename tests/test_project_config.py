@@ -1,0 +1,59 @@
+"""The project's configuration loads in every environment it ships, offline and private."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_telemetry_consent_is_committed_as_false():
+    assert yaml.safe_load((PROJECT_ROOT / ".telemetry").read_text()) == {"consent": False}
+    assert ".telemetry" not in (PROJECT_ROOT / ".gitignore").read_text().split()
+
+
+@pytest.mark.parametrize("env", ["local", "test", "paper"])
+def test_config_loads(project_copy, env):
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, env=env) as session:
+        context = session.load_context()
+        params = context.params
+        catalog = context.catalog
+    for group in ("bundled_data", "preprocessing", "pretraining", "finetuning", "image_transfer", "study"):
+        assert group in params, group
+    assert "labelled_windows" in catalog
+    assert context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"] == "sqlite:///mlflow.db"
+
+
+_NO_NETWORK = """
+import socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(args)
+    with open(sys.argv[1], "a") as log:
+        log.write(repr(args) + "\\n")
+    raise OSError("network disabled by the test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+sys.argv = ["kedro", "registry", "list"]
+from kedro.framework.cli import main
+main()
+"""
+
+
+def test_kedro_cli_lists_pipelines_without_any_network_call(project_copy, tmp_path):
+    """kedro-telemetry ships with kedro; with consent false nothing may even try to connect."""
+    attempts = tmp_path / "connect_attempts.log"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "KEDRO_DISABLE_TELEMETRY"}
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_NETWORK, str(attempts)],
+        cwd=project_copy, capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "starvation" in done.stdout and "image_transfer" in done.stdout
+    assert not attempts.exists() or attempts.read_text() == ""

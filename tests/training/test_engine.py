@@ -1,0 +1,222 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
+from ecg_transfer.models.classifier import FeatureClassifier, build_classifier
+from ecg_transfer.training.checkpoints import CheckpointStore
+from ecg_transfer.training.engine import TrainConfig, evaluate, fit
+
+TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+
+
+def _data(n=40, length=256, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, length)).astype(np.float32), rng.integers(0, n_classes, n)
+
+
+def _comparable(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop(columns="samples_per_s")  # wall-clock throughput is the only non-deterministic column
+
+
+def _classifier(seed=0):
+    return build_classifier("random", TINY, None, n_classes=3, seed=seed)
+
+
+CFG = TrainConfig(epochs=3, batch_size=16, lr=0.005, n_classes=3, seed=1)
+
+
+def test_history_columns_and_rows():
+    x, y = _data()
+    result = fit(_classifier(), "classification", x, y, {"test": (x[:10], y[:10])}, CFG, progress=False)
+    history = result.history
+    assert list(history.columns[:6]) == ["epoch", "split", "loss", "f1_weighted", "f1_macro", "accuracy"]
+    assert {"f1_c0", "f1_c2", "samples_per_s"} <= set(history.columns)
+    assert list(zip(history.epoch, history.split)) == [(e, s) for e in (1, 2, 3) for s in ("train", "test")]
+    assert (history.samples_per_s > 0).all()
+    assert result.monitor == ("test", "f1_weighted")
+    test = history[history.split == "test"]
+    assert result.best_value == test.f1_weighted.max()
+    assert result.best_epoch == int(test.epoch[test.f1_weighted.idxmax()])
+
+
+def test_same_seed_gives_bit_identical_history_and_weights():
+    x, y = _data()
+    runs = []
+    for _ in range(2):
+        model = _classifier()
+        runs.append((fit(model, "classification", x, y, {"test": (x, y)}, CFG, progress=False), model))
+    pd.testing.assert_frame_equal(_comparable(runs[0][0].history), _comparable(runs[1][0].history), check_exact=True)
+    for key, value in runs[0][1].state_dict().items():
+        assert torch.equal(value, runs[1][1].state_dict()[key])
+
+
+def test_global_rng_untouched():
+    x, y = _data(n=16)
+    torch.manual_seed(99)
+    expected = torch.rand(1)
+    torch.manual_seed(99)
+    fit(_classifier(), "classification", x, y, {}, TrainConfig(epochs=1, batch_size=8, n_classes=3), progress=False)
+    assert torch.equal(torch.rand(1), expected)
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    x, y = _data()
+    evals = {"test": (x[:12], y[:12])}
+    reference_model = _classifier()
+    reference = fit(reference_model, "classification", x, y, evals, CFG, progress=False)
+
+    store = CheckpointStore(tmp_path)
+
+    def interrupt(epoch, _history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_classifier(), "classification", x, y, evals, CFG, store, "run", progress=False, on_epoch_end=interrupt)
+    assert store.load("run")["epoch"] == 2 and not store.is_done("run")
+
+    resumed_model = _classifier(seed=7)  # the checkpoint, not the fresh init, must decide the weights
+    resumed = fit(resumed_model, "classification", x, y, evals, CFG, store, "run", progress=False)
+    assert resumed.resumed_from_epoch == 2
+    pd.testing.assert_frame_equal(_comparable(resumed.history), _comparable(reference.history), check_exact=True)
+    for key, value in reference_model.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key])
+
+    # A finished run is not trained again: its result comes back from the store.
+    calls = []
+    again = fit(_classifier(), "classification", x, y, evals, CFG, store, "run", progress=False,
+                on_epoch_end=lambda e, h: calls.append(e))
+    assert calls == [] and store.is_done("run")
+    pd.testing.assert_frame_equal(again.history, resumed.history)
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    x, y = _data(n=16)
+    store = CheckpointStore(tmp_path)
+    with pytest.raises(RuntimeError):
+        fit(_classifier(), "classification", x, y, {}, CFG, store, "r", progress=False,
+            on_epoch_end=lambda e, h: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(ValueError, match="another config.*batch_size: checkpoint 16 vs now 8"):
+        fit(_classifier(), "classification", x, y, {}, TrainConfig(epochs=3, batch_size=8, n_classes=3, seed=1),
+            store, "r", progress=False)
+
+
+def test_reconstruction_reports_mse_and_summed_error_and_keeps_best():
+    x, _ = _data(n=24)
+    model = ConvAutoencoder(TINY)
+    cfg = TrainConfig(epochs=2, batch_size=8)
+    result = fit(model, "reconstruction", x, None, {"test": x[:8]}, cfg, progress=False)
+    history = result.history
+    assert {"mse", "sse_per_window"} <= set(history.columns)
+    assert np.allclose(history.sse_per_window, history.mse * 256)
+    assert np.allclose(history.loss, history.mse)
+    assert result.monitor == ("test", "loss")
+    assert result.best_value == history[history.split == "test"].loss.min()
+    # restore_best: the model holds the best epoch's weights, which reproduce the best test MSE.
+    assert evaluate(model, "reconstruction", x[:8], None, cfg)["mse"] == pytest.approx(result.best_value, rel=1e-5)
+
+
+def test_nan_loss_stops_with_the_run_and_epoch():
+    x, y = _data(n=16)
+    x[3, 10] = np.nan
+    with pytest.raises(FloatingPointError, match=r"fit\[nan-run\].*epoch 1"):
+        fit(_classifier(), "classification", x, y, {}, CFG, run_key="nan-run", progress=False)
+
+
+def test_early_stopping_on_a_flat_monitor():
+    # A learning rate far below float resolution leaves the weights bit-identical, so the
+    # monitored loss never improves after epoch 1 and patience 2 stops after epoch 3.
+    rng = np.random.default_rng(0)
+    features, labels = rng.standard_normal((20, 5)).astype(np.float32), rng.integers(0, 3, 20)
+    cfg = TrainConfig(epochs=10, batch_size=5, lr=1e-30, patience=2, n_classes=3, monitor_metric="loss")
+    result = fit(FeatureClassifier(5, 3, hidden=0, dropout=0.0), "classification", features, labels,
+                 {"val": (features, labels)}, cfg, progress=False)
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
+
+
+class RecordingArray:
+    """Array stand-in that logs which rows the loop reads and refuses whole-array reads."""
+
+    def __init__(self, data, limit):
+        self.data, self.limit, self.reads = data, limit, []
+        self.shape = data.shape
+
+    def __getitem__(self, rows):
+        selected = self.data[rows]
+        if selected.shape[0] > self.limit:
+            raise AssertionError(f"read {selected.shape[0]} rows at once")
+        self.reads.append(np.atleast_1d(np.arange(self.shape[0])[rows]).tolist())
+        return selected
+
+
+def test_batches_are_read_lazily_and_in_the_same_order_for_every_arm():
+    x, y = _data()
+    cae = ConvAutoencoder(TINY)
+    orders = []
+    for arm in ("random", "transfer", "transfer_frozen"):
+        recording = RecordingArray(x, limit=16)
+        model = build_classifier(arm, TINY, cae.encoder.state_dict(), 3, seed=0)
+        fit(model, "classification", recording, y, {}, TrainConfig(epochs=2, batch_size=16, n_classes=3), progress=False)
+        orders.append(recording.reads)
+    assert orders[0] == orders[1] == orders[2]
+    assert sorted(sum(orders[0][:3], [])) == list(range(40))  # epoch 1 covers every window once
+
+
+def test_memmap_input_gives_the_same_history(tmp_path):
+    x, y = _data(n=24)
+    path = tmp_path / "windows.f32"
+    stored = np.memmap(path, dtype=np.float32, mode="w+", shape=x.shape)
+    stored[:] = x
+    stored.flush()
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=x.shape)
+    cfg = TrainConfig(epochs=1, batch_size=8, n_classes=3)
+    from_memory = fit(_classifier(), "classification", x, y, {"test": (x, y)}, cfg, progress=False)
+    from_disk = fit(_classifier(), "classification", mapped, y, {"test": (mapped, y)}, cfg, progress=False)
+    pd.testing.assert_frame_equal(_comparable(from_memory.history), _comparable(from_disk.history))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"evals": {"train": None}}, "'train' is reserved"),
+        ({"train_y": np.full(8, 5)}, r"outside 0..2"),
+        ({"train_x": np.zeros((8, 300), np.float32)}, "300 samples, the model expects 256"),
+        ({"train_y": np.zeros(8, dtype=float)}, "integer class indices"),
+        ({"evals": {"val": (np.zeros((4, 256), np.float32), np.zeros(4, int))}}, "monitor split 'test'"),
+    ],
+)
+def test_bad_inputs_raise(kwargs, message):
+    arguments = {"train_x": np.zeros((8, 256), np.float32), "train_y": np.zeros(8, dtype=int), "evals": {}}
+    arguments.update(kwargs)
+    cfg = TrainConfig(epochs=1, n_classes=3, monitor_split="test" if "val" in str(kwargs) else None)
+    with pytest.raises(ValueError, match=message):
+        fit(_classifier(), "classification", arguments["train_x"], arguments["train_y"], arguments["evals"], cfg,
+            progress=False)
+
+
+def _sine_classes(n=96, seed=0):
+    """Three classes told apart by frequency (1, 2.5, 5 Hz at 250 Hz), random phase, noise, z-scored."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    t = np.arange(256) / 250
+    x = np.sin(2 * np.pi * np.array([1.0, 2.5, 5.0])[labels][:, None] * t + rng.uniform(0, 6.3, (n, 1)))
+    x = x + 0.3 * rng.standard_normal((n, 256))
+    x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+    return x.astype(np.float32), labels
+
+
+def test_the_loop_learns_a_separable_task():
+    x, y = _sine_classes()
+    result = fit(_classifier(), "classification", x[:64], y[:64], {"test": (x[64:], y[64:])},
+                 TrainConfig(epochs=6, batch_size=16, n_classes=3), progress=False)
+    assert result.best_value >= 0.9  # best test weighted F1; chance is about 0.33
+
+
+def test_cae_pretraining_lowers_the_held_out_mse():
+    x, _ = _sine_classes()
+    result = fit(ConvAutoencoder(TINY), "reconstruction", x[:64], None, {"test": x[64:]},
+                 TrainConfig(epochs=6, batch_size=16), progress=False)
+    test = result.history[result.history.split == "test"]
+    assert result.best_value < 0.95 * test.mse.iloc[0]
