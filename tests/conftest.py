@@ -3,7 +3,6 @@ the working tree's data/ or mlflow.db."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -13,22 +12,28 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-@pytest.fixture
-def project_copy(tmp_path, monkeypatch) -> Path:
-    """conf/, pyproject.toml and .telemetry copied into a temp dir with the data layers; cwd set
-    there because MLflow resolves ``sqlite:///mlflow.db`` against the working directory."""
-    root = tmp_path / "project"
-    root.mkdir()
+def make_project_copy(root: Path) -> Path:
+    """conf/, pyproject.toml and .telemetry copied into ``root`` with empty data layers; the
+    package itself is the installed one (kedro only insists that src/ exists)."""
+    root.mkdir(parents=True)
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()  # kedro insists on the source dir; the package itself is installed
+    (root / "src").mkdir()
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
     for layer in sorted((PROJECT_ROOT / "data").iterdir()):
         if layer.is_dir():
             (root / "data" / layer.name).mkdir(parents=True)
+    return root
+
+
+@pytest.fixture
+def project_copy(tmp_path, monkeypatch) -> Path:
+    """A project copy with cwd set there: MLflow resolves ``sqlite:///mlflow.db`` against the
+    working directory."""
+    root = make_project_copy(tmp_path / "project")
     monkeypatch.chdir(root)
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield root
-    os.chdir(PROJECT_ROOT)
+    return root

@@ -1,6 +1,10 @@
-"""Project settings: the configuration loader, its environments and how they merge."""
+"""Project settings: hooks, the configuration loader, its environments and how they merge."""
 
 from kedro.config import OmegaConfigLoader
+
+from ecg_transfer.hooks import NodeTimingHooks
+
+HOOKS = (NodeTimingHooks(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

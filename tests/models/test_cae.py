@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from ecg_transfer.models.cae import (
+    LEGACY_CONFIG_FIELDS,
     CaeConfig,
     ConvAutoencoder,
     Encoder,
@@ -76,6 +77,34 @@ def test_residual_block_adds_its_input():
     assert torch.allclose(block(x), torch.relu(x))
 
 
+def test_block_without_final_relu_and_zero_init_starts_as_its_skip():
+    block = ResidualBlock(3, 3, 19, transposed=True, final_relu=False, zero_init_residual=True).eval()
+    assert torch.count_nonzero(block.bn2.weight) == 0
+    x = torch.randn(2, 3, 50)
+    assert torch.allclose(block(x), x)  # identity skip, no ReLU: negative values pass
+
+
+def test_default_design_keeps_linear_skip_paths():
+    cfg = CaeConfig()
+    assert cfg.pooling == "avg" and cfg.upsampling == "linear"
+    assert not cfg.final_relu and cfg.zero_init_residual
+    assert cfg.code_length == 64  # 64 positions x 16 channels -> Linear(1024, 60)
+    model = ConvAutoencoder(cfg)
+    assert all(not block.final_relu for block in model.modules() if isinstance(block, ResidualBlock))
+    assert all(isinstance(up, (nn.Upsample, nn.Identity)) for up in model.decoder.upsamples)
+    assert model.decoder.upsamples[-1].mode == "linear"
+    assert model.encoder.to_code.in_features == 16 * 64
+
+
+def test_legacy_config_still_builds():
+    cfg = CaeConfig(**LEGACY_CONFIG_FIELDS)
+    model = ConvAutoencoder(cfg)
+    assert cfg.code_length == 4
+    assert all(block.final_relu for block in model.modules() if isinstance(block, ResidualBlock))
+    assert model(torch.randn(2, 1, 2048)).shape == (2, 1, 2048)
+    assert count_parameters(model) == 334_641
+
+
 def test_tiny_config_round_trip_length():
     model = ConvAutoencoder(TINY)
     assert TINY.code_length == 16
@@ -95,6 +124,7 @@ def test_wrong_input_shape_is_refused():
         ({"pooling": "mean"}, "pooling"),
         ({"window_length": 2000}, "not divisible"),
         ({"pool_factors": (2,) * 8}, "pool_factors has 8"),
+        ({"upsampling": "cubic"}, "upsampling"),
     ],
 )
 def test_invalid_configs_raise(kwargs, message):
@@ -103,7 +133,7 @@ def test_invalid_configs_raise(kwargs, message):
 
 
 def test_from_dict_refuses_unknown_keys_and_accepts_lists():
-    cfg = CaeConfig.from_dict({"channels": [4, 8, 8, 16, 16, 32, 32, 32, 32]})
+    cfg = CaeConfig.from_dict({"channels": [4, 8, 8, 16, 16, 16, 16, 16, 16], "pool_factors": [4, 4, 2, 1, 1, 1, 1, 1, 1]})
     assert cfg == CaeConfig()
     with pytest.raises(ValueError, match="chanels"):
         CaeConfig.from_dict({"chanels": [1]})

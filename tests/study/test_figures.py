@@ -48,3 +48,16 @@ def test_per_class_heatmap(histories):
     assert [t.get_text() for t in heat.get_xticklabels()] == ["SB", "SR", "AFIB"]
     assert heat.images[0].get_array().shape == (6, 3)  # 2 fractions x 3 arms, 3 classes
     assert len(fig.axes) == 2  # heatmap and colour bar
+
+
+def test_reconstruction_figure_shows_each_window_with_its_mse():
+    import numpy as np
+
+    from ecg_transfer.study.figures import reconstruction_figure
+
+    originals = np.vstack([np.sin(np.linspace(0, 20, 512)), np.cos(np.linspace(0, 20, 512))])
+    fig = reconstruction_figure(originals, originals * 0.5, fs=250.0)
+    axes = fig.get_axes()
+    assert len(axes) == 2 and all(len(ax.get_lines()) == 2 for ax in axes)
+    expected = np.mean((originals[0] * 0.5) ** 2)
+    assert axes[0].get_title() == f"MSE per sample {expected:.3f}"

@@ -39,3 +39,16 @@ def test_real_data_report_drops_synthetic_caveat():
     assert "Caveat: synthetic" not in text and "Chapman 10,646 records" in text
     _, default = _report({})
     assert "Caveat: synthetic" in default
+
+
+def test_comparisons_of_several_metrics_get_one_table_each():
+    summary = summarise_runs(make_histories(fractions=(1.0, 0.5)))
+    comparisons = pd.concat(
+        [compare_arms(summary, metric=m, n_boot=200).assign(metric=m)
+         for m in ("best_test_f1_weighted", "honest_test_f1_weighted")],
+        ignore_index=True,
+    )
+    text = study_report(summary, comparisons, table2(summary), table3(summary), {})
+    assert "| best_test_f1_weighted | n (a/b/paired)" in text
+    assert "| honest_test_f1_weighted | n (a/b/paired)" in text
+    assert text.count("| 50% transfer vs random |") == 2

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 POOLING_KINDS = ("max", "avg")
+UPSAMPLING_KINDS = ("nearest", "linear")
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,29 @@ class CaeConfig:
     ``pool_factors``: after encoder block i the length is divided by
     ``pool_factors[i]`` (and the decoder multiplies it back before the mirrored
     block). Pooling early by 4 keeps the full-length blocks few, which is where
-    a CPU spends its time (see the docs' measurements).
+    a CPU spends its time (see the docs' measurements). The default stops at
+    64 positions (32 samples each) before the flatten + linear to 60: a code
+    map of 4 positions (pooling by 512) left the CAE predicting zero, because
+    the R-peak positions could not get through it.
+    ``upsampling``: how the decoder undoes each pooling ("linear" or "nearest").
+    ``final_relu``: whether each residual block ends in ReLU after the skip sum
+    (the classic post-activation block). Off by default, so the skip paths from
+    the input to the code and from the code to the output stay linear; with it
+    on (and max pooling, nearest upsampling) the CAE did not learn on our windows.
+    ``zero_init_residual``: start the last BN gamma of every block at zero, so
+    each block starts as its skip.
     """
 
     window_length: int = 2048
     n_blocks: int = 9
     kernel_size: int = 19
-    channels: tuple[int, ...] = (4, 8, 8, 16, 16, 32, 32, 32, 32)
+    channels: tuple[int, ...] = (4, 8, 8, 16, 16, 16, 16, 16, 16)
     bottleneck: int = 60
-    pool_factors: tuple[int, ...] = (4, 4, 2, 2, 2, 2, 2, 1, 1)
-    pooling: str = "max"
+    pool_factors: tuple[int, ...] = (4, 4, 2, 1, 1, 1, 1, 1, 1)
+    pooling: str = "avg"
+    upsampling: str = "linear"
+    final_relu: bool = False
+    zero_init_residual: bool = True
 
     def __post_init__(self) -> None:
         # Lists arrive from YAML parameters; the dataclass is frozen and hashed.
@@ -57,6 +71,10 @@ class CaeConfig:
             )
         if self.pooling not in POOLING_KINDS:
             raise ValueError(f"CaeConfig: pooling must be one of {POOLING_KINDS}, got {self.pooling!r}")
+        if self.upsampling not in UPSAMPLING_KINDS:
+            raise ValueError(
+                f"CaeConfig: upsampling must be one of {UPSAMPLING_KINDS}, got {self.upsampling!r}"
+            )
         if len(self.pool_factors) != self.n_blocks:
             raise ValueError(
                 f"CaeConfig: pool_factors has {len(self.pool_factors)} entries but n_blocks is "
@@ -89,7 +107,18 @@ class CaeConfig:
 
 
 #: The wider "paper" preset (same pool_factors): closer to common ECG ResNets, ~16x the compute.
-PAPER_WIDTH_CHANNELS = (16, 32, 32, 64, 64, 128, 128, 128, 128)
+PAPER_WIDTH_CHANNELS = (16, 32, 32, 64, 64, 64, 64, 64, 64)
+
+#: The design used before 2026-11 (see the docs' CAE table): post-activation blocks,
+#: max pooling down to 4 positions, nearest upsampling. Its CAE stays at MSE 1.0.
+LEGACY_CONFIG_FIELDS = dict(
+    channels=(4, 8, 8, 16, 16, 32, 32, 32, 32),
+    pool_factors=(4, 4, 2, 2, 2, 2, 2, 1, 1),
+    pooling="max",
+    upsampling="nearest",
+    final_relu=True,
+    zero_init_residual=False,
+)
 
 
 class SingleInputPointwiseConv1d(nn.Conv1d):
@@ -109,14 +138,24 @@ class SingleInputPointwiseConv1d(nn.Conv1d):
 
 
 class ResidualBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN plus a skip, then ReLU; length-preserving (stride 1).
+    """conv-BN-ReLU-conv-BN plus a skip (then ReLU if ``final_relu``); stride 1, length kept.
 
     ``transposed`` selects ConvTranspose1d for the decoder, as the paper says.
     A 1x1 projection (with batch norm) sits on the skip only when the width changes.
+    ``zero_init_residual`` starts bn2's gamma at 0, so the block starts as its skip.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, transposed: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        transposed: bool,
+        final_relu: bool = True,
+        zero_init_residual: bool = False,
+    ):
         super().__init__()
+        self.final_relu = final_relu
         conv = nn.ConvTranspose1d if transposed else nn.Conv1d
         padding = kernel_size // 2
         self.conv1 = conv(in_channels, out_channels, kernel_size, stride=1, padding=padding, bias=False)
@@ -132,11 +171,13 @@ class ResidualBlock(nn.Module):
             self.skip = nn.Sequential(projection, nn.BatchNorm1d(out_channels))
         else:
             self.skip = nn.Identity()
+        if zero_init_residual:
+            nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.skip(x))
+        out = self.bn2(self.conv2(out)) + self.skip(x)
+        return self.relu(out) if self.final_relu else out
 
 
 def _pool(kind: str, factor: int) -> nn.Module:
@@ -147,6 +188,14 @@ def _pool(kind: str, factor: int) -> nn.Module:
     return nn.AvgPool1d(factor)
 
 
+def _upsample(kind: str, factor: int) -> nn.Module:
+    if factor == 1:
+        return nn.Identity()
+    if kind == "nearest":
+        return nn.Upsample(scale_factor=factor, mode="nearest")
+    return nn.Upsample(scale_factor=factor, mode="linear", align_corners=False)
+
+
 class Encoder(nn.Module):
     """(B, 1, L) -> (B, bottleneck): nine residual blocks, each followed by pooling."""
 
@@ -155,7 +204,10 @@ class Encoder(nn.Module):
         self.cfg = cfg
         widths_in = (1,) + cfg.channels[:-1]
         self.blocks = nn.ModuleList(
-            ResidualBlock(c_in, c_out, cfg.kernel_size, transposed=False)
+            ResidualBlock(
+                c_in, c_out, cfg.kernel_size, transposed=False,
+                final_relu=cfg.final_relu, zero_init_residual=cfg.zero_init_residual,
+            )
             for c_in, c_out in zip(widths_in, cfg.channels)
         )
         self.pools = nn.ModuleList(_pool(cfg.pooling, f) for f in cfg.pool_factors)
@@ -181,13 +233,13 @@ class Decoder(nn.Module):
         self.from_code = nn.Linear(cfg.bottleneck, mirrored[0] * cfg.code_length)
         widths_out = mirrored[1:] + (cfg.channels[0],)
         self.blocks = nn.ModuleList(
-            ResidualBlock(c_in, c_out, cfg.kernel_size, transposed=True)
+            ResidualBlock(
+                c_in, c_out, cfg.kernel_size, transposed=True,
+                final_relu=cfg.final_relu, zero_init_residual=cfg.zero_init_residual,
+            )
             for c_in, c_out in zip(mirrored, widths_out)
         )
-        self.upsamples = nn.ModuleList(
-            nn.Upsample(scale_factor=f, mode="nearest") if f > 1 else nn.Identity()
-            for f in cfg.pool_factors[::-1]
-        )
+        self.upsamples = nn.ModuleList(_upsample(cfg.upsampling, f) for f in cfg.pool_factors[::-1])
         # No batch norm or ReLU on the output: the target is a z-scored signal with negative values.
         self.to_signal = nn.Conv1d(cfg.channels[0], 1, kernel_size=1)
 

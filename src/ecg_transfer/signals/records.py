@@ -94,8 +94,9 @@ class EcgRecord:
 class ExclusionLog:
     """Every record a reader refused, with the reason, so data loss is counted and reported."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_level: int = logging.WARNING) -> None:
         self._rows: list[dict[str, str]] = []
+        self._log_level = log_level
 
     def add(
         self, dataset: str, record_id: str, source: str, reason: str, detail: str = ""
@@ -113,7 +114,8 @@ class ExclusionLog:
                 "detail": str(detail),
             }
         )
-        logger.warning(
+        logger.log(
+            self._log_level,
             "%s: excluded %s (%s): %s%s",
             dataset,
             record_id,

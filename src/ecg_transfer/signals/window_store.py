@@ -18,6 +18,7 @@ leaves only a ".<name>.partial-*" directory, which WindowStore refuses to open.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -278,6 +279,9 @@ class WindowStoreWriter:
         self._windows_file = open(self._tmp / WINDOWS_FILE, "wb")  # noqa: SIM115 - closed in close()/abort()
         self._index_writer = pq.ParquetWriter(self._tmp / INDEX_FILE, INDEX_SCHEMA)
         self.n_windows = 0
+        # A digest of every window, so that results computed from a store can tell when
+        # its windows changed (a new filter setting gives the same records and labels).
+        self._digest = hashlib.sha1()
         self._open = True
 
     def append(self, windows: np.ndarray, index: pd.DataFrame) -> None:
@@ -305,7 +309,9 @@ class WindowStoreWriter:
         if len(windows) == 0:
             return
         table = _index_table(index, where)
-        self._windows_file.write(np.ascontiguousarray(windows, dtype=DTYPE).data)
+        data = np.ascontiguousarray(windows, dtype=DTYPE).data
+        self._windows_file.write(data)
+        self._digest.update(data)
         self._index_writer.write_table(table)
         self.n_windows += len(windows)
 
@@ -325,6 +331,7 @@ class WindowStoreWriter:
             "n_windows": self.n_windows,
             "window_length": self.window_length,
             "dtype": DTYPE.str,
+            "windows_sha1": self._digest.hexdigest(),
         }
         (self._tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         self._open = False

@@ -45,8 +45,11 @@ def fingerprint(*parts: Any) -> str:
     nothing it depends on changed."""
     digest = hashlib.sha1()
     for part in parts:
-        if isinstance(part, np.ndarray):
+        if isinstance(part, np.ndarray) and part.dtype != object:
+            digest.update(str((part.dtype.str, part.shape)).encode())
             digest.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, np.ndarray):  # strings: their bytes, never the object pointers
+            digest.update(json.dumps(part.tolist(), default=str).encode())
         elif isinstance(part, Mapping) and part and all(hasattr(v, "numpy") for v in part.values()):
             for key in sorted(part):
                 digest.update(key.encode())

@@ -62,7 +62,13 @@ def study_report(
         "bootstrap CI of the mean difference, and Holm-adjusted p-values over the whole table. "
         "See docs/statistics.md for what each column means.\n\n"
     )
-    parts.append(to_markdown(_comparison_view(comparisons)))
+    if "metric" in comparisons.columns and comparisons["metric"].nunique() > 1:
+        # One table per metric; Holm ran over each metric's own family.
+        for _, per_metric in comparisons.groupby("metric", sort=False):
+            parts.append(to_markdown(_comparison_view(per_metric.reset_index(drop=True))))
+            parts.append("\n")
+    else:
+        parts.append(to_markdown(_comparison_view(comparisons)))
     return "".join(parts)
 
 

@@ -11,6 +11,7 @@ one.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.metrics import class_names, classification_metrics
 
 TASKS = ("reconstruction", "classification")
+LR_SCHEDULES = ("constant", "cosine")
 _LOWER_IS_BETTER = {"loss", "mse", "sse_per_window"}
 
 
@@ -43,6 +45,15 @@ class TrainConfig:
     ``monitor_split``/``monitor_metric`` choose the epoch kept as best and
     drive early stopping; None picks "test" (as the paper) or else the first
     eval split, and "loss" for reconstruction, "f1_weighted" for classification.
+
+    ``lr_schedule``/``warmup_epochs``/``grad_clip`` exist for the CAE, whose
+    pretraining stalled at a constant 0.005 (docs/models_and_training.md): the
+    rate rises linearly from lr/steps to ``lr`` over the first ``warmup_epochs``
+    (may be fractional) and then stays ("constant") or follows a half cosine to
+    0 at the last of ``epochs`` ("cosine"). It is a function of the global step
+    only, so a resumed run follows the same curve. ``grad_clip`` > 0 clips the
+    global gradient norm. The defaults (constant, no warmup, no clipping) are
+    the paper's plain Adam, used by every classifier arm.
     """
 
     epochs: int = 10
@@ -60,6 +71,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     n_classes: int = 11
     restore_best: bool = True
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
@@ -71,6 +85,24 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: patience must be >= 1 or None, got {self.patience}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig: lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"TrainConfig: warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if self.grad_clip < 0:
+            raise ValueError(f"TrainConfig: grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The rate for 0-based global optimiser ``step`` (see :class:`TrainConfig`)."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    if cfg.lr_schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr
 
 
 @dataclass
@@ -205,10 +237,12 @@ _RESUME_IGNORED_FIELDS = {"num_threads"}
 def _resume_differences(payload: Mapping[str, Any], task: str, cfg: TrainConfig) -> list[str]:
     differing = [f"task: checkpoint {payload['task']!r} vs now {task!r}"] if payload["task"] != task else []
     current = asdict(cfg)
+    # A field added after the checkpoint was written counts as its default there.
+    stored = {**asdict(TrainConfig()), **payload["config"]}
     differing += [
-        f"{key}: checkpoint {payload['config'].get(key)!r} vs now {value!r}"
+        f"{key}: checkpoint {stored.get(key)!r} vs now {value!r}"
         for key, value in current.items()
-        if key not in _RESUME_IGNORED_FIELDS and payload["config"].get(key) != value
+        if key not in _RESUME_IGNORED_FIELDS and stored.get(key) != value
     ]
     return differing
 
@@ -356,6 +390,9 @@ def _train_epochs(
 ) -> None:
     monitor_split, monitor_metric, lower_is_better = monitor
     n = train_x.shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
     epochs = tqdm(
         range(state["epoch"] + 1, cfg.epochs + 1), total=cfg.epochs, initial=state["epoch"],
         desc=run_key or task, disable=not progress, unit="epoch", leave=False,
@@ -387,6 +424,12 @@ def _train_epochs(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            if scheduled:
+                rate = learning_rate(cfg, (epoch - 1) * steps_per_epoch + batch_index, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = rate
             optimizer.step()
             loss_sum += loss_value * len(rows)
             if task == "classification":

@@ -60,7 +60,8 @@ def _train_encoder_arm(
 
     data = labelled_arm_data(labelled_windows)
     data_fingerprint = fingerprint(
-        pretraining["cae"], finetuning, state or {}, data.train_y, data.test_y,
+        pretraining["cae"], finetuning, state or {}, labelled_windows.meta,
+        labelled_windows.index[["record_id", "label", "split"]].to_numpy(),
         bootstrap_samples[["fraction", "trial", "seed", "position"]].to_numpy(),
     )
     return run_arm(

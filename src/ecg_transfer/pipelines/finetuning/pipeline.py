@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         inputs = _SHARED + (_ENCODER if arm != "random" else [])
         nodes.append(
             node(encoder_arm_trainer(arm), inputs,
-                 [f"{arm}.training_histories", f"{arm}.mlflow_runs"],
+                 [f"{arm}_training_histories", f"{arm}_mlflow_runs"],
                  name=f"train_{arm}_arm", namespace=arm)
         )
     return pipeline(nodes, tags=["finetuning"])

@@ -31,6 +31,7 @@ def extract_spectrogram_features(labelled_windows, image_transfer: dict[str, Any
         backbone,
         batch_size=int(image_transfer["feature_batch_size"]),
         device=resolve_device(image_transfer.get("device", "auto")),
+        progress=bool(image_transfer.get("progress", True)),
     )
     columns = [f"{backbone.name}_{i:04d}" for i in range(features.shape[1])]
     table = pd.DataFrame(features, columns=columns)
@@ -90,7 +91,8 @@ def train_image_arm(
             return FeatureClassifier(matrix.shape[1], len(RHYTHMS), int(head["hidden"]), float(head["dropout"]))
 
     data_fingerprint = fingerprint(
-        image_transfer, finetuning["training"], data.train_x[:8], data.train_y, data.test_y,
+        image_transfer, finetuning["training"], matrix,
+        labelled_windows.index[["record_id", "label", "split"]].to_numpy(),
         bootstrap_samples[["fraction", "trial", "seed", "position"]].to_numpy(),
     )
     return run_arm(

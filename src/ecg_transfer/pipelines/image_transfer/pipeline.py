@@ -9,13 +9,13 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
             node(extract_spectrogram_features, ["labelled_windows", "params:image_transfer"],
-                 "image.spectrogram_features", name="extract_spectrogram_features", namespace="image"),
+                 "image_spectrogram_features", name="extract_spectrogram_features", namespace="image"),
             node(plot_spectrogram_examples, ["labelled_windows", "params:image_transfer"],
-                 "image.spectrogram_examples_figure", name="plot_spectrogram_examples", namespace="image"),
+                 "image_spectrogram_examples_figure", name="plot_spectrogram_examples", namespace="image"),
             node(train_image_arm,
-                 ["image.spectrogram_features", "labelled_windows", "bootstrap_samples", "run_checkpoints",
+                 ["image_spectrogram_features", "labelled_windows", "bootstrap_samples", "run_checkpoints",
                   "params:image_transfer", "params:finetuning"],
-                 ["image.training_histories", "image.mlflow_runs"], name="train_image_arm", namespace="image"),
+                 ["image_training_histories", "image_mlflow_runs"], name="train_image_arm", namespace="image"),
         ],
         tags=["image_transfer"],
     )

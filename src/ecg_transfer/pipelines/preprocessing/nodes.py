@@ -4,6 +4,7 @@ can grow to the paper's 2.6 M windows without growing memory."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -44,7 +45,7 @@ def _records_in(source, splits: pd.DataFrame) -> Iterator[EcgRecord]:
     then but fails now means the files changed under us, which must not pass unnoticed."""
     wanted = set(splits["record_id"])
     seen: set[str] = set()
-    log = ExclusionLog()
+    log = ExclusionLog(log_level=logging.DEBUG)  # reported once already, at ingestion
     for record in source.iter_records(log):
         if record.record_id in wanted:
             seen.add(record.record_id)

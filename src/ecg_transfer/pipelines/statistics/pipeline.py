@@ -24,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     }
     return pipeline(
         [
-            node(combine_histories, [f"{arm}.training_histories" for arm in ARMS],
+            node(combine_histories, [f"{arm}_training_histories" for arm in ARMS],
                  "training_histories", name="combine_histories"),
             node(summarise_study_runs, ["training_histories", "params:statistics"],
                  "run_summary", name="summarise_study_runs"),

@@ -1,0 +1,152 @@
+"""Shared pieces of the per-pipeline tests: the project's own parameters (conf/base merged with
+conf/test, as ``kedro run --env=test`` merges them), an in-memory catalog built around the
+project's real file datasets, and one tiny bundled dataset made once per test session."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.runner import SequentialRunner
+
+from ecg_transfer.pipelines.ingestion.pipeline import create_bundled_data_pipeline, create_scan_pipeline
+from ecg_transfer.pipelines.preprocessing.pipeline import create_pipeline as preprocessing
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+# The datasets whose real project types the tests use (from conf/base/catalog.yml, re-rooted
+# at a temporary folder); every other catalog entry becomes a memory dataset.
+FILE_DATASETS = ("chapman_release", "monitor_corpus", "labelled_windows", "pretraining_windows", "run_checkpoints")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Deep merge, like the project's ``merge_strategy: {parameters: soft}``."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_parameters() -> dict[str, Any]:
+    """Every top-level parameter group of conf/base, overridden by the tiny conf/test."""
+    params: dict[str, Any] = {}
+    for path in sorted((CONF / "base").glob("parameters*.yml")):
+        params = _merge(params, yaml.safe_load(path.read_text()) or {})
+    return _merge(params, yaml.safe_load((CONF / "test" / "parameters.yml").read_text()))
+
+
+def shrunk_parameters() -> dict[str, Any]:
+    """The test parameters, shrunk further so one pipeline slice runs in a second or two."""
+    params = copy.deepcopy(load_parameters())
+    # 11 rhythms x 6 records: the smallest set that keeps every rhythm in train, val and test.
+    params["bundled_data"]["labelled"].update(n_records=66, min_per_class=6)
+    params["bundled_data"]["unlabelled"].update(n_patients=4, seconds_per_patient=30)
+    params["pretraining"]["cae"]["channels"] = [2] * params["pretraining"]["cae"]["n_blocks"]
+    params["pretraining"]["training"].update(epochs=2, batch_size=8, device="cpu")
+    params["finetuning"]["training"].update(epochs=2, batch_size=16, device="cpu")
+    params["finetuning"]["head"]["hidden"] = 8
+    params["image_transfer"]["device"] = "cpu"
+    params["image_transfer"]["feature_batch_size"] = 8
+    params["statistics"]["n_boot"] = 200
+    return params
+
+
+def catalog_config(name: str) -> dict[str, Any]:
+    return copy.deepcopy(yaml.safe_load((CONF / "base" / "catalog.yml").read_text())[name])
+
+
+class KeptMemoryDataset(MemoryDataset):
+    """A memory dataset the runner does not empty after its last use, so a test can read
+    intermediate outputs (manifests, splits) after the run."""
+
+    def __init__(self, *data: Any):
+        super().__init__(*data, copy_mode="assign")
+
+    def _release(self) -> None:
+        pass
+
+
+def file_dataset(name: str, root: Path, **overrides: Any) -> AbstractDataset:
+    """The catalog.yml entry ``name``, with its path moved under ``root``."""
+    config = catalog_config(name)
+    config["path"] = str(root / config["path"])
+    if name in ("chapman_release", "monitor_corpus"):
+        config["progress"] = False
+    config.update(overrides)
+    return AbstractDataset.from_config(name, config)
+
+
+def make_catalog(
+    root: Path,
+    params: dict[str, Any],
+    files: tuple[str, ...] = FILE_DATASETS,
+    **data: Any,
+) -> DataCatalog:
+    """Real file datasets under ``root`` for ``files``, ``params:<group>`` entries, and memory
+    datasets holding ``data``; a run adds kept memory datasets for everything else."""
+    datasets: dict[str, AbstractDataset] = {name: file_dataset(name, root) for name in files}
+    for group, value in params.items():
+        datasets[f"params:{group}"] = MemoryDataset(value, copy_mode="deepcopy")
+    for name, value in data.items():
+        datasets[name] = value if isinstance(value, AbstractDataset) else KeptMemoryDataset(value)
+    return DataCatalog(datasets)
+
+
+def run(pipeline: Pipeline, catalog: DataCatalog) -> DataCatalog:
+    """Run ``pipeline`` with the SequentialRunner; every dataset the catalog lacks is kept in memory."""
+    for name in pipeline.datasets():
+        if name not in catalog:
+            catalog[name] = KeptMemoryDataset()
+    SequentialRunner().run(pipeline, catalog)
+    return catalog
+
+
+@pytest.fixture(scope="session")
+def tiny_raw_data(tmp_path_factory) -> Path:
+    """The bundled data pipeline's output (shrunk): a Chapman release and a WFDB corpus."""
+    root = tmp_path_factory.mktemp("tiny_raw")
+    params = shrunk_parameters()
+    catalog = make_catalog(root, {"bundled_data": params["bundled_data"]}, files=("chapman_release", "monitor_corpus"))
+    run(create_bundled_data_pipeline(), catalog)
+    return root
+
+
+def copy_raw_data(tiny_raw_data: Path, root: Path) -> Path:
+    """A private copy of the raw folders that a test may damage."""
+    shutil.copytree(tiny_raw_data / "data", root / "data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_windows(tiny_raw_data, tmp_path_factory) -> Path:
+    """Ingestion and preprocessing run on the tiny raw data: the window stores the training
+    pipelines read (treat them as read-only)."""
+    root = copy_raw_data(tiny_raw_data, tmp_path_factory.mktemp("tiny_windows"))
+    params = shrunk_parameters()
+    catalog = make_catalog(root, params, files=FILE_DATASETS)
+    run(create_scan_pipeline() + preprocessing(), catalog)
+    return root
+
+
+def window_store(root: Path, name: str):
+    return file_dataset(name, root).load()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from 2 threads, and OpenMP spinning under a loaded CPU made them
+    about ten times slower (module-scoped so that module fixtures that train get it too)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
