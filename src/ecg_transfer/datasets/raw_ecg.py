@@ -12,6 +12,8 @@ previous save wrote (CSVs / WFDB files) and rewritten.
 
 from __future__ import annotations
 
+import inspect
+
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +70,13 @@ def _local_path(path: str | Path) -> Path:
     return Path(text.removeprefix("file://"))
 
 
+
+def _quietly(iterate):
+    """Iterate a source without its own progress bar when it has one: the writer shows one."""
+    if "progress" in inspect.signature(iterate).parameters:
+        return iterate(progress=False)
+    return iterate()
+
 class ChapmanReleaseDataset(AbstractDataset):
     """A Chapman-Shaoxing figshare release folder (Diagnostics.xlsx + CSV folder).
 
@@ -112,7 +121,7 @@ class ChapmanReleaseDataset(AbstractDataset):
             )
         _prepare_synthetic_folder(self._path, "Chapman release", ("*.csv", DIAGNOSTICS_FILE))
         n_written = write_chapman_release(
-            self._path, data.diagnostics, data.iter_waveforms(), csv_folder=self._csv_folder,
+            self._path, data.diagnostics, _quietly(data.iter_waveforms), csv_folder=self._csv_folder,
             progress=self._progress,
         )
         _write_marker(self._path, "chapman_release", n_written)
@@ -167,7 +176,7 @@ class WfdbFolderDataset(AbstractDataset):
                 f"got {type(data).__name__}"
             )
         _prepare_synthetic_folder(self._path, "WFDB corpus", ("*.hea", "*.dat"))
-        n_written = write_wfdb_records(self._path, data.iter_records(), progress=self._progress)
+        n_written = write_wfdb_records(self._path, _quietly(data.iter_records), progress=self._progress)
         _write_marker(self._path, "wfdb_folder", n_written)
 
     def _exists(self) -> bool:
