@@ -18,6 +18,14 @@ def make_project_copy(root: Path) -> Path:
     root.mkdir(parents=True)
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
+    # MLflow caches one store per tracking URI string: a relative sqlite:///mlflow.db used by
+    # several project copies in one test process would all write to the first copy's file.
+    mlflow_yml = (PROJECT_ROOT / "conf" / "base" / "mlflow.yml").read_text()
+    assert "sqlite:///mlflow.db" in mlflow_yml
+    for env in ("local", "test", "paper"):
+        (root / "conf" / env / "mlflow.yml").write_text(
+            mlflow_yml.replace("sqlite:///mlflow.db", f"sqlite:///{root / 'mlflow.db'}")
+        )
     (root / "src").mkdir()
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT_ROOT / name, root / name)

@@ -1,5 +1,6 @@
 """A `kedro run` records an MLflow run in the project's SQLite store (kedro-mlflow)."""
 
+import mlflow
 import pandas as pd
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -22,6 +23,7 @@ def test_a_kedro_run_records_an_mlflow_run_in_sqlite(project_copy):
     with KedroSession.create(project_path=project_copy) as session:
         session.run(pipeline_name="ingestion", node_names=["report_ingestion"])
 
+    assert mlflow.active_run() is None  # nothing left open for a next run in this process
     assert (project_copy / "mlflow.db").is_file()
     client = MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ecg_transfer")

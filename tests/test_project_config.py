@@ -27,7 +27,15 @@ def test_config_loads(project_copy, env):
     for group in ("bundled_data", "preprocessing", "pretraining", "finetuning", "image_transfer", "study"):
         assert group in params, group
     assert "labelled_windows" in catalog
-    assert context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"] == "sqlite:///mlflow.db"
+    uri = context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"]
+    assert uri == f"sqlite:///{project_copy / 'mlflow.db'}"  # the copy's own store (tests/conftest.py)
+
+
+def test_mlflow_tracks_to_sqlite_in_the_project():
+    """MLflow 3 refuses the old file store; the project's store is a SQLite file beside conf/."""
+    config = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "mlflow.yml").read_text())
+    assert config["server"]["mlflow_tracking_uri"] == "sqlite:///mlflow.db"
+    assert "mlflow.db" in (PROJECT_ROOT / ".gitignore").read_text().split()
 
 
 _NO_NETWORK = """

@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from ecg_transfer.hooks import NodeTimingHooks
+from ecg_transfer.hooks import CloseMlflowRunHooks, NodeTimingHooks
 
-HOOKS = (NodeTimingHooks(),)
+HOOKS = (NodeTimingHooks(), CloseMlflowRunHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
