@@ -9,6 +9,7 @@ from ecg_transfer.hooks import CloseMlflowRunHooks, NodeTimingHooks
 @pytest.fixture
 def tracking(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("hooks_test")  # not an experiment id left over from another test
     yield
     while mlflow.active_run():
         mlflow.end_run()
