@@ -22,9 +22,14 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from ecg_transfer.models.cae import PAPER_WIDTH_CHANNELS, CaeConfig, ConvAutoencoder, count_parameters
+from ecg_transfer.models.cae import (
+    PAPER_WIDTH_CHANNELS,
+    CaeConfig,
+    ConvAutoencoder,
+    count_parameters,
+)
 from ecg_transfer.models.classifier import build_classifier
-from ecg_transfer.training.engine import TrainConfig, evaluate, fit
+from ecg_transfer.training.engine import TrainConfig, fit
 
 
 def _device_name(device: str) -> str:

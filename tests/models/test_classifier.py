@@ -6,7 +6,6 @@ from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
 from ecg_transfer.models.classifier import FeatureClassifier, RhythmClassifier, build_classifier
 from ecg_transfer.training.engine import TrainConfig, fit
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))

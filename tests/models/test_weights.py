@@ -12,7 +12,6 @@ from ecg_transfer.models.weights import (
     save_pretrained_encoder,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))

@@ -16,7 +16,10 @@ from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from ecg_transfer.pipelines.ingestion.pipeline import create_bundled_data_pipeline, create_scan_pipeline
+from ecg_transfer.pipelines.ingestion.pipeline import (
+    create_bundled_data_pipeline,
+    create_scan_pipeline,
+)
 from ecg_transfer.pipelines.preprocessing.pipeline import create_pipeline as preprocessing
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ecg_transfer.study.tables import fraction_label, format_p, mean_sd, table2, table3, to_markdown
+from ecg_transfer.study.tables import format_p, fraction_label, mean_sd, table2, table3, to_markdown
 
 
 def _summary() -> pd.DataFrame:

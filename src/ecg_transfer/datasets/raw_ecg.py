@@ -13,7 +13,6 @@ previous save wrote (CSVs / WFDB files) and rewritten.
 from __future__ import annotations
 
 import inspect
-
 import json
 from collections.abc import Sequence
 from pathlib import Path

@@ -97,7 +97,7 @@ class CaeConfig:
         return self.window_length // math.prod(self.pool_factors)
 
     @classmethod
-    def from_dict(cls, params: dict) -> "CaeConfig":
+    def from_dict(cls, params: dict) -> CaeConfig:
         """Build from a parameters dict, refusing unknown keys instead of ignoring typos."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(params) - known)

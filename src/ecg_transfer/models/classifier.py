@@ -74,7 +74,7 @@ class RhythmClassifier(nn.Module):
             param.requires_grad_(False)
         self.encoder.eval()
 
-    def train(self, mode: bool = True) -> "RhythmClassifier":
+    def train(self, mode: bool = True) -> RhythmClassifier:
         super().train(mode)
         if self.encoder_frozen:
             self.encoder.eval()

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from ecg_transfer.signals.records import RHYTHMS
 from ecg_transfer.study.summaries import summarise_runs
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig, fit
@@ -38,6 +39,18 @@ class ArmData:
     val_y: np.ndarray
     test_x: Any
     test_y: np.ndarray
+
+
+def labelled_arm_data(labelled_windows, inputs: np.ndarray | None = None) -> ArmData:
+    """The labelled set by split, in memory (one window per record: small). ``inputs``, rows
+    aligned with the window store (e.g. image features), replaces the windows."""
+    codes = labelled_windows.label_codes(RHYTHMS)
+    parts = {}
+    for split in ("train", "val", "test"):
+        rows = labelled_windows.split_indices(split)
+        x = labelled_windows.take(rows) if inputs is None else inputs[rows]
+        parts[split] = (x, codes[rows])
+    return ArmData(*parts["train"], *parts["val"], *parts["test"])
 
 
 def fingerprint(*parts: Any) -> str:

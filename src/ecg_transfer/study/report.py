@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ecg_transfer.study.statistics import welch_ttest
-from ecg_transfer.study.tables import fraction_label, format_p, mean_sd, to_markdown
+from ecg_transfer.study.tables import format_p, fraction_label, mean_sd, to_markdown
 
 # Jang, Kim & Yoon (2021), Table 2: weighted F1, mean and SD of 10 trials (see PAPER.md).
 PAPER_TABLE2 = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import partial, update_wrapper
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ecg_transfer.models.cae import CaeConfig
@@ -14,7 +13,7 @@ from ecg_transfer.models.classifier import build_classifier
 from ecg_transfer.models.weights import check_pretrained_encoder
 from ecg_transfer.signals.records import RHYTHMS
 from ecg_transfer.study.bootstrap import draw_all_samples
-from ecg_transfer.study.experiment import ArmData, fingerprint, run_arm
+from ecg_transfer.study.experiment import fingerprint, labelled_arm_data, run_arm
 
 
 def draw_bootstrap_samples(labelled_windows, study: dict[str, Any]) -> pd.DataFrame:
@@ -22,18 +21,6 @@ def draw_bootstrap_samples(labelled_windows, study: dict[str, Any]) -> pd.DataFr
     train = labelled_windows.split_indices("train")
     labels = labelled_windows.index["label"].to_numpy(dtype=object)[train]
     return draw_all_samples(labels, study["fractions"], int(study["n_trials"]), int(study["base_seed"]))
-
-
-def labelled_arm_data(labelled_windows, inputs: np.ndarray | None = None) -> ArmData:
-    """The labelled set by split, in memory (one window per record: small). ``inputs``, rows
-    aligned with the window store (e.g. image features), replaces the windows."""
-    codes = labelled_windows.label_codes(RHYTHMS)
-    parts = {}
-    for split in ("train", "val", "test"):
-        rows = labelled_windows.split_indices(split)
-        x = labelled_windows.take(rows) if inputs is None else inputs[rows]
-        parts[split] = (x, codes[rows])
-    return ArmData(*parts["train"], *parts["val"], *parts["test"])
 
 
 def _train_encoder_arm(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
 from ecg_transfer.models.classifier import FeatureClassifier
@@ -15,10 +16,8 @@ from ecg_transfer.models.image_backbones import load_backbone
 from ecg_transfer.models.image_features import extract_image_features, spectrogram_figure
 from ecg_transfer.models.spectrogram import SpectrogramConfig
 from ecg_transfer.signals.records import RHYTHMS
-from ecg_transfer.study.experiment import ArmData, fingerprint, run_arm
+from ecg_transfer.study.experiment import ArmData, fingerprint, labelled_arm_data, run_arm
 from ecg_transfer.training.engine import resolve_device
-
-from ..finetuning.nodes import labelled_arm_data
 
 
 def extract_spectrogram_features(labelled_windows, image_transfer: dict[str, Any]) -> pd.DataFrame:
@@ -84,8 +83,6 @@ def train_image_arm(
     head = image_transfer["head"]
 
     def make_model(seed: int) -> FeatureClassifier:
-        import torch
-
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             return FeatureClassifier(matrix.shape[1], len(RHYTHMS), int(head["hidden"]), float(head["dropout"]))

@@ -56,11 +56,11 @@ class Waves:
     sigma_right: np.ndarray  # (n,) seconds, width after the centre
 
     @classmethod
-    def empty(cls) -> "Waves":
+    def empty(cls) -> Waves:
         return cls(np.zeros(0), np.zeros((0, 3)), np.zeros(0), np.zeros(0))
 
     @classmethod
-    def concat(cls, parts: list["Waves"]) -> "Waves":
+    def concat(cls, parts: list[Waves]) -> Waves:
         parts = [p for p in parts if len(p.centres)]
         if not parts:
             return cls.empty()
