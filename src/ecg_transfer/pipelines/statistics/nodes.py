@@ -12,6 +12,7 @@ from ecg_transfer.study import figures, tables
 from ecg_transfer.study.report import study_report
 from ecg_transfer.study.statistics import compare_arms
 from ecg_transfer.study.summaries import summarise_runs
+from ecg_transfer.training.engine import resolve_device
 
 # The Table-2 variants: the paper's optimistic protocol (best test F1 over epochs) and the
 # honest one (test F1 at the best-validation epoch), for weighted and macro F1.
@@ -103,7 +104,7 @@ def describe_study(
         "fractions": [float(f) for f in study["fractions"]],
         "n_trials": int(study["n_trials"]),
         "epochs": int(finetuning["training"]["epochs"]),
-        "device": str(finetuning["training"].get("device", "auto")),
+        "device": str(resolve_device(str(finetuning["training"].get("device", "auto")))),
         "image_backbone": str(image_transfer["backbone"]["name"]),
         "synthetic": bool(study.get("synthetic", True)),
     }
