@@ -65,3 +65,18 @@ def test_kedro_cli_lists_pipelines_without_any_network_call(project_copy, tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     assert "starvation" in done.stdout and "image_transfer" in done.stdout
     assert not attempts.exists() or attempts.read_text() == ""
+
+
+def test_someone_elses_encoder_can_be_given_on_the_command_line(project_copy):
+    """`kedro run --pipeline=finetuning --params=encoder_weights=..,encoder_card=..`"""
+    bootstrap_project(project_copy)
+    runtime = {"encoder_weights": "/models/their_encoder.pt", "encoder_card": "/models/their_card.json"}
+    with KedroSession.create(project_path=project_copy, runtime_params=runtime) as session:
+        catalog = session.load_context().catalog
+    assert str(catalog["pretrained_encoder_weights"]._filepath) == "/models/their_encoder.pt"
+    assert str(catalog["pretrained_encoder_card"]._filepath) == "/models/their_card.json"
+    with KedroSession.create(project_path=project_copy) as session:
+        default = session.load_context().catalog
+    assert str(default["pretrained_encoder_weights"]._filepath).endswith(
+        "data/06_models/pretrained_encoder/encoder_weights.pt"
+    )
