@@ -69,12 +69,12 @@ def _local_path(path: str | Path) -> Path:
     return Path(text.removeprefix("file://"))
 
 
-
 def _quietly(iterate):
     """Iterate a source without its own progress bar when it has one: the writer shows one."""
     if "progress" in inspect.signature(iterate).parameters:
         return iterate(progress=False)
     return iterate()
+
 
 class ChapmanReleaseDataset(AbstractDataset):
     """A Chapman-Shaoxing figshare release folder (Diagnostics.xlsx + CSV folder).

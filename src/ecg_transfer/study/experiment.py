@@ -72,6 +72,16 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:12]
 
 
+def labelled_run_fingerprint(labelled_windows, bootstrap_samples: pd.DataFrame, *settings: Any) -> str:
+    """The fingerprint of an arm's runs: its own settings and inputs, plus what every arm
+    shares (the labelled records with their labels and splits, and the bootstrap samples)."""
+    return fingerprint(
+        *settings,
+        labelled_windows.index[["record_id", "label", "split"]].to_numpy(),
+        bootstrap_samples[["fraction", "trial", "seed", "position"]].to_numpy(),
+    )
+
+
 def run_key(arm: str, fraction: float, trial: int, data_fingerprint: str) -> str:
     return f"finetuning/{arm}/fraction={fraction:g}/trial={trial:02d}/{data_fingerprint}"
 

@@ -13,7 +13,7 @@ from ecg_transfer.models.classifier import build_classifier
 from ecg_transfer.models.weights import check_pretrained_encoder
 from ecg_transfer.signals.records import RHYTHMS
 from ecg_transfer.study.bootstrap import draw_all_samples
-from ecg_transfer.study.experiment import fingerprint, labelled_arm_data, run_arm
+from ecg_transfer.study.experiment import labelled_arm_data, labelled_run_fingerprint, run_arm
 
 
 def draw_bootstrap_samples(labelled_windows, study: dict[str, Any]) -> pd.DataFrame:
@@ -46,10 +46,8 @@ def _train_encoder_arm(
         )
 
     data = labelled_arm_data(labelled_windows)
-    data_fingerprint = fingerprint(
-        pretraining["cae"], finetuning, state or {}, labelled_windows.meta,
-        labelled_windows.index[["record_id", "label", "split"]].to_numpy(),
-        bootstrap_samples[["fraction", "trial", "seed", "position"]].to_numpy(),
+    data_fingerprint = labelled_run_fingerprint(
+        labelled_windows, bootstrap_samples, pretraining["cae"], finetuning, state or {}, labelled_windows.meta
     )
     return run_arm(
         arm, make_model, data, bootstrap_samples, finetuning["training"], run_checkpoints,

@@ -16,7 +16,12 @@ from ecg_transfer.models.image_backbones import load_backbone
 from ecg_transfer.models.image_features import extract_image_features, spectrogram_figure
 from ecg_transfer.models.spectrogram import SpectrogramConfig
 from ecg_transfer.signals.records import RHYTHMS
-from ecg_transfer.study.experiment import ArmData, fingerprint, labelled_arm_data, run_arm
+from ecg_transfer.study.experiment import (
+    ArmData,
+    labelled_arm_data,
+    labelled_run_fingerprint,
+    run_arm,
+)
 from ecg_transfer.training.engine import resolve_device
 
 
@@ -87,10 +92,8 @@ def train_image_arm(
             torch.manual_seed(seed)
             return FeatureClassifier(matrix.shape[1], len(RHYTHMS), int(head["hidden"]), float(head["dropout"]))
 
-    data_fingerprint = fingerprint(
-        image_transfer, finetuning["training"], matrix,
-        labelled_windows.index[["record_id", "label", "split"]].to_numpy(),
-        bootstrap_samples[["fraction", "trial", "seed", "position"]].to_numpy(),
+    data_fingerprint = labelled_run_fingerprint(
+        labelled_windows, bootstrap_samples, image_transfer, finetuning["training"], matrix
     )
     return run_arm(
         "image", make_model, data, bootstrap_samples, finetuning["training"], run_checkpoints,
