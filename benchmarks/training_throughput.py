@@ -30,6 +30,7 @@ from ecg_transfer.models.cae import (
 )
 from ecg_transfer.models.classifier import build_classifier
 from ecg_transfer.training.engine import TrainConfig, fit
+from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
 
 
 def _device_name(device: str) -> str:
@@ -45,9 +46,10 @@ def _measure(model_name, cae_cfg, device, batch_size, bf16, n_windows, epochs, s
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, device=device, bf16=bf16, bf16_cpu=bf16,
                       eval_batch_size=batch_size, seed=seed)
     if model_name == "cae":
-        model, task, labels = ConvAutoencoder(cae_cfg), "reconstruction", None
+        model, task, labels = ConvAutoencoder(cae_cfg), ReconstructionTask(), None
     else:
-        model, task, labels = build_classifier("random", cae_cfg, None, 11, seed), "classification", y
+        model = build_classifier(cae_cfg, 11, seed)
+        task, labels = ClassificationTask([f"class{i}" for i in range(11)]), y
     history = fit(model, task, x, labels, {"test": (x, labels)}, cfg, progress=False).history
     later = history[history.epoch > 1] if epochs > 1 else history  # epoch 1 carries warm-up
     return (
@@ -59,7 +61,7 @@ def _measure(model_name, cae_cfg, device, batch_size, bf16, n_windows, epochs, s
 
 def _measure_compile(cae_cfg, batch_size, steps=20):
     """Classifier train steps/s with torch.compile, and the one-off compile time."""
-    model = build_classifier("random", cae_cfg, None, 11, 0)
+    model = build_classifier(cae_cfg, 11, 0)
     compiled = torch.compile(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
     x = torch.randn(batch_size, 1, cae_cfg.window_length)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io import DatasetError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,15 +69,20 @@ def test_kedro_cli_lists_pipelines_without_any_network_call(project_copy, tmp_pa
 
 
 def test_someone_elses_encoder_can_be_given_on_the_command_line(project_copy):
-    """`kedro run --pipeline=finetuning --params=encoder_weights=..,encoder_card=..`"""
+    """`kedro run --pipeline=finetuning --params=encoder_weights=..,encoder_card=..`: the arms read
+    the user's files through a read-only entry; pretraining still writes the project's own."""
     bootstrap_project(project_copy)
     runtime = {"encoder_weights": "/models/their_encoder.pt", "encoder_card": "/models/their_card.json"}
     with KedroSession.create(project_path=project_copy, runtime_params=runtime) as session:
         catalog = session.load_context().catalog
-    assert str(catalog["pretrained_encoder_weights"]._filepath) == "/models/their_encoder.pt"
-    assert str(catalog["pretrained_encoder_card"]._filepath) == "/models/their_card.json"
+    theirs = catalog["pretrained_encoder@finetuning"]._describe()
+    assert theirs == {"weights_path": "/models/their_encoder.pt", "card_path": "/models/their_card.json",
+                      "read_only": True}
+    with pytest.raises(DatasetError, match="read-only"):
+        catalog["pretrained_encoder@finetuning"].save({"weights": {}, "card": {}})
+    ours = catalog["pretrained_encoder@saved"]._describe()
+    assert ours["weights_path"].endswith("data/06_models/pretrained_encoder/encoder_weights.pt")
+    assert not ours["read_only"]
     with KedroSession.create(project_path=project_copy) as session:
         default = session.load_context().catalog
-    assert str(default["pretrained_encoder_weights"]._filepath).endswith(
-        "data/06_models/pretrained_encoder/encoder_weights.pt"
-    )
+    assert default["pretrained_encoder@finetuning"]._describe()["weights_path"] == ours["weights_path"]

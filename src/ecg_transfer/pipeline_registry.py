@@ -1,20 +1,39 @@
-"""Project pipelines: each folder under ``pipelines/`` registers itself.
+"""The project's pipelines, composed here so the study's shape reads in one place.
 
-- ``starvation`` (also ``__default__``): the whole study, bundled data included.
-- ``bundled_data``: only the generation of the offline default data.
-- ``study``: ``starvation`` without the bundled data, for real data (``--env=paper``).
+- one pipeline per stage: ``bundled_data``, ``ingestion``, ``preprocessing``, ``pretraining``,
+  ``image_transfer`` (spectrogram features), ``finetuning`` (every arm, one namespace each),
+  ``statistics``;
+- ``study``: every stage but the bundled data, for real data;
+- ``starvation`` (also ``__default__``): the bundled data plus the study.
 """
 
 from __future__ import annotations
 
-from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
+
+from ecg_transfer.pipelines import (
+    bundled_data,
+    finetuning,
+    image_transfer,
+    ingestion,
+    preprocessing,
+    pretraining,
+    statistics,
+)
+from ecg_transfer.pipelines.configured_arms import configured_arms
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    # `kedro run --pipeline=X` makes find_pipelines load only X, so __default__ is set only
-    # when the whole study was loaded.
-    pipelines = find_pipelines(raise_errors=True)
-    if "starvation" in pipelines:
-        pipelines["__default__"] = pipelines["starvation"]
-    return pipelines
+    arms = configured_arms()
+    stages = {
+        "bundled_data": bundled_data.create_pipeline(),
+        "ingestion": ingestion.create_pipeline(),
+        "preprocessing": preprocessing.create_pipeline(),
+        "pretraining": pretraining.create_pipeline(),
+        "image_transfer": image_transfer.create_pipeline(),
+        "finetuning": finetuning.create_pipeline(arms=arms),
+        "statistics": statistics.create_pipeline(arms=arms),
+    }
+    study = sum((pipeline for name, pipeline in stages.items() if name != "bundled_data"), Pipeline([]))
+    starvation = stages["bundled_data"] + study
+    return {**stages, "study": study, "starvation": starvation, "__default__": starvation}

@@ -1,10 +1,11 @@
 """Project settings: hooks, the configuration loader, its environments and how they merge."""
 
 from kedro.config import OmegaConfigLoader
+from omegaconf.resolvers import oc
 
-from ecg_transfer.hooks import CloseMlflowRunHooks, NodeTimingHooks
+from ecg_transfer.hooks import MlflowRunHooks, NodeTimingHooks
 
-HOOKS = (NodeTimingHooks(), CloseMlflowRunHooks())
+HOOKS = (NodeTimingHooks(), MlflowRunHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -15,4 +16,7 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {
         "mlflow": ["mlflow*", "mlflow*/**"],
     },
+    # ${oc.env:NAME,default} everywhere, not only in credentials: mlflow.yml reads the tracking
+    # server from MLFLOW_TRACKING_URI (see docs/tracking.md).
+    "custom_resolvers": {"oc.env": oc.env},
 }

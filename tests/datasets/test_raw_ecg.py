@@ -114,6 +114,19 @@ def test_wfdb_folder_dataset_reads_the_real_cpsc_record():
     assert (record.fs, record.lead) == (200.0, "II")
 
 
+def test_nan_gaps_are_an_option_of_the_unlabelled_corpus_only(tmp_path):
+    folder = str(FIXTURES / "cpsc2021")
+    assert WfdbFolderDataset(path=folder, progress=False).load().checks.allow_nan_gaps
+    strict = WfdbFolderDataset(path=folder, allow_nan_gaps=False, progress=False)
+    assert not strict.load().checks.allow_nan_gaps
+    assert strict._describe()["allow_nan_gaps"] is False
+    # a labelled record's windows are cut from the whole record: no gaps there
+    with pytest.raises(DatasetError, match=r"\['allow_nan_gaps'\] are not options of the 'chapman'"):
+        ChapmanReleaseDataset(path=str(tmp_path), allow_nan_gaps=True)
+    assert not ChapmanReleaseDataset(
+        path=str(FIXTURES / "chapman_release"), progress=False).load().checks.allow_nan_gaps
+
+
 def test_read_only_datasets_load_and_refuse_to_save(tmp_path):
     physionet = PhysioNetWfdbDataset(path=str(FIXTURES / "physionet_wfdb"), progress=False)
     assert physionet.exists()
@@ -153,3 +166,52 @@ def test_catalog_entries_as_documented(tmp_path):
     # with AT before ST, JS20012 (ST+AT) is kept as AT and HR06003 (SR+ST) as ST;
     # E07504 has no rhythm code
     assert counts == {"chapman_release": 2, "monitor_corpus": 1, "physionet": 5, "mine": 1}
+
+
+def test_one_generic_dataset_behind_every_reader(tmp_path):
+    from ecg_transfer.datasets import RawEcgDataset
+
+    # the named datasets are the generic one with the reader fixed
+    assert issubclass(WfdbLabelledFolderDataset, RawEcgDataset)
+    generic = RawEcgDataset(path=str(FIXTURES / "physionet_wfdb"), reader="physionet_wfdb",
+                            lead="II", progress=False)
+    assert isinstance(generic.load(), PhysioNetLabelledWfdb)
+    assert generic._describe() == {"path": str(FIXTURES / "physionet_wfdb"),
+                                   "reader": "physionet_wfdb", "lead": "II"}
+    # options are the reader's: a typo fails when the catalog is built, listing the real ones
+    with pytest.raises(DatasetError, match=r"\['lable_map'\].*'wfdb_labelled_folder'.*'label_map'"):
+        WfdbLabelledFolderDataset(path=str(tmp_path), labels_csv="x.csv", lable_map={})
+    with pytest.raises(DatasetError, match="give `reader:`"):
+        RawEcgDataset(path=str(tmp_path))
+    with pytest.raises(DatasetError, match="always uses the reader 'chapman'"):
+        ChapmanReleaseDataset(path=str(tmp_path), reader="wfdb_folder")
+    with pytest.raises(DatasetError, match="no_such_module.Reader"):
+        RawEcgDataset(path=str(tmp_path), reader="no_such_module.Reader")
+    with pytest.raises(DatasetError, match="remote"):
+        RawEcgDataset(path="s3://bucket/ecgs", reader="wfdb_folder")
+
+
+class ListedReader:
+    """A user's own reader: a class with ``root`` and ``iter_records``, nothing else."""
+
+    def __init__(self, root, scale: float = 1.0):
+        self.root = Path(root)
+        self.scale = scale
+
+    def iter_records(self, exclusions):
+        yield EcgRecord("one", "p1", self.scale * np.ones(10), 1.0, "II", "mine", str(self.root))
+
+
+def test_a_new_reader_is_one_class_and_one_catalog_entry(tmp_path):
+    from kedro.io import DataCatalog
+
+    from ecg_transfer.signals.records import RecordSource
+
+    catalog = DataCatalog.from_config({"labelled_recordings": {
+        "type": "ecg_transfer.datasets.RawEcgDataset",
+        "reader": f"{__name__}.ListedReader", "path": str(tmp_path), "scale": 2.0}})
+    reader = catalog.load("labelled_recordings")
+    assert isinstance(reader, RecordSource) and reader.scale == 2.0
+    assert [r.label for r in reader.iter_records(ExclusionLog())] == ["mine"]
+    with pytest.raises(DatasetError, match="read-only"):
+        catalog.save("labelled_recordings", reader)

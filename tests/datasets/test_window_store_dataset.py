@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -5,6 +8,7 @@ from kedro.io import DataCatalog, DatasetError
 from kedro.pipeline import node, pipeline
 from kedro.runner import SequentialRunner
 
+from ecg_transfer.atomic_files import this_host
 from ecg_transfer.datasets import WindowStoreDataset
 from ecg_transfer.signals.preprocess import PreprocessConfig, windows_from_unlabelled_records
 from ecg_transfer.signals.records import EcgRecord
@@ -57,7 +61,46 @@ def test_load_of_a_missing_store_names_the_path(tmp_path):
 
 
 def test_describe():
-    assert "window_length=2048" in str(WindowStoreDataset(path="data/x"))
+    assert "data/x" in str(WindowStoreDataset(path="data/x"))
+    assert "window_length=2048" in str(WindowStoreDataset(path="data/x", window_length=2048))
+
+
+class _StreamWithMeta:
+    """Chunks plus a ``meta`` known only once they are exhausted, like the preprocessing nodes' streams."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __iter__(self):
+        for windows, index in _chunks(2, 3):
+            self.n += len(windows)
+            yield windows, index
+
+    @property
+    def meta(self):
+        return {"classes": ["A", "B"], "stats": {"windows": self.n}}
+
+
+def test_save_stores_the_meta_of_the_stream_and_a_copy_keeps_it(tmp_path):
+    ds = WindowStoreDataset(path=str(tmp_path / "store"))
+    ds.save(_StreamWithMeta())
+    store = ds.load()
+    assert store.classes == ("A", "B") and store.meta["stats"] == {"windows": 6}
+    assert store.window_length == L  # taken from the windows when the entry does not say
+    copy = WindowStoreDataset(path=str(tmp_path / "copy"))
+    copy.save(store)
+    assert copy.load().classes == ("A", "B")
+    assert copy.load().meta["windows_sha1"] == store.meta["windows_sha1"]
+
+
+def test_save_removes_the_partial_of_a_dead_writer(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".store.partial-{this_host()}-{dead.pid}-{'a' * 12}"
+    stale.mkdir()
+    (stale / "windows.f32").write_bytes(b"half")
+    WindowStoreDataset(path=str(tmp_path / "store")).save(_chunks(1, 2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
 
 
 def test_pipeline_node_returning_the_chunk_iterator(tmp_path):

@@ -5,47 +5,45 @@ project's real file datasets, and one tiny bundled dataset made once per test se
 from __future__ import annotations
 
 import copy
+import functools
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from kedro.config import OmegaConfigLoader
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from ecg_transfer.pipelines.ingestion.pipeline import (
-    create_bundled_data_pipeline,
-    create_scan_pipeline,
-)
+from ecg_transfer.pipelines.bundled_data.pipeline import create_pipeline as bundled_data
+from ecg_transfer.pipelines.ingestion.pipeline import create_pipeline as ingestion
 from ecg_transfer.pipelines.preprocessing.pipeline import create_pipeline as preprocessing
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # The datasets whose real project types the tests use (from conf/base/catalog.yml, re-rooted
 # at a temporary folder); every other catalog entry becomes a memory dataset.
-FILE_DATASETS = ("chapman_release", "monitor_corpus", "labelled_windows", "pretraining_windows", "run_checkpoints")
-
-
-def _merge(base: dict, override: dict) -> dict:
-    """Deep merge, like the project's ``merge_strategy: {parameters: soft}``."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+FILE_DATASETS = ("labelled_recordings", "unlabelled_recordings", "labelled_windows", "unlabelled_windows", "run_checkpoints")
 
 
 def load_parameters() -> dict[str, Any]:
-    """Every top-level parameter group of conf/base, overridden by the tiny conf/test."""
-    params: dict[str, Any] = {}
-    for path in sorted((CONF / "base").glob("parameters*.yml")):
-        params = _merge(params, yaml.safe_load(path.read_text()) or {})
-    return _merge(params, yaml.safe_load((CONF / "test" / "parameters.yml").read_text()))
+    """Every top-level parameter group of conf/base, overridden by the tiny conf/test, loaded
+    as ``kedro run --env=test`` loads them (so ``${globals:...}`` are resolved to numbers)."""
+    return copy.deepcopy(_test_parameters())
+
+
+@functools.cache
+def _test_parameters() -> dict[str, Any]:
+    with warnings.catch_warnings():  # omegaconf's deprecation notice about Kedro's own resolvers
+        warnings.simplefilter("ignore", UserWarning)
+        loader = OmegaConfigLoader(
+            str(CONF), base_env="base", default_run_env="test", merge_strategy={"parameters": "soft"}
+        )
+        return dict(loader["parameters"])
 
 
 def shrunk_parameters() -> dict[str, Any]:
@@ -83,7 +81,7 @@ def file_dataset(name: str, root: Path, **overrides: Any) -> AbstractDataset:
     """The catalog.yml entry ``name``, with its path moved under ``root``."""
     config = catalog_config(name)
     config["path"] = str(root / config["path"])
-    if name in ("chapman_release", "monitor_corpus"):
+    if name in ("labelled_recordings", "unlabelled_recordings"):
         config["progress"] = False
     config.update(overrides)
     return AbstractDataset.from_config(name, config)
@@ -119,8 +117,8 @@ def tiny_raw_data(tmp_path_factory) -> Path:
     """The bundled data pipeline's output (shrunk): a Chapman release and a WFDB corpus."""
     root = tmp_path_factory.mktemp("tiny_raw")
     params = shrunk_parameters()
-    catalog = make_catalog(root, {"bundled_data": params["bundled_data"]}, files=("chapman_release", "monitor_corpus"))
-    run(create_bundled_data_pipeline(), catalog)
+    catalog = make_catalog(root, {"bundled_data": params["bundled_data"]}, files=("labelled_recordings", "unlabelled_recordings"))
+    run(bundled_data(), catalog)
     return root
 
 
@@ -137,7 +135,7 @@ def tiny_windows(tiny_raw_data, tmp_path_factory) -> Path:
     root = copy_raw_data(tiny_raw_data, tmp_path_factory.mktemp("tiny_windows"))
     params = shrunk_parameters()
     catalog = make_catalog(root, params, files=FILE_DATASETS)
-    run(create_scan_pipeline() + preprocessing(), catalog)
+    run(ingestion() + preprocessing(), catalog)
     return root
 
 

@@ -11,13 +11,15 @@ import wfdb
 
 from ecg_transfer.signals.chapman import (
     CHAPMAN_LEADS,
+    RHYTHMS,
     ChapmanRelease,
     chapman_rhythm_label,
     read_chapman_csv,
     read_diagnostics,
+    rhythm_from_acronym,
     write_chapman_release,
 )
-from ecg_transfer.signals.records import RHYTHMS, ExclusionLog
+from ecg_transfer.signals.records import ExclusionLog
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REAL_METADATA = FIXTURES / "chapman"
@@ -47,6 +49,21 @@ def test_real_rhythm_names_sheet_spells_si_and_maps_onto_the_11_classes():
     acronyms = names.iloc[:, 0].astype(str).str.strip()
     assert "SI" in set(acronyms) and "SA" not in set(acronyms)
     assert sorted(chapman_rhythm_label(a) for a in acronyms) == sorted(RHYTHMS)
+
+
+def test_rhythm_order_is_the_paper_order():
+    assert RHYTHMS.index("SB") == 0
+    assert RHYTHMS.index("SAAWR") == 10
+    assert len(set(RHYTHMS)) == 11
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [("SA", "SA"), ("SI", "SA"), (" afib ", "AFIB"), ("SAAWR", "SAAWR"), ("Other", None),
+     (None, None), (float("nan"), None)],
+)
+def test_rhythm_from_acronym(cell, expected):
+    assert rhythm_from_acronym(cell) == expected
 
 
 def _real_js20008_microvolts() -> np.ndarray:
@@ -101,26 +118,39 @@ def _waveform(seed: int, n: int = 5000) -> np.ndarray:
 
 def test_every_chapman_exclusion_reason_from_crafted_input(tmp_path):
     good = _waveform(0)
-    names = ["ok_sa", "ok_si", "missing", "garbled", "short", "has_nan", "zeros", "odd_label",
-             "ok_sa"]
-    rhythms = ["SA", "SI", "SR", "SR", "SR", "SR", "SVT", "XYZ", "SB"]
+    names = ["ok_sa", "ok_si", "missing", "garbled", "short", "has_nan", "has_inf", "huge",
+             "zeros", "odd_label", "ok_sa"]
+    rhythms = ["SA", "SI", "SR", "SR", "SR", "SR", "SR", "SR", "SVT", "XYZ", "SB"]
     diagnostics = pd.DataFrame({"FileName": names, "Rhythm": rhythms})
-    with_nan = good.copy()
-    with_nan[100, CHAPMAN_LEADS.index("II")] = np.nan
+    lead_ii = CHAPMAN_LEADS.index("II")
+    with_nan, with_inf, huge = good.copy(), good.copy(), good.copy()
+    with_nan[100, lead_ii] = np.nan
+    with_inf[200, lead_ii] = np.inf  # written as "inf", which pandas reads back as infinity
+    huge[300, lead_ii] = 1e300  # microvolts: one corrupt sample
     zeros = np.zeros_like(good)
     waves = [("ok_sa", good), ("ok_si", good), ("garbled", good), ("short", good[:4000]),
-             ("has_nan", with_nan), ("zeros", zeros), ("odd_label", good)]
-    assert write_chapman_release(tmp_path, diagnostics, waves, progress=False) == 7
+             ("has_nan", with_nan), ("has_inf", with_inf), ("huge", huge), ("zeros", zeros),
+             ("odd_label", good)]
+    assert write_chapman_release(tmp_path, diagnostics, waves, progress=False) == 9
+    assert ",inf," in (tmp_path / "ECGDataDenoised" / "has_inf.csv").read_text()
     (tmp_path / "ECGDataDenoised" / "garbled.csv").write_text("I,II\n1,abc\n")
     log = ExclusionLog()
     records = list(ChapmanRelease(tmp_path, progress=False).iter_records(log))
     assert [(r.record_id, r.label) for r in records] == [("ok_sa", "SA"), ("ok_si", "SA")]
     reasons = log.to_frame()[["record_id", "reason"]].values.tolist()
     assert reasons == [["missing", "missing_file"], ["garbled", "unreadable"],
-                       ["short", "too_short"], ["has_nan", "nan"], ["zeros", "flat_lead"],
-                       ["odd_label", "unknown_label"], ["ok_sa", "duplicate_id"]]
-    garbled_detail = log.to_frame().set_index("record_id").loc["garbled", "detail"]
-    assert "garbled.csv" in garbled_detail
+                       ["short", "too_short"], ["has_nan", "non_finite"],
+                       ["has_inf", "non_finite"], ["huge", "implausible_amplitude"],
+                       ["zeros", "flat_lead"], ["odd_label", "unknown_label"],
+                       ["ok_sa", "duplicate_id"]]
+    details = log.to_frame().set_index("record_id")["detail"]
+    assert "garbled.csv" in details["garbled"]
+    assert details["has_inf"] == "0 NaN and 1 infinite samples in lead II"
+    assert "sample 300" in details["huge"] and "1e+297 mV" in details["huge"]
+    # the threshold is a reader option in millivolts: 300 uV noise passes 20 mV, not 0.5 mV
+    log = ExclusionLog()
+    list(ChapmanRelease(tmp_path, max_amplitude_mv=0.5, progress=False).iter_records(log))
+    assert log.count("implausible_amplitude") == 3  # ok_sa, ok_si and huge
     # 4000 samples at 500 Hz = 8.0 s, under 8.2 s; with a lower bar it is kept
     log = ExclusionLog()
     kept = [r.record_id for r in ChapmanRelease(tmp_path, min_duration_s=8.0, progress=False)

@@ -5,15 +5,21 @@ from scipy import signal as sps
 
 from ecg_transfer.signals.preprocess import (
     PreprocessConfig,
+    WindowingStats,
     cut_windows,
+    finite_stretches,
     highpass_sos,
+    labelled_record_windows,
     labelled_window,
     labelled_window_start,
+    labelled_window_starts,
     preprocess_signal,
     random_window_starts,
     remove_baseline,
     resample,
+    resampled_length,
     resampling_ratio,
+    unlabelled_record_windows,
     unlabelled_windows,
     windows_from_labelled_records,
     windows_from_unlabelled_records,
@@ -237,3 +243,174 @@ def test_windows_from_unlabelled_records_is_deterministic_and_order_free():
     assert i1["label"].isna().all()
     other = np.concatenate([w for w, _ in windows_from_unlabelled_records(records, cfg, seed=8, progress=False)])
     assert not np.array_equal(w1, other)
+
+
+# ---------------------------------------------------------------- typed parameters
+
+
+def test_config_from_params_types_the_yaml_values_once():
+    cfg = PreprocessConfig.from_params({"target_fs": 250, "window_length": 2048.0, "labelled_placement": "spread"})
+    assert isinstance(cfg.target_fs, float) and cfg.target_fs == 250.0
+    assert isinstance(cfg.window_length, int) and cfg.window_length == 2048
+    assert PreprocessConfig.from_params(None) == PreprocessConfig()
+    with pytest.raises(ValueError, match=r"preprocessing.signal: unknown parameter\(s\) \['windows'\]"):
+        PreprocessConfig.from_params({"windows": 3})
+    with pytest.raises(TypeError, match="preprocessing.signal.window_length: expected an integer, got 'long'"):
+        PreprocessConfig.from_params({"window_length": "long"})
+    with pytest.raises(TypeError, match="pad_short: expected true or false"):
+        PreprocessConfig.from_params({"pad_short": "yes"})
+    with pytest.raises(ValueError, match="windows_per_record must be a positive integer"):
+        PreprocessConfig(windows_per_record=0)
+
+
+@pytest.mark.parametrize("fs_in", [500.0, 250.0, 360.0, 128.0, 257.6])
+@pytest.mark.parametrize("n", [1, 2047, 2500, 5001])
+def test_resampled_length_predicts_resample(fs_in, n):
+    assert resampled_length(n, fs_in, 250.0) == resample(np.zeros(n), fs_in, 250.0).size
+
+
+# ---------------------------------------------------------------- labelled records, several windows
+
+
+def test_one_window_per_record_is_the_centred_window_as_before():
+    x = np.random.default_rng(5).standard_normal(5000)
+    y = preprocess_signal(x, 500.0, CFG)
+    expected = zscore(y[226 : 226 + 2048], CFG.zscore_eps)
+    windows, starts = labelled_record_windows(x, 500.0, CFG)
+    assert list(starts) == [226] and windows.shape == (1, 2048)
+    np.testing.assert_array_equal(windows[0], expected)  # bit-identical, not merely close
+    np.testing.assert_array_equal(labelled_window(x, 500.0, PreprocessConfig(labelled_placement="spread")), expected)
+
+
+@pytest.mark.parametrize(
+    ("placement", "expected"),
+    [
+        ("start", [0, 2048, 4096]),
+        ("end", [3856, 5904, 7952]),
+        ("centre", [1928, 3976, 6024]),
+        ("spread", [964, 3976, 6988]),  # gaps of 964 samples before, between and after
+    ],
+)
+def test_labelled_window_starts_for_three_windows(placement, expected):
+    cfg = PreprocessConfig(windows_per_record=3, labelled_placement=placement)
+    starts = labelled_window_starts(10_000, cfg)
+    assert list(starts) == expected
+    assert np.all(np.diff(starts) >= 2048) and starts[-1] + 2048 <= 10_000
+
+
+def test_labelled_records_give_as_many_windows_as_fit_up_to_windows_per_record():
+    cfg = PreprocessConfig(windows_per_record=5, labelled_placement="spread")
+    assert len(labelled_window_starts(3 * 2048 + 10, cfg)) == 3
+    assert len(labelled_window_starts(2048, cfg)) == 1
+    assert len(labelled_window_starts(100_000, cfg)) == 5
+
+
+def test_windows_of_a_record_stay_together_in_the_index():
+    cfg = PreprocessConfig(windows_per_record=3, labelled_placement="spread")
+    records = [_record(i, 40.0, 500.0, "SR") for i in range(3)] + [_record(7, 10.0, 500.0, "SB")]
+    stats = WindowingStats()
+    chunks = list(windows_from_labelled_records(records, cfg, chunk_size=4, progress=False, stats=stats))
+    windows = np.concatenate([w for w, _ in chunks])
+    index = pd.concat([d for _, d in chunks], ignore_index=True)
+    assert list(index["record_id"]) == ["r0"] * 3 + ["r1"] * 3 + ["r2"] * 3 + ["r7"]
+    assert list(index["window_in_record"]) == [0, 1, 2] * 3 + [0]
+    assert stats.windows == 10 and stats.records == 4
+    x = preprocess_signal(records[1].signal, 500.0, cfg)
+    np.testing.assert_array_equal(windows[3:6], cut_windows(x, index["window_start"].to_numpy()[3:6], cfg))
+
+
+@pytest.mark.parametrize(("placement", "before"), [("centre", 399), ("start", 0), ("end", 798)])
+def test_pad_short_zero_pads_a_short_record_around_its_z_scored_samples(placement, before):
+    cfg = PreprocessConfig(pad_short=True, labelled_placement=placement)
+    x = np.random.default_rng(1).standard_normal(2500)  # 5 s at 500 Hz -> 1,250 samples at 250 Hz
+    windows, starts = labelled_record_windows(x, 500.0, cfg)
+    assert windows.shape == (1, 2048) and list(starts) == [-before]
+    w = windows[0]
+    assert np.all(w[:before] == 0) and np.all(w[before + 1250 :] == 0)
+    np.testing.assert_array_equal(w[before : before + 1250], zscore(preprocess_signal(x, 500.0, cfg), cfg.zscore_eps))
+
+
+def test_short_labelled_records_are_counted_as_padded_or_too_short():
+    records = [_record(1, 10.0, 500.0, "SR"), _record(2, 5.0, 500.0, "SB")]
+    stats = WindowingStats()
+    chunks = list(windows_from_labelled_records(records, PreprocessConfig(pad_short=True), progress=False, stats=stats))
+    assert sum(len(w) for w, _ in chunks) == 2 and stats.padded == 1 and stats.too_short == 0
+    log, stats = ExclusionLog(), WindowingStats()
+    chunks = list(windows_from_labelled_records(records, CFG, exclusions=log, progress=False, stats=stats))
+    assert sum(len(w) for w, _ in chunks) == 1 and stats.too_short == 1 and log.count("too_short") == 1
+
+
+# ---------------------------------------------------------------- unlabelled recordings with gaps
+
+
+def test_finite_stretches():
+    x = np.array([np.nan, 1, 2, np.nan, np.inf, 3, 4, 5, np.nan])
+    assert finite_stretches(x) == [(1, 3), (5, 8)]
+    assert finite_stretches(np.ones(4)) == [(0, 4)]
+    assert finite_stretches(np.full(3, np.nan)) == []
+
+
+def test_a_recording_without_gaps_gives_the_same_windows_as_before():
+    x = np.random.default_rng(2).standard_normal(60 * 250)
+    got = unlabelled_record_windows(x, 250.0, PreprocessConfig(windows_per_recording=4), np.random.default_rng(9))
+    y = preprocess_signal(x, 250.0, CFG)
+    starts = random_window_starts(y.size, 4, 2048, np.random.default_rng(9))
+    np.testing.assert_array_equal(got.starts, starts)
+    np.testing.assert_array_equal(got.windows, cut_windows(y, starts, CFG))
+    assert not got.had_gaps and got.samples_dropped == 0
+
+
+def test_a_recording_with_nan_gaps_gives_windows_from_its_finite_stretches():
+    fs = 500.0
+    x = np.random.default_rng(3).standard_normal(int(120 * fs))
+    x[1500:2000] = np.nan  # the first stretch, 1,500 samples = 750 at 250 Hz, is too short for a window
+    x[40_000:40_010] = np.inf
+    cfg = PreprocessConfig(windows_per_recording=6)
+    got = unlabelled_record_windows(x, fs, cfg, np.random.default_rng(0))
+    assert got.had_gaps and got.windows.shape == (6, 2048)
+    assert np.all(np.isfinite(got.windows))
+    np.testing.assert_allclose(got.windows.std(axis=1), 1.0, atol=1e-4)
+    assert got.samples_dropped == 1500 + 500 + 10
+    # No window reaches into a gap (starts are at 250 Hz from the start of the recording).
+    bad = [(750, 1000), (20_000, 20_005)]
+    for start in got.starts:
+        assert all(start + 2048 <= a or start >= b for a, b in bad), start
+    again = unlabelled_record_windows(x, fs, cfg, np.random.default_rng(0))
+    np.testing.assert_array_equal(got.windows, again.windows)
+
+
+def test_unlabelled_stream_counts_gaps_and_recordings_left_without_windows():
+    gappy = _record(1, 60.0, 250.0, None)
+    gappy.signal[5000:5100] = np.nan
+    hopeless = _record(2, 60.0, 250.0, None)
+    hopeless.signal[::1000] = np.nan  # no stretch as long as a window
+    stats = WindowingStats()
+    chunks = list(
+        windows_from_unlabelled_records(
+            [gappy, hopeless, _record(3, 60.0, 250.0, None)], PreprocessConfig(windows_per_recording=3),
+            seed=1, progress=False, stats=stats,
+        )
+    )
+    index = pd.concat([d for _, d in chunks], ignore_index=True)
+    assert sorted(index["record_id"].unique()) == ["r1", "r3"]
+    assert stats.recordings_with_gaps == 2 and stats.recordings_without_windows == 1
+    assert stats.gap_samples_dropped == 100 + 15_000
+    assert stats.windows == 6
+
+
+# ---------------------------------------------------------------- errors name the record
+
+
+def test_errors_while_windowing_name_the_record():
+    bad = _record(5, 10.0, 500.0, "SR")
+    bad.signal[100] = np.inf
+    with pytest.raises(ValueError, match=r"record 'r5' \(/data/r5.hea\): preprocess_signal: signal contains NaN"):
+        list(windows_from_labelled_records([_record(1, 10.0, 500.0, "SR"), bad], CFG, progress=False))
+    huge = _record(6, 10.0, 500.0, "SR")
+    huge.signal[2500] = 1e300  # would otherwise become a window of zeros
+    with pytest.raises(ValueError, match=r"record 'r6'.*standard deviation is not finite"):
+        list(windows_from_labelled_records([huge], CFG, progress=False))
+    huge_unlabelled = _record(7, 60.0, 250.0, None)
+    huge_unlabelled.signal[:] *= 1e300
+    with pytest.raises(ValueError, match=r"record 'r7'"):
+        list(windows_from_unlabelled_records([huge_unlabelled], CFG, seed=0, progress=False))

@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecg_transfer.signals.splits import _allocate, assign_splits
+from ecg_transfer.signals.splits import (
+    SplitConfig,
+    _allocate,
+    assign_splits,
+    min_patients_per_class,
+)
 
 # Record counts of the public Chapman release (PAPER.md), one record per patient.
 CHAPMAN_COUNTS = {
@@ -27,7 +32,9 @@ def _chapman_index() -> pd.DataFrame:
         (16, 0.2, 0.1, (3, 2)),
         (100, 0.2, 0.1, (20, 10)),
         (2, 0.2, 0.0, (1, 0)),
-        (5, 0.5, 0.4, (2, 2)),
+        (4, 0.2, 0.1, (1, 1)),
+        (4, 0.5, 0.4, (1, 1)),  # train keeps two patients when the class has them
+        (5, 0.5, 0.4, (2, 1)),
     ],
 )
 def test_allocate_hand_cases(n, test, val, expected):
@@ -90,8 +97,28 @@ def test_patient_with_several_labels_is_stratified_by_its_most_frequent():
         (pd.DataFrame({"label": ["SR"]}), {}, "patient_id"),
         (pd.DataFrame({"patient_id": ["a"], "label": ["SR"]}), {"test_fraction": 0.8, "val_fraction": 0.3}, "< 1"),
         (pd.DataFrame({"patient_id": [None], "label": ["SR"]}), {}, "missing values"),
+        (pd.DataFrame({"record_id": ["r7"], "patient_id": [None], "label": ["SR"]}), {}, r"records \['r7'\]"),
     ],
 )
 def test_bad_input(index, kwargs, match):
     with pytest.raises(ValueError, match=match):
         assign_splits(index, **kwargs)
+
+
+@pytest.mark.parametrize(("test", "val", "expected"), [(0.2, 0.1, 4), (0.2, 0.0, 3), (0.0, 0.0, 2)])
+def test_min_patients_per_class_is_one_per_split_and_two_in_train(test, val, expected):
+    assert min_patients_per_class(test, val) == expected
+    n_test, n_val = _allocate(expected, test, val)
+    assert n_test == (test > 0) and n_val == (val > 0) and expected - n_test - n_val == 2
+
+
+def test_split_config_from_params():
+    cfg = SplitConfig.from_params({"test_fraction": 0.2, "val_fraction": 0, "seed": 17})
+    assert cfg == SplitConfig(0.2, 0.0, 17) and isinstance(cfg.val_fraction, float)
+    assert cfg.min_patients_per_class == 3
+    with pytest.raises(ValueError, match="labelled_splits: unknown parameter"):
+        SplitConfig.from_params({"test": 0.2}, "labelled_splits")
+    with pytest.raises(TypeError, match="labelled_splits.seed: expected an integer"):
+        SplitConfig.from_params({"seed": 1.5}, "labelled_splits")
+    with pytest.raises(ValueError, match="< 1"):
+        SplitConfig(0.6, 0.5)

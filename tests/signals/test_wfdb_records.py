@@ -1,11 +1,13 @@
 """WFDB readers on real PhysioNet and CPSC 2021 files, and on crafted bad headers."""
 
+import inspect
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.io
 import wfdb
 
 from ecg_transfer.signals.records import EcgRecord, ExclusionLog
@@ -224,26 +226,219 @@ def test_labelled_folder_labels_and_exclusions(tmp_path):
         shutil.copy(PHYSIONET / f"E07500{suffix}", root / "site2" / f"E07500{suffix}")
     labels = pd.DataFrame({
         "record": ["JS20008", "site1/E07500", "site2/E07500", "JS20004", "E07504", "nothere",
-                   "JS20008", "E07500", "HR06003"],
-        "label": ["si", "SB", "SB", "ST", "Noise", "SR", "SA", "SB", "SR"],
+                   "JS20008", "E07500", "HR06003.hea"],
+        "label": ["si", "SB", "SB", "ST", " Noise ", "SR", "SA", "SB", "SR"],
         "patient_id": ["P1", "P2", "P2", "", "P4", "P5", "P1", "P2", "P6"],
     })
     labels.to_csv(tmp_path / "labels.csv", index=False)
     log = ExclusionLog()
     records = list(WfdbLabelledFolder(root, tmp_path / "labels.csv", progress=False)
                    .iter_records(log))
+    # any label string is a label, blanks stripped; patient_id column used when present
     assert [(r.record_id, r.label, r.patient_id) for r in records] == [
-        ("JS20008", "SA", "P1"), ("site1/E07500", "SB", "P2"), ("site2/E07500", "SB", "P2"),
-        ("JS20004", "ST", "JS20004"), ("HR06003", "SR", "P6")]
+        ("JS20008", "si", "P1"), ("site1/E07500", "SB", "P2"), ("site2/E07500", "SB", "P2"),
+        ("JS20004", "ST", "JS20004"), ("E07504", "Noise", "P4"), ("HR06003", "SR", "P6")]
     assert log.to_frame()[["record_id", "reason"]].values.tolist() == [
-        ["E07504", "unknown_label"], ["nothere", "missing_file"], ["JS20008", "duplicate_id"],
-        ["E07500", "duplicate_id"]]
+        ["nothere", "missing_file"], ["JS20008", "duplicate_id"], ["E07500", "duplicate_id"],
+        ["site1/JS20012", "unlabelled_record"]]
 
 
-def test_labels_csv_without_label_column_names_the_file(tmp_path):
-    (tmp_path / "labels.csv").write_text("record,rhythm\nA,SR\n")
-    with pytest.raises(ValueError, match=r"labels\.csv.*\['label'\]"):
-        list(WfdbLabelledFolder(tmp_path, tmp_path / "labels.csv").iter_records(ExclusionLog()))
+def _labelled_folder(tmp_path, n=4, fs=360, seconds=9.0):
+    """n single-lead MLII records at ``fs`` Hz, named r0..r{n-1}."""
+    rng = np.random.default_rng(0)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        wfdb.wrsamp(f"r{i}", fs=fs, units=["mV"], sig_name=["MLII"],
+                    p_signal=rng.normal(0, 0.3, size=(int(seconds * fs), 1)), fmt=["16"],
+                    write_dir=str(tmp_path))
+    return tmp_path
+
+
+def test_labelled_folder_label_map_and_exclude_labels(tmp_path):
+    root = _labelled_folder(tmp_path / "ecgs")
+    (tmp_path / "labels.csv").write_text("record,label\nr0,A\nr1,N\nr2,O\nr3,~\n")
+    log = ExclusionLog()
+    reader = WfdbLabelledFolder(root, tmp_path / "labels.csv", lead="MLII",
+                                label_map={"A": "AF", "N": "Other", "O": "Other", "~": "noise"},
+                                exclude_labels=["noise"], progress=False)
+    records = list(reader.iter_records(log))
+    assert [(r.record_id, r.label, r.fs, r.lead) for r in records] == [
+        ("r0", "AF", 360.0, "MLII"), ("r1", "Other", 360.0, "MLII"), ("r2", "Other", 360.0, "MLII")]
+    excluded = log.to_frame().set_index("record_id")
+    assert excluded["reason"].to_dict() == {"r3": "excluded_label"}
+    assert "~ (mapped to noise)" in excluded.loc["r3", "detail"]
+    # the label before the map may be named too
+    log = ExclusionLog()
+    kept = list(WfdbLabelledFolder(root, tmp_path / "labels.csv", lead="MLII", exclude_labels="A",
+                                   progress=False).iter_records(log))
+    assert [r.label for r in kept] == ["N", "O", "~"] and log.count("excluded_label") == 1
+
+
+def test_labelled_folder_csv_columns_header_and_patients(tmp_path):
+    root = _labelled_folder(tmp_path / "ecgs")
+    csv = tmp_path / "labels.csv"
+    # named columns in any case and order, blanks around cells and names
+    csv.write_text(" Rhythm , File ,Subject\n afib , r0 , s1\nnormal,r1 ,s1\nnormal,r2,\n")
+    records = list(WfdbLabelledFolder(root, csv, lead="MLII", record_column="file",
+                                      label_column="rhythm", patient_column="subject",
+                                      progress=False).iter_records(ExclusionLog()))
+    assert [(r.record_id, r.label, r.patient_id) for r in records] == [
+        ("r0", "afib", "s1"), ("r1", "normal", "s1"), ("r2", "normal", "r2")]
+    with pytest.raises(ValueError, match=r"no column 'label' \(label_column\); found columns "
+                                         r"\['Rhythm', 'File', 'Subject'\]"):
+        WfdbLabelledFolder(root, csv, lead="MLII", record_column="file", header=True).labels()
+    # header-less, detected: two columns and the first cell names a record in the folder
+    csv.write_text("r0,afib\nr1 , normal\n")
+    reader = WfdbLabelledFolder(root, csv, lead="MLII", progress=False)
+    assert reader.labels()[["record", "label"]].values.tolist() == [["r0", "afib"], ["r1", "normal"]]
+    log = ExclusionLog()
+    assert [r.patient_id for r in reader.iter_records(log)] == ["r0", "r1"]
+    assert _reasons(log) == {"r2": "unlabelled_record", "r3": "unlabelled_record"}
+    # header-less with positions, a patient column among them
+    csv.write_text("afib;x,r0,p9\n")
+    (record,) = WfdbLabelledFolder(root, csv, lead="MLII", header=False, record_column=1,
+                                   label_column=0, patient_column=2,
+                                   progress=False).iter_records(ExclusionLog())
+    assert (record.record_id, record.label, record.patient_id) == ("r0", "afib;x", "p9")
+    with pytest.raises(ValueError, match="no header row, so patient_column='subject'"):
+        WfdbLabelledFolder(root, csv, header=False, patient_column="subject").labels()
+
+
+def test_labelled_folder_refuses_a_csv_it_cannot_read_as_labels(tmp_path):
+    root = _labelled_folder(tmp_path / "ecgs")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("record,rhythm\nr0,SR\n")
+    with pytest.raises(ValueError, match=r"labels\.csv.*cannot tell whether the first row "
+                                         r"\['record', 'rhythm'\] is a header"):
+        list(WfdbLabelledFolder(root, csv).iter_records(ExclusionLog()))
+    csv.write_text("id,rhythm,age\nr0,SR,50\n")
+    with pytest.raises(ValueError, match="does not hold the column"):
+        WfdbLabelledFolder(root, csv).labels()
+    with pytest.raises(ValueError, match=r"found columns \['id', 'rhythm', 'age'\]"):
+        WfdbLabelledFolder(root, csv, header=True).labels()
+    csv.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        WfdbLabelledFolder(root, csv).labels()
+    with pytest.raises(ValueError, match="header must be"):
+        WfdbLabelledFolder(root, csv, header="yes")
+
+
+# ------------------------------------------------------------------ headers and samples
+def _one_record(tmp_path, signal=None, fs=500, name="rec"):
+    if signal is None:
+        signal = np.sin(np.arange(10 * fs) / 30.0)
+    wfdb.wrsamp(name, fs=fs, units=["mV"], sig_name=["II"], p_signal=signal.reshape(-1, 1),
+                fmt=["16"], write_dir=str(tmp_path))
+    return tmp_path / f"{name}.hea"
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [("abc", "sampling frequency field 'abc' on the record line 'rec 1 abc 5000' is not a number"),
+     ("-500", "sampling frequency field '-500' on the record line 'rec 1 -500 5000' is not a "
+              "positive number"),
+     ("0", "sampling frequency field '0' on the record line 'rec 1 0 5000' is not a positive"),
+     (None, "sampling frequency field missing on the record line 'rec 1'")],
+)
+def test_a_bad_sampling_frequency_is_unreadable_not_250_hz(tmp_path, field, message):
+    header = _one_record(tmp_path)
+    lines = header.read_text().splitlines()
+    fields = lines[0].split()
+    lines[0] = " ".join(fields[:2] + ([field, fields[3]] if field is not None else []))
+    header.write_text("\n".join(lines) + "\n")
+    if field in ("abc", "-500", None):
+        assert wfdb.rdheader(str(tmp_path / "rec")).fs == 250  # what wfdb would do silently
+    for reader in (WfdbFolder(tmp_path, progress=False),
+                   PhysioNetLabelledWfdb(tmp_path, progress=False)):
+        log = ExclusionLog()
+        assert list(reader.iter_records(log)) == []
+        (row,) = log.to_frame().to_dict("records")
+        assert row["reason"] == "unreadable" and message in row["detail"]
+        assert str(header) in row["detail"]
+
+
+def test_a_valid_sampling_frequency_with_counter_frequency_is_read(tmp_path):
+    header = _one_record(tmp_path, fs=500)
+    lines = header.read_text().splitlines()
+    lines[0] = lines[0].replace(" 500 ", " 500/1000(0) ")
+    header.write_text("\n".join(lines) + "\n")
+    (record,) = WfdbFolder(tmp_path, progress=False).iter_records(ExclusionLog())
+    assert record.fs == 500.0 and record.duration_s == 10.0
+
+
+def test_non_finite_and_implausible_samples_are_excluded(tmp_path):
+    signal = np.sin(np.arange(5000) / 30.0)
+    with_nan = signal.copy()
+    with_nan[[10, 11]] = np.nan  # written as WFDB's invalid sample, read back as NaN
+    _one_record(tmp_path, with_nan, name="gap")
+    _one_record(tmp_path, signal, name="ok")
+    # a gain of 1e-300 adu/mV (a corrupt header field) makes one sample about 3e304 mV
+    tiny = _one_record(tmp_path, signal, name="tiny_gain")
+    lines = tiny.read_text().splitlines()
+    gain_field = lines[1].split()[2]
+    lines[1] = lines[1].replace(gain_field, "1e-300" + gain_field[gain_field.index("("):])
+    tiny.write_text("\n".join(lines) + "\n")
+    log = ExclusionLog()
+    strict = WfdbFolder(tmp_path, allow_nan_gaps=False, progress=False)
+    assert [r.record_id for r in strict.iter_records(log)] == ["ok"]
+    details = log.to_frame().set_index("record_id")
+    assert details["reason"].to_dict() == {"gap": "non_finite",
+                                          "tiny_gain": "implausible_amplitude"}
+    assert details.loc["gap", "detail"] == "2 NaN and 0 infinite samples in lead II"
+    assert "max_amplitude_mv=20" in details.loc["tiny_gain", "detail"]
+    # the threshold is the reader's option, in mV
+    log = ExclusionLog()
+    list(WfdbFolder(tmp_path, max_amplitude_mv=0.5, allow_nan_gaps=False, progress=False)
+         .iter_records(log))
+    assert log.count("implausible_amplitude") == 2
+
+
+def test_unlabelled_corpus_keeps_recordings_with_nan_gaps_that_leave_a_window(tmp_path):
+    fs = 250
+    wave = np.sin(np.arange(60 * fs) / 30.0)
+    gappy = wave.copy()
+    gappy[2000:4000] = np.nan  # a lead off for 8 s, then for 2 s: 16 s, 20 s and 16 s remain
+    gappy[9000:9500] = np.nan
+    holey = wave[: 20 * fs].copy()
+    holey[::1000] = np.nan  # NaN every 4 s: no NaN-free stretch of 8.2 s
+    for name, signal in (("gappy", gappy), ("holey", holey), ("whole", wave)):
+        _one_record(tmp_path, signal, fs=fs, name=name)  # NaN written as WFDB's invalid sample
+
+    log = ExclusionLog()
+    records = {r.record_id: r for r in WfdbFolder(tmp_path, progress=False).iter_records(log)}
+    assert sorted(records) == ["gappy", "whole"]
+    gaps = np.isnan(records["gappy"].signal)
+    assert gaps.sum() == 2500 and gaps[2000:4000].all() and gaps[9000:9500].all()
+    np.testing.assert_allclose(records["gappy"].signal[~gaps], wave[~gaps], atol=1e-3)
+    assert not np.isnan(records["whole"].signal).any()
+    (row,) = log.to_frame().to_dict("records")
+    assert row["record_id"] == "holey" and row["reason"] == "non_finite"
+    assert "leave no NaN-free stretch of 8.2 s: the longest is 999 samples" in row["detail"]
+
+    # allow_nan_gaps=False: every NaN excludes the recording, as in the labelled readers
+    log = ExclusionLog()
+    strict = WfdbFolder(tmp_path, allow_nan_gaps=False, progress=False)
+    assert [r.record_id for r in strict.iter_records(log)] == ["whole"]
+    assert log.to_frame().set_index("record_id")["detail"].to_dict() == {
+        "gappy": "2500 NaN and 0 infinite samples in lead II",
+        "holey": "5 NaN and 0 infinite samples in lead II"}
+    # the labelled readers have no such option: a labelled record gives whole-record windows
+    for reader in (PhysioNetLabelledWfdb, WfdbLabelledFolder):
+        assert "allow_nan_gaps" not in inspect.signature(reader).parameters
+
+
+def test_infinite_samples_from_the_fallback_reader_are_non_finite(tmp_path):
+    shutil.copy(PHYSIONET / "JS20008.hea", tmp_path / "JS20008.hea")
+    values = scipy.io.loadmat(PHYSIONET / "JS20008.mat")["val"].astype(np.float64)
+    values[1, 40] = np.inf  # lead II
+    scipy.io.savemat(tmp_path / "JS20008.mat", {"val": values})
+    # UTF-16 text: wfdb refuses the header, so the fallback reads the float .mat
+    (tmp_path / "JS20008.hea").write_text((PHYSIONET / "JS20008.hea").read_text(),
+                                          encoding="utf-16")
+    log = ExclusionLog()
+    assert list(WfdbFolder(tmp_path, progress=False).iter_records(log)) == []
+    assert log.to_frame()[["reason", "detail"]].values.tolist() == [
+        ["non_finite", "0 NaN and 1 infinite samples in lead II"]]
 
 
 def test_decimal_comma_gain_goes_to_the_fallback_not_a_wrong_gain(tmp_path):

@@ -1,10 +1,15 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ecg_transfer.signals.records import RHYTHMS
+from ecg_transfer.atomic_files import leftover_dir, this_host
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
 
 L = 64
@@ -43,14 +48,16 @@ def test_round_trip_over_chunks(tmp_path):
     assert list(reopened.index.columns[:4]) == ["record_id", "patient_id", "label", "split"]
     assert all(v is None for v in reopened.index["split"])
     assert list(reopened.labels) == ["SR"] * 10
-    np.testing.assert_array_equal(reopened.label_codes(), np.full(10, RHYTHMS.index("SR")))
+    np.testing.assert_array_equal(reopened.label_codes(["SB", "SR"]), np.full(10, 1))
+    with pytest.raises(TypeError, match="needs the class list"):
+        reopened.label_codes(None)
 
 
 def test_unlabelled_labels_are_none(tmp_path):
     store = _write(tmp_path / "store", [4], label=None)
     assert all(v is None for v in store.labels)
     with pytest.raises(ValueError, match="labels not among the classes"):
-        store.label_codes()
+        store.label_codes(["SR"])
 
 
 def test_windows_are_a_lazy_read_only_memmap_sized_like_the_file(tmp_path):
@@ -189,7 +196,7 @@ def test_labelled_records_to_store_with_splits(tmp_path):
     assert (table >= 1).all().all()  # AVRT's three patients: one in each split
     test_rows = store.split_indices("test")
     np.testing.assert_array_equal(store.take(test_rows), store.windows[test_rows])
-    assert list(store.label_codes()[:1]) == [RHYTHMS.index("SR")]
+    assert list(store.label_codes(["SB", "SR", "AVRT"])[:1]) == [1]
 
 
 def test_split_view_reads_exactly_the_rows_of_its_split(tmp_path):
@@ -202,3 +209,69 @@ def test_split_view_reads_exactly_the_rows_of_its_split(tmp_path):
     np.testing.assert_array_equal(view[np.array([3, 0, 4])], windows[[train_rows[3], train_rows[0], train_rows[4]]])
     np.testing.assert_array_equal(view[1:3], windows[train_rows[1:3]])
     np.testing.assert_array_equal(view[2], windows[train_rows[2]])
+
+
+def test_the_class_list_and_other_metadata_are_stored_in_meta(tmp_path):
+    writer = WindowStoreWriter(tmp_path / "store", window_length=L, meta={"classes": ["SR", "SB"]})
+    writer.append(*_chunk(0, 3))
+    writer.meta["stats"] = {"padded": 0}
+    store = writer.close()
+    assert store.classes == ("SR", "SB")
+    assert store.meta["stats"] == {"padded": 0}
+    np.testing.assert_array_equal(store.label_codes(store.classes), [0, 0, 0])
+    assert _write(tmp_path / "other", [2]).classes is None
+    writer = WindowStoreWriter(tmp_path / "bad", window_length=L, meta={"n_windows": 5})
+    writer.append(*_chunk(0, 1))
+    with pytest.raises(ValueError, match=r"may not set \['n_windows'\]"):
+        writer.close()
+    assert not (tmp_path / "bad").exists()
+
+
+def test_window_length_is_taken_from_the_first_chunk_when_not_given(tmp_path):
+    writer = WindowStoreWriter(tmp_path / "store")
+    writer.append(*_chunk(0, 2))
+    with pytest.raises(ValueError, match=r"shape \(k, 64\)"):
+        writer.append(np.zeros((1, 10), np.float32), _chunk(0, 1)[1])
+    assert writer.close().window_length == L
+
+
+def test_with_splits_leaves_no_temporary_file(tmp_path):
+    store = _write(tmp_path / "store", [3])
+    store.with_splits(["train", "val", "test"])
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["index.parquet", "meta.json", "windows.f32"]
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np, pandas as pd
+    from ecg_transfer.signals.window_store import WindowStoreWriter
+    writer = WindowStoreWriter(sys.argv[1], window_length=8)
+    writer.append(np.zeros((2, 8), np.float32),
+                  pd.DataFrame({"record_id": ["a", "b"], "patient_id": ["p", "p"], "label": [None, None]}))
+    os.kill(os.getpid(), signal.SIGTERM)   # killed mid-write: close() never runs
+    """
+)
+
+
+def test_a_writer_killed_by_sigterm_leaves_a_partial_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "store"
+    done = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)], stderr=subprocess.PIPE, text=True)
+    _, stderr = done.communicate(timeout=120)
+    assert done.returncode == -signal.SIGTERM, stderr
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".store.partial-")]
+    assert len(leftovers) == 1 and f"-{done.pid}-" in leftovers[0].name and not target.exists()
+
+    # Partials of writers that may still be running are left alone: this process (alive) and
+    # another machine sharing the folder (its processes cannot be checked from here).
+    ours = leftover_dir(target, "partial")
+    ours.mkdir()
+    elsewhere = tmp_path / f".store.partial-{this_host()}x-{done.pid}-{'0' * 12}"
+    elsewhere.mkdir()
+
+    store = _write(target, [3])
+    assert len(store) == 3
+    assert not leftovers[0].exists()
+    assert ours.exists() and elsewhere.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["store", ours.name, elsewhere.name])
+    os.rmdir(ours)

@@ -120,3 +120,68 @@ def test_pandas_string_series_gives_the_same_sample_as_numpy():
     np.testing.assert_array_equal(
         draw_bootstrap_sample(series, 0.5, seed=5), draw_bootstrap_sample(LABELS, 0.5, seed=5)
     )
+
+
+def test_one_window_per_record_gives_exactly_the_window_level_samples():
+    records = np.array([f"rec{i}" for i in range(LABELS.size)], dtype=object)
+    for fraction in (1.0, 0.5, 0.25):
+        np.testing.assert_array_equal(
+            draw_bootstrap_sample(LABELS, fraction, seed=9, records=records),
+            draw_bootstrap_sample(LABELS, fraction, seed=9),
+        )
+    pd.testing.assert_frame_equal(
+        draw_all_samples(LABELS, (1.0, 0.25), 3, 7, records=records), draw_all_samples(LABELS, (1.0, 0.25), 3, 7)
+    )
+
+
+def _windowed(n_windows=3):
+    """Every record of LABELS cut into n_windows windows, the windows shuffled in the split."""
+    labels = np.repeat(LABELS, n_windows)
+    records = np.repeat([f"rec{i}" for i in range(LABELS.size)], n_windows).astype(object)
+    order = np.random.default_rng(0).permutation(labels.size)
+    return labels[order], records[order]
+
+
+def test_records_travel_with_all_their_windows():
+    labels, records = _windowed(3)
+    positions = draw_bootstrap_sample(labels, 0.5, seed=2, records=records)
+    drawn = pd.Series(records[positions]).value_counts()
+    assert (drawn % 3 == 0).all()  # a record drawn k times brings its 3 windows k times
+    assert int((drawn // 3).sum()) == round(0.5 * LABELS.size)  # the sample size counts records
+    assert set(labels[positions]) == set(LABELS)
+    # the record-level draw is the draw over records (numbered by their first window), expanded
+    names, first = np.unique(records, return_index=True)
+    in_order = names[np.argsort(first)]
+    per_record = draw_bootstrap_sample(labels[np.sort(first)], 0.5, seed=2)
+    expected = pd.Series(in_order[per_record]).value_counts().sort_index() * 3
+    pd.testing.assert_series_equal(drawn.sort_index(), expected, check_names=False)
+
+
+def test_a_record_with_two_labels_is_refused():
+    labels, records = _windowed(2)
+    labels = labels.copy()
+    first = np.flatnonzero(records == "rec0")
+    labels[first[0]] = "SR" if labels[first[1]] != "SR" else "SB"
+    with pytest.raises(ValueError, match="rec0.*several labels"):
+        draw_bootstrap_sample(labels, 0.5, seed=0, records=records)
+    with pytest.raises(ValueError, match="every training window"):
+        draw_bootstrap_sample(LABELS, 0.5, seed=0, records=np.array(["a", "b"], dtype=object))
+
+
+def test_sample_sizes_count_unique_records():
+    from ecg_transfer.study.bootstrap import sample_sizes
+
+    table = draw_all_samples(LABELS, (1.0, 0.5), n_trials=4, base_seed=3)
+    sizes = sample_sizes(table, [f"rec{i}" for i in range(LABELS.size)])
+    assert sizes["fraction"].tolist() == [1.0, 0.5]
+    full = sizes.iloc[0]
+    assert full["records_drawn_mean"] == LABELS.size and full["training_records"] == LABELS.size
+    per_trial = [np.unique(rows["position"]).size for _, rows in table[table["fraction"] == 1.0].groupby("trial")]
+    assert full["unique_records_mean"] == pytest.approx(np.mean(per_trial))
+    assert 0.5 < full["unique_share"] < 0.75  # about 63 % at 100 %
+    labels, records = _windowed(3)
+    windowed = draw_all_samples(labels, (0.5,), n_trials=2, base_seed=3, records=records)
+    sizes = sample_sizes(windowed, records).iloc[0]
+    assert sizes["records_drawn_mean"] == round(0.5 * LABELS.size)
+    assert sizes["windows_mean"] == 3 * round(0.5 * LABELS.size)
+    assert sizes["training_records"] == LABELS.size

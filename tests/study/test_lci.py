@@ -58,3 +58,26 @@ def test_bad_curves_raise(bad):
 def test_eps_must_be_positive():
     with pytest.raises(ValueError, match="eps"):
         learning_curve_index([0.5, 0.6], eps=0.0)
+
+
+def test_curve_never_drops_marks_the_runs_whose_lci_explodes():
+    from ecg_transfer.study.lci import curve_never_drops
+
+    assert curve_never_drops([0.5, 0.6, 0.6, 0.8])  # plateaus are not drops
+    assert learning_curve_index([0.5, 0.6, 0.6, 0.8]) > 1e6
+    assert not curve_never_drops([0.5, 0.7, 0.69, 0.8])
+
+
+def test_bounded_variant_orders_like_the_lci_only_at_equal_best_f1():
+    # same best F1: both indices order the curves alike
+    a, b = [0.5, 0.9, 0.8, 0.9], [0.5, 0.9, 0.6, 0.9]
+    assert (learning_curve_index(a) > learning_curve_index(b)) == (
+        bounded_learning_curve_index(a) > bounded_learning_curve_index(b)
+    )
+    # different best F1: best 0.9 with r = 1 against best 0.6 with r = 2 (docs/statistics.md)
+    high = [0.7, 0.9, 0.7]  # rise 0.2, drop 0.2: LCI 0.9, bounded 0.45
+    low = [0.2, 0.6, 0.4]  # rise 0.4, drop 0.2: LCI 1.2, bounded 0.4
+    assert learning_curve_index(low) > learning_curve_index(high)
+    assert bounded_learning_curve_index(low) < bounded_learning_curve_index(high)
+    assert bounded_learning_curve_index(high) == pytest.approx(0.45)
+    assert bounded_learning_curve_index(low) == pytest.approx(0.4)

@@ -23,6 +23,7 @@ def _one_run(fraction=1.0, arm="transfer", trial=1, with_val=True) -> pd.DataFra
                 "loss": 1.0, "f1_weighted": f1,
                 "f1_macro": TEST_MACRO[i] if split == "test" else 0.1,
                 "accuracy": f1 + 0.01, "f1_SB": f1 + 0.1, "f1_AVRT": 0.1 * epoch,
+                "auroc_macro": 0.5 + 0.05 * epoch if split == "test" else 0.6,
             })
     return pd.DataFrame(rows)
 
@@ -41,6 +42,42 @@ def test_hand_built_run():
     assert row["final_epoch"] == 5 and row["final_test_f1_weighted"] == 0.75
     assert row["lci"] == pytest.approx(learning_curve_index(TEST_F1))
     assert row["lci_bounded"] == pytest.approx(bounded_learning_curve_index(TEST_F1))
+    assert not row["lci_never_drops"]
+    # macro AUROC: best over epochs and at the honest epoch
+    assert row["best_test_auroc_macro"] == pytest.approx(0.75) and row["best_epoch_auroc_macro"] == 5
+    assert row["honest_test_auroc_macro"] == pytest.approx(0.65)
+    assert row["final_test_auroc_macro"] == pytest.approx(0.75)
+
+
+def test_class_names_come_from_the_columns_in_their_order():
+    from ecg_transfer.study.summaries import class_names
+
+    run = _one_run().rename(columns={"f1_SB": "f1_Normal", "f1_AVRT": "f1_AF"})
+    assert class_names(run) == ["Normal", "AF"]
+    assert class_names(summarise_runs(run), prefix="honest_test_f1_") == ["Normal", "AF"]
+
+
+def test_record_level_rows_give_honest_record_columns():
+    run = _one_run()
+    record = run[run["split"] == "test"].assign(split="test_record", f1_weighted=lambda f: f["f1_weighted"] + 0.05)
+    val_record = run[run["split"] == "val"].assign(split="val_record")
+    row = summarise_runs(pd.concat([run, record, val_record])).iloc[0]
+    assert row["honest_epoch"] == 3  # chosen on the window-level validation split
+    assert row["honest_test_record_f1_weighted"] == pytest.approx(0.70)
+    assert row["honest_test_f1_weighted"] == 0.65
+    assert "honest_test_record_f1_weighted" not in summarise_runs(run).columns
+
+
+def test_histories_without_auroc_are_summarised_without_it():
+    row = summarise_runs(_one_run().drop(columns="auroc_macro")).iloc[0]
+    assert "best_test_auroc_macro" not in row.index and row["best_test_f1_weighted"] == 0.80
+
+
+def test_curve_without_drops_is_flagged():
+    run = _one_run()
+    run.loc[run["split"] == "test", "f1_weighted"] = [0.5, 0.6, 0.6, 0.7, 0.8]
+    row = summarise_runs(run).iloc[0]
+    assert row["lci_never_drops"] and row["lci"] > 1e6
 
 
 def test_one_row_per_run_and_epoch_order_does_not_matter(histories):

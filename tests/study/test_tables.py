@@ -4,6 +4,9 @@ import pytest
 from scipy import stats
 
 from ecg_transfer.study.tables import format_p, fraction_label, mean_sd, table2, table3, to_markdown
+from tests.study.histories import registry
+
+PAIRS = (("transfer", "random"), ("transfer", "image"))
 
 
 def _summary() -> pd.DataFrame:
@@ -24,7 +27,7 @@ def _summary() -> pd.DataFrame:
 
 
 def test_table2_layout_and_values():
-    table = table2(_summary())
+    table = table2(_summary(), arms=registry(), comparisons=PAIRS)
     assert list(table.columns) == [
         "100% random", "100% image", "100% transfer", "25% random", "25% image", "25% transfer",
     ]
@@ -41,20 +44,53 @@ def test_table2_layout_and_values():
     assert table.loc["p Welch transfer vs random", "25% transfer"] == "<0.001"
 
 
-def test_table3_has_random_and_transfer_only():
-    table = table3(_summary())
-    assert list(table.columns) == ["100% random", "100% transfer", "25% random", "25% transfer"]
-    assert table.index[-1] == "p Welch transfer vs random"
+def test_table3_shows_every_arm_in_registry_order_with_every_declared_comparison():
+    table = table3(_summary(), arms=registry(), comparisons=PAIRS)
+    assert list(table.columns) == [
+        "100% random", "100% image", "100% transfer", "25% random", "25% image", "25% transfer",
+    ]
+    assert list(table.index[-2:]) == ["p Welch transfer vs random", "p Welch transfer vs image"]
     assert table.loc["mean ± SD", "100% random"] == "1.680 ± 0.020"
+
+
+def test_an_added_arm_gets_its_columns_and_comparison_rows():
+    summary = _summary()
+    extra = summary[summary["arm"] == "transfer"].assign(arm="transfer_frozen", best_test_f1_weighted=lambda f: f["best_test_f1_weighted"] - 0.1)
+    table = table2(pd.concat([summary, extra]), arms=registry(),
+                   comparisons=(*PAIRS, ("transfer", "transfer_frozen")))
+    assert list(table.columns[:4]) == ["100% random", "100% image", "100% transfer", "100% transfer_frozen"]
+    assert table.loc["p Welch transfer vs transfer_frozen", "100% transfer"] != ""
+    # the other cells are unchanged by the new arm
+    base = table2(summary, arms=registry(), comparisons=PAIRS)
+    pd.testing.assert_frame_equal(table.loc[base.index, base.columns], base)
+
+
+def test_table2_context_rows_floor_sizes_and_split():
+    sizes = pd.DataFrame({"fraction": [1.0, 0.25], "records_drawn_mean": [100.0, 25.0],
+                          "unique_records_mean": [63.2, 22.1]})
+    table = table2(_summary(), arms=registry(), comparisons=PAIRS,
+                   floor={"majority class": 0.5512, "stratified guess": 0.4},
+                   sample_sizes=sizes, labelled_split="70/10/20 (paper: 80/20)")
+    assert table.loc["floor: majority class", "25% image"] == "0.551"
+    assert table.loc["floor: stratified guess", "100% random"] == "0.400"
+    row = "training records per sample: drawn (unique, mean)"
+    assert table.loc[row, "100% transfer"] == "100 (63.2)" and table.loc[row, "25% random"] == "25 (22.1)"
+    assert table.loc["labelled split train/val/test", "100% random"] == "70/10/20 (paper: 80/20)"
+
+
+def test_table3_counts_runs_whose_curve_never_drops():
+    summary = _summary().assign(lci_never_drops=lambda f: f["trial"] == 1)
+    table = table3(summary, arms=registry(), comparisons=PAIRS)
+    assert table.loc["runs whose curve never drops", "25% transfer"] == "1 of 3"
 
 
 def test_missing_trial_leaves_empty_cell_and_missing_arm_is_dropped():
     summary = _summary()
     summary = summary[~((summary["arm"] == "image") & (summary["trial"] == 3) & (summary["fraction"] == 1.0))]
-    table = table2(summary)
+    table = table2(summary, arms=registry(), comparisons=PAIRS)
     assert table.loc["trial 3", "100% image"] == ""
     assert table.loc["mean ± SD", "100% image"] == "0.805 ± 0.007"
-    no_image = table2(summary[summary["arm"] != "image"])
+    no_image = table2(summary[summary["arm"] != "image"], arms=registry(), comparisons=PAIRS)
     assert "100% image" not in no_image.columns
     assert "p Welch transfer vs image" not in no_image.index
 
@@ -80,7 +116,7 @@ def test_to_markdown_renders_every_cell():
 
 
 def test_table2_to_markdown_row_count():
-    text = to_markdown(table2(_summary()))
+    text = to_markdown(table2(_summary(), arms=registry(), comparisons=PAIRS))
     assert text.count("\n") == 2 + 6
     assert "| mean ± SD | 0.840 ± 0.010 |" in text
 

@@ -6,7 +6,9 @@ import torch
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
 from ecg_transfer.models.classifier import FeatureClassifier, build_classifier
 from ecg_transfer.training.checkpoints import CheckpointStore
-from ecg_transfer.training.engine import TrainConfig, evaluate, fit, learning_rate
+from ecg_transfer.training.engine import TrainConfig, evaluate, fit, learning_rate, predict
+from ecg_transfer.training.metrics import classification_metrics
+from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
 
 TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
 
@@ -21,18 +23,20 @@ def _comparable(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def _classifier(seed=0):
-    return build_classifier("random", TINY, None, n_classes=3, seed=seed)
+    return build_classifier(TINY, 3, seed)
 
 
-CFG = TrainConfig(epochs=3, batch_size=16, lr=0.005, n_classes=3, seed=1)
+CLS = ClassificationTask(("c0", "c1", "c2"))
+CAE = ReconstructionTask()
+CFG = TrainConfig(epochs=3, batch_size=16, lr=0.005, seed=1)
 
 
 def test_history_columns_and_rows():
     x, y = _data()
-    result = fit(_classifier(), "classification", x, y, {"test": (x[:10], y[:10])}, CFG, progress=False)
+    result = fit(_classifier(), CLS, x, y, {"test": (x[:10], y[:10])}, CFG, progress=False)
     history = result.history
     assert list(history.columns[:6]) == ["epoch", "split", "loss", "f1_weighted", "f1_macro", "accuracy"]
-    assert {"f1_c0", "f1_c2", "samples_per_s"} <= set(history.columns)
+    assert {"f1_c0", "f1_c2", "auroc_macro", "samples_per_s"} <= set(history.columns)
     assert list(zip(history.epoch, history.split)) == [(e, s) for e in (1, 2, 3) for s in ("train", "test")]
     assert (history.samples_per_s > 0).all()
     assert result.monitor == ("test", "f1_weighted")
@@ -46,7 +50,7 @@ def test_same_seed_gives_bit_identical_history_and_weights():
     runs = []
     for _ in range(2):
         model = _classifier()
-        runs.append((fit(model, "classification", x, y, {"test": (x, y)}, CFG, progress=False), model))
+        runs.append((fit(model, CLS, x, y, {"test": (x, y)}, CFG, progress=False), model))
     pd.testing.assert_frame_equal(_comparable(runs[0][0].history), _comparable(runs[1][0].history), check_exact=True)
     for key, value in runs[0][1].state_dict().items():
         assert torch.equal(value, runs[1][1].state_dict()[key])
@@ -57,7 +61,7 @@ def test_global_rng_untouched():
     torch.manual_seed(99)
     expected = torch.rand(1)
     torch.manual_seed(99)
-    fit(_classifier(), "classification", x, y, {}, TrainConfig(epochs=1, batch_size=8, n_classes=3), progress=False)
+    fit(_classifier(), CLS, x, y, {}, TrainConfig(epochs=1, batch_size=8), progress=False)
     assert torch.equal(torch.rand(1), expected)
 
 
@@ -65,7 +69,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     x, y = _data()
     evals = {"test": (x[:12], y[:12])}
     reference_model = _classifier()
-    reference = fit(reference_model, "classification", x, y, evals, CFG, progress=False)
+    reference = fit(reference_model, CLS, x, y, evals, CFG, progress=False)
 
     store = CheckpointStore(tmp_path)
 
@@ -74,11 +78,11 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(_classifier(), "classification", x, y, evals, CFG, store, "run", progress=False, on_epoch_end=interrupt)
+        fit(_classifier(), CLS, x, y, evals, CFG, store, "run", progress=False, on_epoch_end=interrupt)
     assert store.load("run")["epoch"] == 2 and not store.is_done("run")
 
     resumed_model = _classifier(seed=7)  # the checkpoint, not the fresh init, must decide the weights
-    resumed = fit(resumed_model, "classification", x, y, evals, CFG, store, "run", progress=False)
+    resumed = fit(resumed_model, CLS, x, y, evals, CFG, store, "run", progress=False)
     assert resumed.resumed_from_epoch == 2
     pd.testing.assert_frame_equal(_comparable(resumed.history), _comparable(reference.history), check_exact=True)
     for key, value in reference_model.state_dict().items():
@@ -86,7 +90,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
 
     # A finished run is not trained again: its result comes back from the store.
     calls = []
-    again = fit(_classifier(), "classification", x, y, evals, CFG, store, "run", progress=False,
+    again = fit(_classifier(), CLS, x, y, evals, CFG, store, "run", progress=False,
                 on_epoch_end=lambda e, h: calls.append(e))
     assert calls == [] and store.is_done("run")
     pd.testing.assert_frame_equal(again.history, resumed.history)
@@ -96,10 +100,10 @@ def test_resume_with_another_config_is_refused(tmp_path):
     x, y = _data(n=16)
     store = CheckpointStore(tmp_path)
     with pytest.raises(RuntimeError):
-        fit(_classifier(), "classification", x, y, {}, CFG, store, "r", progress=False,
+        fit(_classifier(), CLS, x, y, {}, CFG, store, "r", progress=False,
             on_epoch_end=lambda e, h: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(ValueError, match="another config.*batch_size: checkpoint 16 vs now 8"):
-        fit(_classifier(), "classification", x, y, {}, TrainConfig(epochs=3, batch_size=8, n_classes=3, seed=1),
+        fit(_classifier(), CLS, x, y, {}, TrainConfig(epochs=3, batch_size=8, seed=1),
             store, "r", progress=False)
 
 
@@ -107,7 +111,7 @@ def test_reconstruction_reports_mse_and_summed_error_and_keeps_best():
     x, _ = _data(n=24)
     model = ConvAutoencoder(TINY)
     cfg = TrainConfig(epochs=2, batch_size=8)
-    result = fit(model, "reconstruction", x, None, {"test": x[:8]}, cfg, progress=False)
+    result = fit(model, CAE, x, None, {"test": x[:8]}, cfg, progress=False)
     history = result.history
     assert {"mse", "sse_per_window"} <= set(history.columns)
     assert np.allclose(history.sse_per_window, history.mse * 256)
@@ -115,14 +119,14 @@ def test_reconstruction_reports_mse_and_summed_error_and_keeps_best():
     assert result.monitor == ("test", "loss")
     assert result.best_value == history[history.split == "test"].loss.min()
     # restore_best: the model holds the best epoch's weights, which reproduce the best test MSE.
-    assert evaluate(model, "reconstruction", x[:8], None, cfg)["mse"] == pytest.approx(result.best_value, rel=1e-5)
+    assert evaluate(model, CAE, x[:8], None, cfg)["mse"] == pytest.approx(result.best_value, rel=1e-5)
 
 
 def test_nan_loss_stops_with_the_run_and_epoch():
     x, y = _data(n=16)
     x[3, 10] = np.nan
     with pytest.raises(FloatingPointError, match=r"fit\[nan-run\].*epoch 1"):
-        fit(_classifier(), "classification", x, y, {}, CFG, run_key="nan-run", progress=False)
+        fit(_classifier(), CLS, x, y, {}, CFG, run_key="nan-run", progress=False)
 
 
 def test_early_stopping_on_a_flat_monitor():
@@ -130,8 +134,8 @@ def test_early_stopping_on_a_flat_monitor():
     # monitored loss never improves after epoch 1 and patience 2 stops after epoch 3.
     rng = np.random.default_rng(0)
     features, labels = rng.standard_normal((20, 5)).astype(np.float32), rng.integers(0, 3, 20)
-    cfg = TrainConfig(epochs=10, batch_size=5, lr=1e-30, patience=2, n_classes=3, monitor_metric="loss")
-    result = fit(FeatureClassifier(5, 3, hidden=0, dropout=0.0), "classification", features, labels,
+    cfg = TrainConfig(epochs=10, batch_size=5, lr=1e-30, patience=2, monitor_metric="loss")
+    result = fit(FeatureClassifier(5, 3, hidden=0, dropout=0.0), CLS, features, labels,
                  {"val": (features, labels)}, cfg, progress=False)
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
 
@@ -155,10 +159,10 @@ def test_batches_are_read_lazily_and_in_the_same_order_for_every_arm():
     x, y = _data()
     cae = ConvAutoencoder(TINY)
     orders = []
-    for arm in ("random", "transfer", "transfer_frozen"):
+    for init, freeze in (("random", False), ("pretrained", False), ("pretrained", True)):
         recording = RecordingArray(x, limit=16)
-        model = build_classifier(arm, TINY, cae.encoder.state_dict(), 3, seed=0)
-        fit(model, "classification", recording, y, {}, TrainConfig(epochs=2, batch_size=16, n_classes=3), progress=False)
+        model = build_classifier(TINY, 3, 0, init=init, freeze=freeze, encoder_state=cae.encoder.state_dict())
+        fit(model, CLS, recording, y, {}, TrainConfig(epochs=2, batch_size=16), progress=False)
         orders.append(recording.reads)
     assert orders[0] == orders[1] == orders[2]
     assert sorted(sum(orders[0][:3], [])) == list(range(40))  # epoch 1 covers every window once
@@ -171,9 +175,9 @@ def test_memmap_input_gives_the_same_history(tmp_path):
     stored[:] = x
     stored.flush()
     mapped = np.memmap(path, dtype=np.float32, mode="r", shape=x.shape)
-    cfg = TrainConfig(epochs=1, batch_size=8, n_classes=3)
-    from_memory = fit(_classifier(), "classification", x, y, {"test": (x, y)}, cfg, progress=False)
-    from_disk = fit(_classifier(), "classification", mapped, y, {"test": (mapped, y)}, cfg, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=8)
+    from_memory = fit(_classifier(), CLS, x, y, {"test": (x, y)}, cfg, progress=False)
+    from_disk = fit(_classifier(), CLS, mapped, y, {"test": (mapped, y)}, cfg, progress=False)
     pd.testing.assert_frame_equal(_comparable(from_memory.history), _comparable(from_disk.history))
 
 
@@ -190,9 +194,9 @@ def test_memmap_input_gives_the_same_history(tmp_path):
 def test_bad_inputs_raise(kwargs, message):
     arguments = {"train_x": np.zeros((8, 256), np.float32), "train_y": np.zeros(8, dtype=int), "evals": {}}
     arguments.update(kwargs)
-    cfg = TrainConfig(epochs=1, n_classes=3, monitor_split="test" if "val" in str(kwargs) else None)
+    cfg = TrainConfig(epochs=1, monitor_split="test" if "val" in str(kwargs) else None)
     with pytest.raises(ValueError, match=message):
-        fit(_classifier(), "classification", arguments["train_x"], arguments["train_y"], arguments["evals"], cfg,
+        fit(_classifier(), CLS, arguments["train_x"], arguments["train_y"], arguments["evals"], cfg,
             progress=False)
 
 
@@ -209,14 +213,14 @@ def _sine_classes(n=96, seed=0):
 
 def test_the_loop_learns_a_separable_task():
     x, y = _sine_classes()
-    result = fit(_classifier(), "classification", x[:64], y[:64], {"test": (x[64:], y[64:])},
-                 TrainConfig(epochs=6, batch_size=16, n_classes=3), progress=False)
+    result = fit(_classifier(), CLS, x[:64], y[:64], {"test": (x[64:], y[64:])},
+                 TrainConfig(epochs=6, batch_size=16), progress=False)
     assert result.best_value >= 0.9  # best test weighted F1; chance is about 0.33
 
 
 def test_cae_pretraining_lowers_the_held_out_mse():
     x, _ = _sine_classes()
-    result = fit(ConvAutoencoder(TINY), "reconstruction", x[:64], None, {"test": x[64:]},
+    result = fit(ConvAutoencoder(TINY), CAE, x[:64], None, {"test": x[64:]},
                  TrainConfig(epochs=6, batch_size=16), progress=False)
     test = result.history[result.history.split == "test"]
     assert result.best_value < 0.95 * test.mse.iloc[0]
@@ -252,7 +256,7 @@ def test_scheduled_run_resumes_to_the_same_history(tmp_path):
     x, _ = _data(n=24)
     cfg = TrainConfig(epochs=3, batch_size=8, lr=0.003, lr_schedule="cosine", warmup_epochs=0.5, grad_clip=1.0)
     torch.manual_seed(0)
-    straight = fit(ConvAutoencoder(TINY), "reconstruction", x, None, {"test": x[:8]}, cfg, progress=False)
+    straight = fit(ConvAutoencoder(TINY), CAE, x, None, {"test": x[:8]}, cfg, progress=False)
     store = CheckpointStore(tmp_path)
     torch.manual_seed(0)
     model = ConvAutoencoder(TINY)
@@ -262,10 +266,10 @@ def test_scheduled_run_resumes_to_the_same_history(tmp_path):
             raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError, match="stop"):
-        fit(model, "reconstruction", x, None, {"test": x[:8]}, cfg, store, "cae", progress=False,
+        fit(model, CAE, x, None, {"test": x[:8]}, cfg, store, "cae", progress=False,
             on_epoch_end=stop_after_first)
     torch.manual_seed(0)
-    resumed = fit(ConvAutoencoder(TINY), "reconstruction", x, None, {"test": x[:8]}, cfg, store, "cae", progress=False)
+    resumed = fit(ConvAutoencoder(TINY), CAE, x, None, {"test": x[:8]}, cfg, store, "cae", progress=False)
     assert resumed.resumed_from_epoch == 1
     pd.testing.assert_frame_equal(_comparable(straight.history), _comparable(resumed.history), check_exact=True)
 
@@ -280,5 +284,111 @@ def test_tiny_cae_learns_with_the_default_design():
     x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
     cfg = TrainConfig(epochs=12, batch_size=16, lr=0.01, lr_schedule="cosine", warmup_epochs=0.5)
     torch.manual_seed(0)
-    result = fit(ConvAutoencoder(TINY), "reconstruction", x, None, {"test": x[:16]}, cfg, progress=False)
+    result = fit(ConvAutoencoder(TINY), CAE, x, None, {"test": x[:16]}, cfg, progress=False)
     assert result.best_value < 0.8  # measured 0.62
+
+
+# ---------------------------------------------------------------- AUROC, predictions, records
+
+
+def test_probabilities_give_auroc_and_the_kept_predictions():
+    x, y = _sine_classes(n=80)
+    evals = {"val": (x[48:64], y[48:64]), "test": (x[64:], y[64:])}
+    cfg = TrainConfig(epochs=4, batch_size=16, seed=2, monitor_split="val")
+    result = fit(_classifier(), CLS, x[:48], y[:48], evals, cfg, progress=False)
+    history = result.history
+    assert list(history.columns[-2:]) == ["auroc_macro", "samples_per_s"]
+    assert history.auroc_macro.between(0, 1).all()  # train rows too
+
+    honest, best_test = result.predictions["honest"], result.predictions["best_test"]
+    assert honest["epoch"] == result.best_epoch
+    test = history[history.split == "test"].set_index("epoch")
+    assert best_test["epoch"] == test.f1_weighted.idxmax()  # the earliest best test epoch
+    for kept in (honest, best_test):
+        assert set(kept) == {"epoch", "val", "test"}
+        assert kept["val"].shape == (16, 3) and kept["test"].shape == (16, 3) and kept["test"].dtype == np.float32
+        np.testing.assert_allclose(kept["test"].sum(axis=1), 1.0, rtol=1e-5)
+        # The kept probabilities are the ones the history row was computed from.
+        again = classification_metrics(y[64:], kept["test"].argmax(1), CLS.classes, kept["test"])
+        assert again["f1_weighted"] == test.loc[kept["epoch"], "f1_weighted"]
+        assert again["auroc_macro"] == test.loc[kept["epoch"], "auroc_macro"]
+
+
+def test_no_best_test_predictions_without_a_test_split_and_none_for_reconstruction():
+    x, y = _data(n=24)
+    result = fit(_classifier(), CLS, x, y, {"val": (x[:8], y[:8])}, TrainConfig(epochs=2, batch_size=8),
+                 progress=False)
+    assert set(result.predictions) == {"honest"}
+    cae = fit(ConvAutoencoder(TINY), CAE, x, None, {"test": x[:8]}, TrainConfig(epochs=1, batch_size=8),
+              progress=False)
+    assert cae.predictions == {}
+
+
+def test_record_level_rows_average_the_window_logits():
+    x, y = _sine_classes(n=72)
+    test_x, test_y = x[48:], y[48:]
+    records = np.repeat(["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8"], 3)
+    test_y = np.repeat(test_y[::3], 3)  # one label per record
+    cfg = TrainConfig(epochs=1, batch_size=16, monitor_split="test_record")
+    model = _classifier()
+    result = fit(model, CLS, x[:48], y[:48], {"test": (test_x, test_y, records)}, cfg, progress=False)
+    history = result.history
+    assert list(history.split) == ["train", "test", "test_record"]
+    assert result.monitor == ("test_record", "f1_weighted")
+
+    logits = predict(model, test_x, device="cpu").reshape(8, 3, 3).mean(axis=1)  # model = epoch 1 weights
+    record_row = history[history.split == "test_record"].iloc[0]
+    expected = classification_metrics(test_y[::3], logits.argmax(1), CLS.classes)
+    for metric in ("f1_weighted", "f1_macro", "accuracy"):
+        assert record_row[metric] == pytest.approx(expected[metric])
+    log_probabilities = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
+    assert record_row["loss"] == pytest.approx(-log_probabilities[np.arange(8), test_y[::3]].mean(), rel=1e-5)
+
+    honest = result.predictions["honest"]
+    assert set(honest) == {"epoch", "test", "test_record", "test_record_ids"} and honest["test"].shape == (24, 3)
+    assert honest["test_record"].shape == (8, 3) and list(honest["test_record_ids"]) == [f"r{i}" for i in range(1, 9)]
+    np.testing.assert_allclose(honest["test_record"], torch.softmax(torch.from_numpy(logits), 1).numpy(), atol=1e-6)
+
+
+def test_windows_of_one_record_must_share_its_label():
+    x, y = _data(n=16)
+    y[:2] = [0, 1]
+    records = np.array(["a", "a"] + [f"r{i}" for i in range(14)])
+    with pytest.raises(ValueError, match=r"split val record 'a' has windows labelled \['c0', 'c1'\]"):
+        fit(_classifier(), CLS, x, y, {"val": (x, y, records)}, CFG, progress=False)
+    with pytest.raises(ValueError, match="reconstruction task is not scored per record"):
+        fit(ConvAutoencoder(TINY), CAE, x, None, {"val": (x, None, records)}, CFG, progress=False)
+    with pytest.raises(ValueError, match="record ids of shape"):
+        fit(_classifier(), CLS, x, y, {"val": (x, y, records[:3])}, CFG, progress=False)
+
+
+def test_checkpoints_and_results_load_weights_only_and_keep_predictions(tmp_path):
+    x, y = _data()
+    records = np.arange(12) // 2
+    y[:12] = np.repeat(y[:12:2], 2)
+    evals = {"val": (x[12:24], y[12:24]), "test": (x[:12], y[:12], records)}
+    cfg = TrainConfig(epochs=3, batch_size=16, seed=1, monitor_split="val")
+    reference = fit(_classifier(), CLS, x, y, evals, cfg, progress=False)
+
+    store = CheckpointStore(tmp_path)
+
+    def interrupt(epoch, _history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_classifier(), CLS, x, y, evals, cfg, store, "run", progress=False, on_epoch_end=interrupt)
+    checkpoint = torch.load(store.run_dir("run") / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and isinstance(checkpoint["history"], list)
+    resumed = fit(_classifier(seed=5), CLS, x, y, evals, cfg, store, "run", progress=False)
+    done = torch.load(store.run_dir("run") / "result.pt", weights_only=True)
+    assert done["epoch"] == 3 and len(done["history"]) == len(reference.history)
+    reused = fit(_classifier(), CLS, x, y, evals, cfg, store, "run", progress=False)
+    for result in (resumed, reused):
+        pd.testing.assert_frame_equal(_comparable(result.history), _comparable(reference.history), check_exact=True)
+        assert result.predictions.keys() == reference.predictions.keys() == {"honest", "best_test"}
+        for selection, kept in reference.predictions.items():
+            assert kept.keys() == result.predictions[selection].keys()
+            for key, value in kept.items():
+                np.testing.assert_array_equal(result.predictions[selection][key], value)
+    assert list(reference.predictions["honest"]["test_record_ids"]) == list(range(6))

@@ -2,21 +2,26 @@
 catalog uses kedro-datasets."""
 
 from .checkpoints_dataset import CheckpointDirectoryDataset
-from .mlflow_runs import MlflowChildRunsDataset
+from .mlflow_runs import MlflowChildRunsDataset, MlflowEncoderModelDataset, MlflowRunTrackerDataset
 from .raw_ecg import (
     ChapmanReleaseDataset,
     PhysioNetWfdbDataset,
+    RawEcgDataset,
     WfdbFolderDataset,
     WfdbLabelledFolderDataset,
 )
-from .torch_weights import TorchStateDictDataset
+from .torch_weights import PretrainedEncoderDataset, TorchStateDictDataset
 from .window_store_dataset import WindowStoreDataset
 
 __all__ = [
     "ChapmanReleaseDataset",
     "CheckpointDirectoryDataset",
     "MlflowChildRunsDataset",
+    "MlflowEncoderModelDataset",
+    "MlflowRunTrackerDataset",
     "PhysioNetWfdbDataset",
+    "PretrainedEncoderDataset",
+    "RawEcgDataset",
     "TorchStateDictDataset",
     "WfdbFolderDataset",
     "WfdbLabelledFolderDataset",

@@ -1,45 +1,94 @@
-"""A write-only Kedro dataset that records training runs as MLflow child runs of the run
-kedro-mlflow opened for this ``kedro run``, so that nodes never touch MLflow themselves and
-the MLflow UI can filter the study by arm, fraction and trial."""
+"""Kedro datasets between the nodes and MLflow, so that nodes never touch MLflow themselves:
+
+- ``MlflowRunTrackerDataset`` (read-only): loads a :class:`~ecg_transfer.tracking.RunTracker`
+  bound to the run kedro-mlflow opened for this ``kedro run`` (a no-op tracker when tracking
+  is off); training nodes open one child run per training run with it and log every epoch live.
+- ``MlflowChildRunsDataset`` (write-only): run records saved after the fact, each one child run
+  written at once (runs found finished on disk, or code not yet tracking live).
+- ``MlflowEncoderModelDataset`` (write-only): the pretrained encoder as an MLflow PyTorch model
+  (listed in the experiment's Models tab) with its model card.
+
+The parent run is the one the project's hooks published (:func:`ecg_transfer.tracking.parent_run`,
+found from any thread), else MLflow's active run in this thread.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import math
+import tempfile
 from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
-from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+
+from ecg_transfer.tracking import (
+    NullTracker,
+    ParentRun,
+    RunTracker,
+    parent_run,
+    start_system_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
-_BATCH = 900  # MLflow accepts at most 1,000 metrics per log_batch call
+
+def _parent() -> ParentRun | None:
+    published = parent_run()
+    if published is not None:
+        return published
+    active = mlflow.active_run()
+    if active is None:
+        return None
+    return ParentRun(active.info.run_id, active.info.experiment_id, mlflow.get_tracking_uri())
 
 
-def _history_metrics(history: pd.DataFrame, timestamp: int) -> list[Metric]:
-    """Per-epoch metrics named ``<split>_<metric>`` with the epoch as the MLflow step."""
-    metrics = []
-    value_columns = [
-        c for c in history.columns
-        if c not in {"epoch", "split", "fraction", "arm", "trial"} and pd.api.types.is_numeric_dtype(history[c])
-    ]
-    for row in history.itertuples(index=False):
-        row = row._asdict()
-        prefix = f"{row['split']}_" if "split" in row else ""
-        for column in value_columns:
-            value = float(row[column])
-            if math.isfinite(value):
-                metrics.append(Metric(f"{prefix}{column}", value, timestamp, int(row["epoch"])))
-    return metrics
+def _tracker() -> RunTracker | NullTracker:
+    parent = _parent()
+    if parent is None:
+        return NullTracker()
+    return RunTracker(MlflowClient(tracking_uri=parent.tracking_uri), parent.experiment_id, parent.run_id)
+
+
+class MlflowRunTrackerDataset(AbstractDataset[None, Any]):
+    """Read-only: ``load()`` returns a ``RunTracker`` for child runs of the active parent run,
+    or a ``NullTracker`` when tracking is off.
+
+    ``system_metrics``: ``auto`` (default: on when CUDA is available and ``psutil`` is installed),
+    ``true`` or ``false``: MLflow's system metrics (GPU utilisation and memory, CPU, RAM) logged to
+    the parent run every ``system_metrics_interval_s`` seconds while it runs.
+    """
+
+    def __init__(self, system_metrics: bool | str = "auto", system_metrics_interval_s: float = 10.0,
+                 metadata: dict[str, Any] | None = None):
+        self.system_metrics = system_metrics
+        self.system_metrics_interval_s = float(system_metrics_interval_s)
+        self.metadata = metadata
+
+    def _load(self) -> RunTracker | NullTracker:
+        tracker = _tracker()
+        if tracker.enabled:
+            start_system_metrics(tracker.parent_run_id, self.system_metrics,
+                                 tracker.client.tracking_uri, self.system_metrics_interval_s)
+        else:
+            logger.info("no MLflow parent run (tracking disabled?): training runs are not tracked")
+        return tracker
+
+    def _save(self, data: Any) -> None:
+        raise DatasetError("MlflowRunTrackerDataset is read-only: nodes load a tracker and log through it")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"target": "live MLflow child runs of the active run", "system_metrics": self.system_metrics}
 
 
 class MlflowChildRunsDataset(AbstractDataset[list, None]):
-    """Each item saved is one run: ``{"run_name", "params", "tags", "history", "metrics"}``,
-    where ``history`` has one row per (epoch, split)."""
+    """Each item saved is one finished run: ``{"run_name", "params", "tags", "history",
+    "metrics"}`` (optionally ``duration_s``, ``start_time_ms``), where ``history`` has one row
+    per (epoch, split)."""
 
     def __init__(self, metadata: dict[str, Any] | None = None):
         self.metadata = metadata
@@ -48,32 +97,87 @@ class MlflowChildRunsDataset(AbstractDataset[list, None]):
         raise DatasetError("MlflowChildRunsDataset is write-only: read the runs with MlflowClient")
 
     def _save(self, runs: Iterable[dict[str, Any]]) -> None:
-        parent = mlflow.active_run()
-        if parent is None:
+        tracker = _tracker()
+        if not tracker.enabled:
             logger.info("no active MLflow run (tracking disabled?): child runs not logged")
             return
-        client = MlflowClient()
-        experiment_id = parent.info.experiment_id
         for run in runs:
-            tags = {str(k): str(v) for k, v in run.get("tags", {}).items()}
-            tags.update({"mlflow.parentRunId": parent.info.run_id, "mlflow.runName": run["run_name"]})
-            child = client.create_run(experiment_id, tags=tags, run_name=run["run_name"])
-            run_id = child.info.run_id
-            timestamp = child.info.start_time
-            params = [Param(str(k), str(v)[:6000]) for k, v in run.get("params", {}).items()]
-            metrics = [
-                Metric(str(k), float(v), timestamp, 0)
-                for k, v in run.get("metrics", {}).items()
-                if v is not None and math.isfinite(float(v))
-            ]
-            history = run.get("history")
-            if history is not None and len(history):
-                metrics += _history_metrics(history, timestamp)
-            for start in range(0, len(params), 100):  # MLflow's per-call limit for params
-                client.log_batch(run_id, params=params[start : start + 100])
-            for start in range(0, len(metrics), _BATCH):
-                client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
-            client.set_terminated(run_id)
+            tracker.log_record(run)
 
     def _describe(self) -> dict[str, Any]:
         return {"target": "MLflow child runs of the active run"}
+
+
+@contextmanager
+def _tracking_uri(uri: str):
+    """MLflow's model logging reads the process's tracking URI: point it at the parent's."""
+    before = mlflow.get_tracking_uri()
+    if before == uri:
+        yield
+        return
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+class MlflowEncoderModelDataset(AbstractDataset[dict, None]):
+    """Write-only: saves ``{"weights": encoder state_dict, "card": model card}`` (what
+    ``PretrainedEncoderDataset`` saves) to the parent run as an MLflow PyTorch model named
+    ``name``, in MLflow's safe ``pt2`` format (``torch.export``: loads with
+    ``mlflow.pytorch.load_model`` without this project's code), with the card inside the
+    model (``model_card.json``) and as the run artifact ``<name>/model_card.json``.
+    ``registered_model_name`` also registers it in the model registry.
+    """
+
+    def __init__(self, name: str = "pretrained_encoder", registered_model_name: str | None = None,
+                 metadata: dict[str, Any] | None = None):
+        self.name = name
+        self.registered_model_name = registered_model_name
+        self.metadata = metadata
+
+    def _load(self) -> None:
+        raise DatasetError(
+            "MlflowEncoderModelDataset is write-only: load the model with mlflow.pytorch.load_model('models:/<id>')"
+        )
+
+    def _save(self, data: dict[str, Any]) -> None:
+        parent = _parent()
+        if parent is None:
+            logger.info("no active MLflow run (tracking disabled?): the encoder is not logged as a model")
+            return
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+
+        from ecg_transfer.models.cae import CaeConfig, Encoder
+
+        card = dict(data["card"])
+        encoder = Encoder(CaeConfig.from_dict(card["architecture"]))
+        encoder.load_state_dict(data["weights"])
+        encoder.eval()
+        example = np.zeros((2, 1, encoder.input_length), dtype=np.float32)
+        client = MlflowClient(tracking_uri=parent.tracking_uri)
+        # Created here so that the model lands in the parent run's experiment (MLflow would
+        # otherwise pick the process's current experiment).
+        model = client.create_logged_model(
+            parent.experiment_id, name=self.name, source_run_id=parent.run_id,
+            tags={"stage": "pretraining"}, model_type="encoder",
+        )
+        text = json.dumps(card, indent=2, sort_keys=True, default=float)
+        with tempfile.TemporaryDirectory() as folder:
+            card_path = Path(folder) / "model_card.json"
+            card_path.write_text(text, encoding="utf-8")
+            with _tracking_uri(parent.tracking_uri):
+                info = mlflow.pytorch.log_model(
+                    encoder, name=self.name, model_id=model.model_id, run_id=parent.run_id,
+                    serialization_format="pt2", input_example=example, extra_files=[str(card_path)],
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+                    registered_model_name=self.registered_model_name,
+                )
+            client.log_text(parent.run_id, text, f"{self.name}/model_card.json")
+        logger.info("encoder logged as MLflow model %s", info.model_uri)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"name": self.name, "registered_model_name": self.registered_model_name}

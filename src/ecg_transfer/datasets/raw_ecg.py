@@ -1,7 +1,12 @@
-"""Kedro datasets for raw ECG folders: the Chapman release and WFDB corpora.
+"""One Kedro dataset for raw ECG folders, whatever the reader.
 
-Loading returns the lazy reader objects of :mod:`ecg_transfer.signals` (nothing is read
-until a node iterates them), so a catalog entry costs nothing until it is used.
+:class:`RawEcgDataset` loads a lazy reader of :mod:`ecg_transfer.signals` (nothing is read
+until a node iterates it), so a catalog entry costs nothing until it is used. ``reader:``
+names the file format (:data:`READERS`) or, with a dotted path, your own class following
+:class:`~ecg_transfer.signals.records.RecordSource`; every other key of the entry is an
+option of that reader, checked when the catalog is built. The four named datasets
+(``ChapmanReleaseDataset``, ``WfdbFolderDataset``, ``PhysioNetWfdbDataset``,
+``WfdbLabelledFolderDataset``) are the same class with the reader fixed.
 
 Saving exists only for the two formats the project writes its bundled synthetic data in.
 Because a raw-data folder is usually a user's irreplaceable download, saving refuses to
@@ -12,24 +17,119 @@ previous save wrote (CSVs / WFDB files) and rewritten.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kedro.io import AbstractDataset, DatasetError
 
+from ecg_transfer.atomic_files import atomic_write_text
 from ecg_transfer.signals.chapman import DIAGNOSTICS_FILE, ChapmanRelease, write_chapman_release
+from ecg_transfer.signals.records import SYNTHETIC_MARKER
 from ecg_transfer.signals.wfdb_records import (
-    DEFAULT_LEAD_NAMES,
     PhysioNetLabelledWfdb,
     WfdbFolder,
     WfdbLabelledFolder,
     write_wfdb_records,
 )
 
-SYNTHETIC_MARKER = ".ecg_transfer_synthetic.json"
+__all__ = [
+    "READERS",
+    "SYNTHETIC_MARKER",
+    "ChapmanReleaseDataset",
+    "PhysioNetWfdbDataset",
+    "RawEcgDataset",
+    "WfdbFolderDataset",
+    "WfdbLabelledFolderDataset",
+]
+
+
+def _write_chapman(root: Path, data: Any, options: dict[str, Any], progress: bool) -> int:
+    if not hasattr(data, "diagnostics") or not hasattr(data, "iter_waveforms"):
+        raise DatasetError(
+            f"a Chapman release at {root} is saved from an object with .diagnostics and "
+            f".iter_waveforms(); got {type(data).__name__}"
+        )
+    return write_chapman_release(
+        root, data.diagnostics, _quietly(data.iter_waveforms),
+        csv_folder=options.get("csv_folder", "ECGDataDenoised"), progress=progress,
+    )
+
+
+def _write_wfdb(root: Path, data: Any, options: dict[str, Any], progress: bool) -> int:
+    if not hasattr(data, "iter_records"):
+        raise DatasetError(
+            f"a WFDB corpus at {root} is saved from an object with .iter_records(); "
+            f"got {type(data).__name__}"
+        )
+    return write_wfdb_records(root, _quietly(data.iter_records), progress=progress)
+
+
+def _has_headers(root: Path, options: dict[str, Any]) -> bool:
+    return root.is_dir() and any(root.rglob("*.hea"))
+
+
+@dataclass(frozen=True)
+class ReaderFormat:
+    """A reader class and what the dataset needs to know about its folders."""
+
+    reader: type
+    exists: Callable[[Path, dict[str, Any]], bool]
+    write: Callable[[Path, Any, dict[str, Any], bool], int] | None = None
+    written_files: tuple[str, ...] = ()  # cleared before a rewrite of a synthetic folder
+    why_read_only: str = "it points at data this project never writes"
+
+
+READERS: dict[str, ReaderFormat] = {
+    "chapman": ReaderFormat(
+        ChapmanRelease,
+        exists=lambda root, options: (root / DIAGNOSTICS_FILE).is_file(),
+        write=_write_chapman,
+        written_files=("*.csv", DIAGNOSTICS_FILE),
+    ),
+    "wfdb_folder": ReaderFormat(
+        WfdbFolder, exists=_has_headers, write=_write_wfdb, written_files=("*.hea", "*.dat"),
+    ),
+    "physionet_wfdb": ReaderFormat(
+        PhysioNetLabelledWfdb, exists=_has_headers,
+        why_read_only="it points at a downloaded PhysioNet release, which this project never writes",
+    ),
+    "wfdb_labelled_folder": ReaderFormat(
+        WfdbLabelledFolder,
+        exists=lambda root, options: _has_headers(root, options)
+        and Path(str(options.get("labels_csv", ""))).is_file(),
+        why_read_only="it points at your own labelled recordings, which this project never writes",
+    ),
+}
+
+
+def _custom_format(dotted: str) -> ReaderFormat:
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        reader = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise DatasetError(
+            f"reader {dotted!r} is neither one of {sorted(READERS)} nor an importable class "
+            f"({error})"
+        ) from error
+    return ReaderFormat(reader, exists=lambda root, options: root.is_dir())
+
+
+def _local_path(path: str | Path) -> Path:
+    """Raw ECG folders are read with local-file libraries (wfdb, openpyxl), so only local paths."""
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        raise DatasetError(f"{text}: raw ECG folders must be local paths, not remote URLs")
+    return Path(text.removeprefix("file://"))
+
+
+def _reader_options(reader: type) -> list[str]:
+    parameters = list(inspect.signature(reader.__init__).parameters.values())[2:]  # self, root
+    return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def _prepare_synthetic_folder(root: Path, kind: str, patterns: Sequence[str]) -> None:
@@ -52,21 +152,10 @@ def _prepare_synthetic_folder(root: Path, kind: str, patterns: Sequence[str]) ->
 
 
 def _write_marker(root: Path, kind: str, n_records: int) -> None:
-    (root / SYNTHETIC_MARKER).write_text(
-        json.dumps(
-            {"written_by": "ecg_transfer", "kind": kind, "n_records": n_records}, indent=2
-        )
-        + "\n",
-        encoding="utf-8",
+    atomic_write_text(
+        root / SYNTHETIC_MARKER,
+        json.dumps({"written_by": "ecg_transfer", "kind": kind, "n_records": n_records}, indent=2) + "\n",
     )
-
-
-def _local_path(path: str | Path) -> Path:
-    """Raw ECG folders are read with local-file libraries (wfdb, openpyxl), so only local paths."""
-    text = str(path)
-    if "://" in text and not text.startswith("file://"):
-        raise DatasetError(f"{text}: raw ECG folders must be local paths, not remote URLs")
-    return Path(text.removeprefix("file://"))
 
 
 def _quietly(iterate):
@@ -76,219 +165,125 @@ def _quietly(iterate):
     return iterate()
 
 
-class ChapmanReleaseDataset(AbstractDataset):
-    """A Chapman-Shaoxing figshare release folder (Diagnostics.xlsx + CSV folder).
+class RawEcgDataset(AbstractDataset):
+    """A folder of raw ECG records, loaded as the reader for its format.
 
-    Example catalog entry::
+    Example catalog entries::
 
-        chapman_release:
+        labelled_recordings:
+          type: ecg_transfer.datasets.RawEcgDataset
+          reader: wfdb_labelled_folder      # or chapman, wfdb_folder, physionet_wfdb,
+          path: data/01_raw/my_ecgs         # or my_package.MyReader
+          labels_csv: data/01_raw/my_ecgs/labels.csv
+          lead: MLII
+
+    ``path`` is the folder (the reader's ``root``); every other key is passed to the
+    reader, and a key the reader does not take is an error listing the ones it does.
+    """
+
+    default_reader: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        path: str,
+        reader: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        name = reader or self.default_reader
+        if name is None:
+            raise DatasetError(
+                f"RawEcgDataset({path}): give `reader:`, one of {sorted(READERS)} or the dotted "
+                f"path of your own reader class"
+            )
+        if reader is not None and self.default_reader not in (None, reader):
+            raise DatasetError(
+                f"{type(self).__name__}({path}) always uses the reader {self.default_reader!r}; "
+                f"for {reader!r} use type: ecg_transfer.datasets.RawEcgDataset"
+            )
+        self._reader_name = name
+        self._format = READERS[name] if name in READERS else _custom_format(name)
+        accepted = _reader_options(self._format.reader)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise DatasetError(
+                f"{type(self).__name__}({path}): option(s) {unknown} are not options of the "
+                f"{name!r} reader ({self._format.reader.__name__}); it takes {accepted}"
+            )
+        self._path = _local_path(path)
+        self._options = dict(options)
+        if "labels_csv" in self._options:
+            self._options["labels_csv"] = _local_path(self._options["labels_csv"])
+        self.metadata = metadata
+
+    def _load(self) -> Any:
+        return self._format.reader(self._path, **self._options)
+
+    def _save(self, data: Any) -> None:
+        if self._format.write is None:
+            raise DatasetError(
+                f"{type(self).__name__}({self._path}) is read-only: "
+                f"{self._format.why_read_only}"
+            )
+        kind = f"{self._reader_name} folder"
+        _prepare_synthetic_folder(self._path, kind, self._format.written_files)
+        progress = bool(self._options.get("progress", True))
+        n_written = self._format.write(self._path, data, self._options, progress)
+        _write_marker(self._path, self._reader_name, n_written)
+
+    def _exists(self) -> bool:
+        return self._format.exists(self._path, self._options)
+
+    def _describe(self) -> dict[str, Any]:
+        options = {key: value for key, value in self._options.items() if key != "progress"}
+        return {"path": str(self._path), "reader": self._reader_name, **options}
+
+
+class ChapmanReleaseDataset(RawEcgDataset):
+    """A Chapman-Shaoxing figshare release folder (Diagnostics.xlsx + CSV folder)::
+
+        labelled_recordings:
           type: ecg_transfer.datasets.ChapmanReleaseDataset
           path: data/01_raw/chapman_shaoxing
           csv_folder: ECGDataDenoised
           lead: II
     """
 
-    def __init__(
-        self,
-        path: str,
-        csv_folder: str = "ECGDataDenoised",
-        lead: str = "II",
-        fs: float = 500.0,
-        min_duration_s: float = 8.2,
-        progress: bool = True,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self._path = _local_path(path)
-        self._csv_folder = csv_folder
-        self._lead = lead
-        self._fs = float(fs)
-        self._min_duration_s = float(min_duration_s)
-        self._progress = progress
-        self.metadata = metadata
-
-    def _load(self) -> ChapmanRelease:
-        return ChapmanRelease(
-            self._path, csv_folder=self._csv_folder, lead=self._lead, fs=self._fs,
-            min_duration_s=self._min_duration_s, progress=self._progress,
-        )
-
-    def _save(self, data: Any) -> None:
-        if not hasattr(data, "diagnostics") or not hasattr(data, "iter_waveforms"):
-            raise DatasetError(
-                f"ChapmanReleaseDataset({self._path}) saves objects with .diagnostics and "
-                f".iter_waveforms(); got {type(data).__name__}"
-            )
-        _prepare_synthetic_folder(self._path, "Chapman release", ("*.csv", DIAGNOSTICS_FILE))
-        n_written = write_chapman_release(
-            self._path, data.diagnostics, _quietly(data.iter_waveforms), csv_folder=self._csv_folder,
-            progress=self._progress,
-        )
-        _write_marker(self._path, "chapman_release", n_written)
-
-    def _exists(self) -> bool:
-        return (self._path / DIAGNOSTICS_FILE).is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {
-            "path": str(self._path), "csv_folder": self._csv_folder, "lead": self._lead,
-            "fs": self._fs, "min_duration_s": self._min_duration_s,
-        }
+    default_reader = "chapman"
 
 
-class WfdbFolderDataset(AbstractDataset):
-    """A folder of WFDB records read as an unlabelled corpus (lead chosen by name).
+class WfdbFolderDataset(RawEcgDataset):
+    """A folder of WFDB records read as an unlabelled corpus (lead chosen by name)::
 
-    Example catalog entry::
-
-        monitor_corpus:
+        unlabelled_recordings:
           type: ecg_transfer.datasets.WfdbFolderDataset
-          path: data/01_raw/monitor_corpus
+          path: data/01_raw/unlabelled_recordings
           leads: [II, MLII, ECG II]
     """
 
-    def __init__(
-        self,
-        path: str,
-        leads: Sequence[str] = DEFAULT_LEAD_NAMES,
-        min_duration_s: float = 8.2,
-        allow_first_channel: bool = False,
-        progress: bool = True,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self._path = _local_path(path)
-        self._leads = (leads,) if isinstance(leads, str) else tuple(leads)
-        self._min_duration_s = float(min_duration_s)
-        self._allow_first_channel = allow_first_channel
-        self._progress = progress
-        self.metadata = metadata
-
-    def _load(self) -> WfdbFolder:
-        return WfdbFolder(
-            self._path, leads=self._leads, min_duration_s=self._min_duration_s,
-            allow_first_channel=self._allow_first_channel, progress=self._progress,
-        )
-
-    def _save(self, data: Any) -> None:
-        if not hasattr(data, "iter_records"):
-            raise DatasetError(
-                f"WfdbFolderDataset({self._path}) saves objects with .iter_records(); "
-                f"got {type(data).__name__}"
-            )
-        _prepare_synthetic_folder(self._path, "WFDB corpus", ("*.hea", "*.dat"))
-        n_written = write_wfdb_records(self._path, _quietly(data.iter_records), progress=self._progress)
-        _write_marker(self._path, "wfdb_folder", n_written)
-
-    def _exists(self) -> bool:
-        return self._path.is_dir() and any(self._path.rglob("*.hea"))
-
-    def _describe(self) -> dict[str, Any]:
-        return {
-            "path": str(self._path), "leads": self._leads,
-            "min_duration_s": self._min_duration_s,
-            "allow_first_channel": self._allow_first_channel,
-        }
+    default_reader = "wfdb_folder"
 
 
-class PhysioNetWfdbDataset(AbstractDataset):
-    """A PhysioNet WFDB release labelled by SNOMED-CT ``# Dx:`` codes (read-only).
+class PhysioNetWfdbDataset(RawEcgDataset):
+    """A PhysioNet WFDB release labelled by SNOMED-CT ``# Dx:`` codes (read-only)::
 
-    Example catalog entry::
-
-        physionet_chapman:
+        labelled_recordings:
           type: ecg_transfer.datasets.PhysioNetWfdbDataset
           path: data/01_raw/physionet_chapman_ningbo
           lead: II
     """
 
-    def __init__(
-        self,
-        path: str,
-        lead: str = "II",
-        min_duration_s: float = 8.2,
-        rhythm_priority: Sequence[str] | None = None,
-        accept_ambiguous_saawr: bool = True,
-        progress: bool = True,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self._path = _local_path(path)
-        self._lead = lead
-        self._min_duration_s = float(min_duration_s)
-        self._rhythm_priority = tuple(rhythm_priority) if rhythm_priority is not None else None
-        self._accept_ambiguous_saawr = accept_ambiguous_saawr
-        self._progress = progress
-        self.metadata = metadata
-
-    def _load(self) -> PhysioNetLabelledWfdb:
-        return PhysioNetLabelledWfdb(
-            self._path, lead=self._lead, min_duration_s=self._min_duration_s,
-            rhythm_priority=self._rhythm_priority,
-            accept_ambiguous_saawr=self._accept_ambiguous_saawr, progress=self._progress,
-        )
-
-    def _save(self, data: Any) -> None:
-        raise DatasetError(
-            f"PhysioNetWfdbDataset({self._path}) is read-only: it points at a downloaded "
-            f"PhysioNet release, which this project never writes"
-        )
-
-    def _exists(self) -> bool:
-        return self._path.is_dir() and any(self._path.rglob("*.hea"))
-
-    def _describe(self) -> dict[str, Any]:
-        return {
-            "path": str(self._path), "lead": self._lead, "min_duration_s": self._min_duration_s,
-            "rhythm_priority": self._rhythm_priority,
-            "accept_ambiguous_saawr": self._accept_ambiguous_saawr,
-        }
+    default_reader = "physionet_wfdb"
 
 
-class WfdbLabelledFolderDataset(AbstractDataset):
-    """A user's WFDB folder plus a labels CSV (record, label[, patient_id]) (read-only).
+class WfdbLabelledFolderDataset(RawEcgDataset):
+    """Your WFDB folder plus a labels CSV, with any label strings (read-only)::
 
-    Example catalog entry::
-
-        my_labelled_ecgs:
+        labelled_recordings:
           type: ecg_transfer.datasets.WfdbLabelledFolderDataset
           path: data/01_raw/my_ecgs
-          labels_csv: data/01_raw/my_ecgs_labels.csv
-          lead: II
+          labels_csv: data/01_raw/my_ecgs/labels.csv
+          lead: MLII
     """
 
-    def __init__(
-        self,
-        path: str,
-        labels_csv: str,
-        lead: str | Sequence[str] = "II",
-        min_duration_s: float = 8.2,
-        allow_first_channel: bool = False,
-        progress: bool = True,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self._path = _local_path(path)
-        self._labels_csv = _local_path(labels_csv)
-        self._lead = lead if isinstance(lead, str) else tuple(lead)
-        self._min_duration_s = float(min_duration_s)
-        self._allow_first_channel = allow_first_channel
-        self._progress = progress
-        self.metadata = metadata
-
-    def _load(self) -> WfdbLabelledFolder:
-        return WfdbLabelledFolder(
-            self._path, self._labels_csv, lead=self._lead, min_duration_s=self._min_duration_s,
-            allow_first_channel=self._allow_first_channel, progress=self._progress,
-        )
-
-    def _save(self, data: Any) -> None:
-        raise DatasetError(
-            f"WfdbLabelledFolderDataset({self._path}) is read-only: it points at your own "
-            f"labelled recordings, which this project never writes"
-        )
-
-    def _exists(self) -> bool:
-        return self._path.is_dir() and self._labels_csv.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {
-            "path": str(self._path), "labels_csv": str(self._labels_csv), "lead": self._lead,
-            "min_duration_s": self._min_duration_s,
-        }
+    default_reader = "wfdb_labelled_folder"

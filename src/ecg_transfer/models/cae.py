@@ -171,7 +171,17 @@ class ResidualBlock(nn.Module):
             self.skip = nn.Sequential(projection, nn.BatchNorm1d(out_channels))
         else:
             self.skip = nn.Identity()
+        self.zero_init_residual = zero_init_residual
         if zero_init_residual:
+            nn.init.zeros_(self.bn2.weight)
+
+    def reset_parameters(self) -> None:
+        """Re-draw every layer as at construction, the zero-init of bn2 included, so a network
+        re-initialised from a seed starts like a newly built one (see models/classifier.py)."""
+        for layer in self.modules():
+            if layer is not self and hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+        if self.zero_init_residual:
             nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,6 +212,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: CaeConfig):
         super().__init__()
         self.cfg = cfg
+        self.input_length = cfg.window_length  # the training loop feeds (B, 1, input_length) windows
         widths_in = (1,) + cfg.channels[:-1]
         self.blocks = nn.ModuleList(
             ResidualBlock(
@@ -256,6 +267,7 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, cfg: CaeConfig):
         super().__init__()
         self.cfg = cfg
+        self.input_length = cfg.window_length  # the training loop feeds (B, 1, input_length) windows
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
 

@@ -1,7 +1,6 @@
 """Rhythm classifiers: the CAE's encoder plus a small head, and a head for image features.
 
-The three encoder arms differ only in how the encoder starts (and whether it
-trains). Everything else must be identical, so the head is initialised from its
+Window arms differ only in how the encoder starts (and whether it trains). Everything else must be identical, so the head is initialised from its
 own seed stream: for a given seed the head starts from the same weights in every
 arm, and the encoder's initialisation cannot shift it.
 """
@@ -16,7 +15,7 @@ from torch import nn
 from ecg_transfer.models.cae import CaeConfig, Encoder
 from ecg_transfer.models.weights import state_dict_differences
 
-ARMS = ("random", "transfer", "transfer_frozen")
+INITS = ("random", "pretrained")
 
 # Offsets that separate the encoder's and the head's seed streams.
 _ENCODER_SEED_OFFSET = 0
@@ -58,6 +57,7 @@ class RhythmClassifier(nn.Module):
     def __init__(self, cfg: CaeConfig, n_classes: int = 11, head_hidden: int = 64, dropout: float = 0.2):
         super().__init__()
         self.cfg = cfg
+        self.input_length = cfg.window_length  # the training loop feeds (B, 1, input_length) windows
         self.encoder = Encoder(cfg)
         self.head = FeatureClassifier(cfg.bottleneck, n_classes, head_hidden, dropout)
         self.encoder_frozen = False
@@ -85,46 +85,62 @@ class RhythmClassifier(nn.Module):
 
 
 def _seeded_init(module: nn.Module, seed: int) -> None:
-    """Re-initialise every layer from ``seed`` without touching torch's global RNG state."""
+    """Re-initialise every layer from ``seed`` without touching torch's global RNG state.
+
+    A layer that re-initialises its own children (a residual block, whose scheme zero-inits its
+    last BatchNorm gamma) is asked once and its children are left to it, so the random arm's
+    encoder starts under the same scheme as the CAE's encoder did (only the seed differs).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        done: set[int] = set()
         for layer in module.modules():
-            if layer is not module and hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()
+            if layer is module or id(layer) in done or not hasattr(layer, "reset_parameters"):
+                continue
+            layer.reset_parameters()
+            if any(child is not layer for child in layer.modules()):
+                done.update(id(child) for child in layer.modules())
 
 
 def build_classifier(
-    arm: str,
     cfg: CaeConfig,
-    encoder_state: Mapping[str, torch.Tensor] | None,
-    n_classes: int = 11,
-    seed: int = 0,
+    n_classes: int,
+    seed: int,
+    init: str = "random",
+    freeze: bool = False,
+    encoder_state: Mapping[str, torch.Tensor] | None = None,
     head_hidden: int = 64,
     dropout: float = 0.2,
 ) -> RhythmClassifier:
-    """One arm's classifier: 'random', 'transfer' (CAE encoder, all trained) or 'transfer_frozen'.
+    """A window classifier: its encoder starts from ``init`` ("random", from ``seed``, or
+    "pretrained", the CAE encoder's ``encoder_state``) and trains unless ``freeze``.
 
-    ``encoder_state`` is the CAE encoder's state_dict (e.g. from
-    :func:`ecg_transfer.models.weights.load_pretrained_encoder`); it is loaded
-    strictly, so a mismatching architecture fails here rather than training a
-    half-initialised network. The 'random' arm ignores it.
+    ``encoder_state`` (e.g. from :func:`ecg_transfer.models.weights.load_pretrained_encoder`)
+    is loaded strictly, so a mismatching architecture fails here rather than training a
+    half-initialised network.
     """
-    if arm not in ARMS:
-        raise ValueError(f"build_classifier: unknown arm {arm!r}; expected one of {ARMS}")
+    if init not in INITS:
+        raise ValueError(f"build_classifier: init must be one of {INITS}, got {init!r}")
     with torch.random.fork_rng(devices=[]):  # construction draws default inits from the global RNG
         model = RhythmClassifier(cfg, n_classes=n_classes, head_hidden=head_hidden, dropout=dropout)
     _seeded_init(model.encoder, seed * 2 + _ENCODER_SEED_OFFSET)
     _seeded_init(model.head, seed * 2 + _HEAD_SEED_OFFSET)
-    if arm == "random":
-        return model
-    if encoder_state is None:
-        raise ValueError(f"build_classifier: arm {arm!r} needs the pretrained encoder_state, got None")
-    differences = state_dict_differences(model.encoder.state_dict(), encoder_state)
-    if differences:
-        raise ValueError(
-            f"build_classifier: encoder_state does not match Encoder({cfg}): " + "; ".join(differences)
-        )
-    model.encoder.load_state_dict(dict(encoder_state), strict=True)
-    if arm == "transfer_frozen":
+    if init == "pretrained":
+        if encoder_state is None:
+            raise ValueError("build_classifier: init 'pretrained' needs the pretrained encoder_state, got None")
+        differences = state_dict_differences(model.encoder.state_dict(), encoder_state)
+        if differences:
+            raise ValueError(
+                f"build_classifier: encoder_state does not match Encoder({cfg}): " + "; ".join(differences)
+            )
+        model.encoder.load_state_dict(dict(encoder_state), strict=True)
+    if freeze:
         model.freeze_encoder()
     return model
+
+
+def build_feature_classifier(n_features: int, n_classes: int, seed: int, hidden: int = 64, dropout: float = 0.2) -> FeatureClassifier:
+    """A head over frozen features (the spectrogram arms), initialised from ``seed`` alone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return FeatureClassifier(n_features, n_classes, hidden, dropout)

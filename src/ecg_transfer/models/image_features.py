@@ -77,7 +77,8 @@ def spectrogram_figure(
     """One row per rhythm present: the first window of that rhythm and its spectrogram.
 
     Lets a reader see what the frozen CNN is shown for each class. class_order fixes the
-    row order (pass RHYTHMS for the paper's order); classes absent from labels are skipped.
+    row order (pass the study's class list, ``label_classes``); classes absent from labels
+    are skipped.
     """
     labels = list(labels)
     if len(labels) != len(windows):

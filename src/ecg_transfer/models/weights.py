@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -20,13 +19,53 @@ from typing import Any
 import torch
 from torch import nn
 
+from ecg_transfer.atomic_files import atomic_write, atomic_write_text
 from ecg_transfer.models.cae import CaeConfig, Encoder
 
+NORMALISATION = "per-window z-score"
 CARD_DEFAULTS = {
     "sampling_rate_hz": 250.0,
-    "normalisation": "per-window z-score",
+    "normalisation": NORMALISATION,
     "lead": "II",
 }
+# Names under which lead II reaches the readers (MLII: the modified lead II of Holter and
+# monitor recordings); an encoder pretrained on any of them is a lead-II encoder.
+LEAD_II_NAMES = frozenset({"II", "MLII", "ECG II", "ECG2", "ECGII", "LEAD II"})
+
+
+def lead_family(leads) -> str:
+    """The one lead a set of window leads amounts to ("II" for lead II under any of its names),
+    or the sorted names joined by "+" when they are several different leads."""
+    names = {"II" if str(lead).strip().upper() in LEAD_II_NAMES else str(lead).strip() for lead in leads}
+    return "+".join(sorted(names)) if names else "unknown"
+
+
+def preprocessing_card(sampling_rate_hz: float, window_length: int, leads) -> dict[str, Any]:
+    """What an encoder's inputs were: the card fields that the fine-tuning data must match."""
+    return {
+        "sampling_rate_hz": float(sampling_rate_hz),
+        "window_length": int(window_length),
+        "normalisation": NORMALISATION,
+        "lead": lead_family(leads),
+    }
+
+
+def check_card_inputs(card: Mapping[str, Any], expected: Mapping[str, Any], source: str) -> None:
+    """Raise naming both values for every input field (sampling rate, window length,
+    normalisation, lead) where the encoder's card and the data it is to be fine-tuned on differ."""
+    differing = []
+    for key, wanted in expected.items():
+        have = card.get(key, CARD_DEFAULTS.get(key, "<absent>"))
+        same = (
+            isinstance(have, (int, float)) and isinstance(wanted, (int, float)) and float(have) == float(wanted)
+        ) or have == wanted
+        if not same:
+            differing.append(f"{key}: card {have!r} vs data {wanted!r}")
+    if differing:
+        raise ValueError(
+            f"{source}: the encoder was pretrained on other inputs than the data it is to be "
+            "fine-tuned on: " + "; ".join(differing)
+        )
 
 
 def state_dict_differences(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> list[str]:
@@ -50,18 +89,6 @@ def state_dict_differences(expected: Mapping[str, torch.Tensor], given: Mapping[
 
 def _jsonable_cfg(cfg: CaeConfig) -> dict[str, Any]:
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(cfg).items()}
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp_name)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
 
 
 def encoder_model_card(
@@ -128,9 +155,9 @@ def save_pretrained_encoder(
         full_card = encoder_model_card(state, cfg, card, weights_file=weights_path.name)
     except ValueError as error:
         raise ValueError(f"save_pretrained_encoder: {error}") from error
-    _atomic_write_bytes(weights_path, lambda tmp: torch.save(state, tmp))
+    atomic_write(weights_path, lambda tmp: torch.save(state, tmp))
     text = json.dumps(full_card, indent=2, sort_keys=True, default=float)
-    _atomic_write_bytes(card_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(card_path, text)
     return full_card
 
 

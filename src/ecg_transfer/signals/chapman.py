@@ -25,12 +25,35 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ecg_transfer.signals.records import (
-    RHYTHMS,
+    DEFAULT_MAX_AMPLITUDE_MV,
+    DEFAULT_MIN_DURATION_S,
+    Candidate,
     EcgRecord,
+    Excluded,
     ExclusionLog,
-    rhythm_from_acronym,
-    signal_problem,
+    SignalChecks,
+    read_checked,
 )
+
+# The 11 rhythm acronyms of the Chapman-Shaoxing Diagnostics.xlsx, in the paper's order.
+# Only the Chapman readers (this module and the PhysioNet SNOMED reader) know them: every
+# other part of the project takes its class list from the data.
+RHYTHMS: tuple[str, ...] = (
+    "SB",
+    "SR",
+    "AFIB",
+    "ST",
+    "SVT",
+    "AF",
+    "SA",
+    "AT",
+    "AVNRT",
+    "AVRT",
+    "SAAWR",
+)
+
+# Spellings seen in the Chapman release's own spreadsheets that mean one of the 11 classes.
+_RHYTHM_ALIASES = {"SI": "SA"}
 
 CHAPMAN_LEADS: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
@@ -46,7 +69,25 @@ DATASET_NAME = "chapman_shaoxing"
 
 _MICROVOLTS_PER_MILLIVOLT = 1000.0
 
-# The label mapping is shared with the labelled WFDB reader; this name reads well here.
+
+
+def rhythm_from_acronym(value: object) -> str | None:
+    """The class acronym for a label cell, or None when it is none of the 11.
+
+    Case and surrounding blanks are ignored because hand-edited spreadsheets vary;
+    ``SI`` becomes ``SA`` because the Chapman release itself uses both for sinus irregularity.
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip().upper()
+    text = _RHYTHM_ALIASES.get(text, text)
+    for rhythm in RHYTHMS:
+        if rhythm.upper() == text:
+            return rhythm
+    return None
+
+
+# The name reads well where a Diagnostics.xlsx cell is mapped.
 chapman_rhythm_label = rhythm_from_acronym
 
 
@@ -162,13 +203,16 @@ class ChapmanRelease:
     The patient id is the FileName: the release has one recording per patient.
     """
 
+    dataset_name = DATASET_NAME
+
     def __init__(
         self,
         root: str | Path,
         csv_folder: str = "ECGDataDenoised",
         lead: str = "II",
         fs: float = 500.0,
-        min_duration_s: float = 8.2,
+        min_duration_s: float = DEFAULT_MIN_DURATION_S,
+        max_amplitude_mv: float = DEFAULT_MAX_AMPLITUDE_MV,
         progress: bool = True,
     ) -> None:
         self.root = Path(root)
@@ -180,8 +224,14 @@ class ChapmanRelease:
         self.csv_folder = csv_folder
         self.lead = matched[0]
         self.fs = float(fs)
-        self.min_duration_s = float(min_duration_s)
+        if not np.isfinite(self.fs) or self.fs <= 0:
+            raise ValueError(f"fs must be a positive number of Hz, got {fs!r}")
+        self.checks = SignalChecks(float(min_duration_s), float(max_amplitude_mv))
         self.progress = progress
+
+    @property
+    def min_duration_s(self) -> float:
+        return self.checks.min_duration_s
 
     def __repr__(self) -> str:
         return (
@@ -202,43 +252,41 @@ class ChapmanRelease:
         diagnostics = read_diagnostics(self.root)
         wave_dir = self.root / self.csv_folder
         seen: set[str] = set()
-        rows = zip(diagnostics["FileName"], diagnostics["Rhythm"])
-        for file_name, rhythm in tqdm(
-            rows, total=len(diagnostics), desc=f"reading {wave_dir}",
-            disable=not self.progress, unit="record",
-        ):
-            record_id = str(file_name).strip()
-            source = wave_dir / f"{record_id}.csv"
 
-            def exclude(reason: str, detail: str = "") -> None:
-                exclusions.add(DATASET_NAME, record_id, str(source), reason, detail)
+        def candidates() -> Iterator[Candidate]:
+            for file_name, rhythm in zip(diagnostics["FileName"], diagnostics["Rhythm"]):
+                record_id = str(file_name).strip()
+                source = wave_dir / f"{record_id}.csv"
+                duplicate = record_id in seen
+                seen.add(record_id)
+                yield Candidate(
+                    record_id, str(source),
+                    lambda r=record_id, s=source, y=rhythm, d=duplicate: self._read(r, s, y, d),
+                )
 
-            if record_id in seen:
-                exclude("duplicate_id", "FileName listed more than once in Diagnostics.xlsx")
-                continue
-            seen.add(record_id)
-            label = chapman_rhythm_label(rhythm)
-            if label is None:
-                exclude("unknown_label", f"Rhythm {rhythm!r} is none of {RHYTHMS}")
-                continue
-            if not source.is_file():
-                exclude("missing_file", "listed in Diagnostics.xlsx but no CSV")
-                continue
-            try:
-                signal_uv = read_chapman_csv(source)[self.lead].to_numpy()
-            except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
-                exclude("unreadable", str(error))
-                continue
-            problem = signal_problem(signal_uv, self.fs, self.min_duration_s, self.lead)
-            if problem is not None:
-                exclude(*problem)
-                continue
-            yield EcgRecord(
-                record_id=record_id,
-                patient_id=record_id,
-                signal=signal_uv / _MICROVOLTS_PER_MILLIVOLT,
-                fs=self.fs,
-                lead=self.lead,
-                label=label,
-                source=str(source),
-            )
+        yield from read_checked(
+            self.dataset_name, candidates(), exclusions, self.checks,
+            progress=self.progress, total=len(diagnostics),
+        )
+
+    def _read(self, record_id: str, source: Path, rhythm: object, duplicate: bool) -> EcgRecord:
+        if duplicate:
+            raise Excluded("duplicate_id", "FileName listed more than once in Diagnostics.xlsx")
+        label = chapman_rhythm_label(rhythm)
+        if label is None:
+            raise Excluded("unknown_label", f"Rhythm {rhythm!r} is none of {RHYTHMS}")
+        if not source.is_file():
+            raise Excluded("missing_file", "listed in Diagnostics.xlsx but no CSV")
+        try:
+            signal_uv = read_chapman_csv(source)[self.lead].to_numpy()
+        except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise Excluded("unreadable", str(error)) from error
+        return EcgRecord(
+            record_id=record_id,
+            patient_id=record_id,
+            signal=signal_uv / _MICROVOLTS_PER_MILLIVOLT,
+            fs=self.fs,
+            lead=self.lead,
+            label=label,
+            source=str(source),
+        )

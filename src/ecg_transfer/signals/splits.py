@@ -4,32 +4,75 @@ The Chapman set has rhythms with 16, 8 and 7 records. A stratified split that on
 proportions (sklearn's StratifiedGroupKFold included) can leave such a class out of the
 test or validation split, and then its F1 is undefined for the whole study. Patients are
 therefore allocated class by class, with at least one patient of every class in each split
-whenever the class has enough patients (3 with a validation split, 2 without).
+and two in train whenever the class has enough patients (:func:`min_patients_per_class`:
+4 with a validation split, 3 without). Smaller classes are the class decision's business
+(signals/classes.py): they are excluded or refused before a split is made.
 
 No patient appears in two splits: a model must never be tested on a person it was trained on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
+from ecg_transfer.typed_config import config_from_params
+
 _UNLABELLED = "\x00unlabelled"  # stratum key for label None; cannot collide with a rhythm name
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Shares of patients per split (val_fraction of the whole, not of train) and the seed."""
+
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_fractions(self.test_fraction, self.val_fraction, "SplitConfig")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None, where: str = "splits") -> SplitConfig:
+        return config_from_params(cls, params, where)
+
+    @property
+    def min_patients_per_class(self) -> int:
+        return min_patients_per_class(self.test_fraction, self.val_fraction)
+
+
+def _check_fractions(test_fraction: float, val_fraction: float, where: str) -> None:
+    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
+        raise ValueError(
+            f"{where}: need 0 <= test_fraction, val_fraction and test_fraction + val_fraction < 1, "
+            f"got test_fraction={test_fraction}, val_fraction={val_fraction}"
+        )
+
+
+def min_patients_per_class(test_fraction: float, val_fraction: float) -> int:
+    """The fewest patients a class needs for one in test, one in val (each if used) and two in train."""
+    return 2 + (1 if test_fraction > 0 else 0) + (1 if val_fraction > 0 else 0)
 
 
 def _allocate(n: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
     """(n_test, n_val) patients of one class; the rest go to train.
 
     Rounded shares, raised to one patient per split when the class can afford it, with
-    train kept non-empty and test served before val when patients are scarce.
+    train kept at two patients when the class can afford that too (else one), and test
+    served before val when patients are scarce.
     """
     min_test = 1 if test_fraction > 0 and n >= 2 else 0
     min_val = 1 if val_fraction > 0 and n >= 2 + min_test else 0
+    min_train = max(1, min(2, n - min_test - min_val))
     n_test = max(int(round(n * test_fraction)), min_test)
     n_val = max(int(round(n * val_fraction)), min_val)
-    # Keep at least one training patient: take back from whichever split is above its floor,
-    # the larger first. Terminates because min_test + min_val <= n - 1 by construction.
-    while n_test + n_val > n - 1:
+    # Keep the training patients: take back from whichever split is above its floor, the
+    # larger first. Terminates because min_test + min_val <= n - min_train by construction.
+    while n_test + n_val > n - min_train:
         if n_val > min_val and (n_val >= n_test or n_test == min_test):
             n_val -= 1
         else:
@@ -54,13 +97,15 @@ def assign_splits(
     for col in ("patient_id", "label"):
         if col not in index.columns:
             raise ValueError(f"assign_splits: index lacks column {col!r} (has {list(index.columns)})")
-    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
+    _check_fractions(test_fraction, val_fraction, "assign_splits")
+    missing = index["patient_id"].isna()
+    if missing.any():
+        named = index.loc[missing, "record_id"].astype(str).tolist()[:5] if "record_id" in index else []
         raise ValueError(
-            "assign_splits: need 0 <= test_fraction, val_fraction and test_fraction + val_fraction < 1, "
-            f"got test_fraction={test_fraction}, val_fraction={val_fraction}"
+            f"assign_splits: patient_id has missing values in {int(missing.sum())} rows"
+            + (f" (records {named})" if named else "")
+            + "; every row needs a patient"
         )
-    if index["patient_id"].isna().any():
-        raise ValueError("assign_splits: patient_id has missing values; every row needs a patient")
     if len(index) == 0:
         return pd.Series([], index=index.index, name="split", dtype=object)
 

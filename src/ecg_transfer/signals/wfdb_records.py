@@ -6,20 +6,24 @@ Three kinds of WFDB folder are read here, all into :class:`EcgRecord`:
   sampling rate, the lead chosen by name from a fallback list. This is the pretraining corpus.
 * :class:`PhysioNetLabelledWfdb`: the PhysioNet release of Chapman/Ningbo and the
   PhysioNet/CinC 2020/2021 challenge folders, labelled by SNOMED-CT codes on ``# Dx:``.
-* :class:`WfdbLabelledFolder`: a user's own WFDB records plus a CSV of labels.
+* :class:`WfdbLabelledFolder`: a user's own WFDB records plus a CSV of labels, with any
+  label strings the user has (renamed, merged or left out by option).
 
 Real headers vary. The ``wfdb`` package reads most of them; where it raises, a small
 lenient parser (:func:`read_wfdb_minimal`) reads formats 16, 212 and ``.mat`` itself, and
 where that fails too the record is logged as ``unreadable`` with the file and the reason,
-so one bad file never stops a corpus of thousands.
+so one bad file never stops a corpus of thousands. A header whose sampling frequency is
+missing, not a number or not positive is ``unreadable`` too: wfdb would silently read such
+a record at 250 Hz.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -27,12 +31,16 @@ import scipy.io
 import wfdb
 from tqdm.auto import tqdm
 
+from ecg_transfer.signals.chapman import RHYTHMS
 from ecg_transfer.signals.records import (
-    RHYTHMS,
+    DEFAULT_MAX_AMPLITUDE_MV,
+    DEFAULT_MIN_DURATION_S,
+    Candidate,
     EcgRecord,
+    Excluded,
     ExclusionLog,
-    rhythm_from_acronym,
-    signal_problem,
+    SignalChecks,
+    read_checked,
 )
 
 # Lead II under the names monitors and databases give it (MIT-BIH says MLII).
@@ -64,15 +72,6 @@ _RECORD_NAME = re.compile(r"^[-\w]+$")
 _MISSPLIT_SIGNAL_LINE = re.compile(r"^,\d|\(-?\d+\)/|/mV\b")
 
 
-class _Excluded(Exception):
-    """A record the reader refuses, with the ExclusionLog reason; never leaves this module."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass(frozen=True)
 class WfdbSignals:
     """What any of the two read paths produces: physical signals and the header facts we use."""
@@ -100,7 +99,7 @@ def _choose_channel(
             return present.index(key)
     if allow_first_channel and sig_names:
         return 0
-    raise _Excluded(
+    raise Excluded(
         "missing_lead",
         f"{header_path}: none of the leads {tuple(wanted)} among {list(sig_names)}"
         + ("" if allow_first_channel else " (allow_first_channel=False)"),
@@ -110,7 +109,7 @@ def _choose_channel(
 def _to_millivolts(signal: np.ndarray, unit: str | None, header_path: Path) -> np.ndarray:
     key = (unit or "").strip().lower()
     if key not in _UNIT_TO_MILLIVOLTS:
-        raise _Excluded(
+        raise Excluded(
             "unreadable",
             f"{header_path}: unit {unit!r} is not a voltage we can convert to mV "
             f"(known: mV, uV, V)",
@@ -253,15 +252,60 @@ def read_wfdb_minimal(header_path: str | Path) -> WfdbSignals:
 
 
 # ----------------------------------------------------------------------------- one lead
+def header_sampling_rate(header_path: str | Path) -> float:
+    """The sampling frequency on a header's record line, or raise Excluded ``unreadable``.
+
+    Read from the text itself because wfdb (4.x) takes a missing, non-numeric or negative
+    field for the WFDB default of 250 Hz without a word, which would stretch or squeeze
+    every such record in time. The WFDB spec allows the field to be omitted; for ECGs from
+    elsewhere that default is almost never right, so a missing field is refused too.
+    """
+    header_path = Path(header_path)
+    try:
+        text = _read_header_text(header_path)
+    except OSError as error:
+        raise Excluded("unreadable", f"{header_path}: cannot read the header ({error})") from error
+    lines = [line.strip() for line in text.splitlines()]
+    record_lines = [line for line in lines if line and not line.startswith("#")]
+    if not record_lines:
+        raise Excluded("unreadable", f"{header_path}: no record line in the header")
+    fields = record_lines[0].split()
+    if len(fields) < 3:
+        raise Excluded(
+            "unreadable",
+            f"{header_path}: sampling frequency field missing on the record line "
+            f"{record_lines[0]!r} (expected 'name nsig fs ...')",
+        )
+    # fs[/counter_frequency[(base_counter)]]
+    fs_text = re.split(r"[/(]", fields[2])[0]
+    try:
+        fs = float(fs_text.replace(",", "."))
+    except ValueError:
+        raise Excluded(
+            "unreadable",
+            f"{header_path}: sampling frequency field {fields[2]!r} on the record line "
+            f"{record_lines[0]!r} is not a number",
+        ) from None
+    if not np.isfinite(fs) or fs <= 0:
+        raise Excluded(
+            "unreadable",
+            f"{header_path}: sampling frequency field {fields[2]!r} on the record line "
+            f"{record_lines[0]!r} is not a positive number of Hz",
+        )
+    return fs
+
+
 def _read_one_lead(
     header_path: Path, wanted: Sequence[str], allow_first_channel: bool
 ) -> tuple[np.ndarray, float, str, list[str]]:
-    """Signal (mV), fs, lead name and header comments of one record, or raise _Excluded.
+    """Signal (mV), fs, lead name and header comments of one record, or raise Excluded.
 
     The wfdb package is tried first and reads only the chosen channel (Holter files are
     large); if it raises, :func:`read_wfdb_minimal` is tried; if that raises too, the
-    record is ``unreadable`` with both messages, naming the file.
+    record is ``unreadable`` with both messages, naming the file. The sampling rate is the
+    one :func:`header_sampling_rate` read and checked from the header text.
     """
+    fs = header_sampling_rate(header_path)
     record_path = str(header_path.with_suffix(""))
     try:
         header = wfdb.rdheader(record_path)
@@ -278,17 +322,17 @@ def _read_one_lead(
         unit = (record.units or ["mV"])[0]
         return (
             _to_millivolts(signal, unit, header_path),
-            float(record.fs),
+            fs,
             names[channel] or f"channel {channel}",
             list(record.comments or []),
         )
-    except _Excluded:
+    except Excluded:
         raise
     except Exception as wfdb_error:  # wfdb raises many types on odd headers
         try:
             fallback = read_wfdb_minimal(header_path)
         except Exception as fallback_error:
-            raise _Excluded(
+            raise Excluded(
                 "unreadable",
                 f"{header_path}: wfdb could not read it ({type(wfdb_error).__name__}: "
                 f"{wfdb_error}) nor could the fallback reader ({fallback_error})",
@@ -296,7 +340,7 @@ def _read_one_lead(
         channel = _choose_channel(fallback.sig_names, wanted, allow_first_channel, header_path)
         return (
             _to_millivolts(fallback.signals[:, channel], fallback.units[channel], header_path),
-            fallback.fs,
+            fs,
             fallback.sig_names[channel] or f"channel {channel}",
             fallback.comments,
         )
@@ -359,7 +403,12 @@ def write_wfdb_records(
     return len(written)
 
 
+
 # ----------------------------------------------------------------------------- readers
+def _lead_names(leads: str | Sequence[str]) -> tuple[str, ...]:
+    return (leads,) if isinstance(leads, str) else tuple(str(lead) for lead in leads)
+
+
 class WfdbFolder:
     """A user's unlabelled WFDB corpus: every record under ``root`` (recursive), one lead.
 
@@ -367,6 +416,12 @@ class WfdbFolder:
     record sits in (relative to root, as many corpora keep one folder per patient); else
     the record name. Record ids are the path relative to root without extension, so two
     patients' ``rec1`` never collide.
+
+    Long monitor recordings often hold stretches of invalid samples (WFDB's invalid value,
+    read as NaN) where a lead came off. With ``allow_nan_gaps`` (the default) such a
+    recording passes as long as a NaN-free stretch of ``min_duration_s`` remains, and
+    preprocessing cuts its windows from the NaN-free stretches; ``allow_nan_gaps=False``
+    excludes every recording with a NaN as ``non_finite``, as the labelled readers do.
     """
 
     dataset_name = "wfdb_folder"
@@ -374,18 +429,26 @@ class WfdbFolder:
     def __init__(
         self,
         root: str | Path,
-        leads: Sequence[str] = DEFAULT_LEAD_NAMES,
-        min_duration_s: float = 8.2,
+        leads: str | Sequence[str] = DEFAULT_LEAD_NAMES,
+        min_duration_s: float = DEFAULT_MIN_DURATION_S,
         allow_first_channel: bool = False,
+        max_amplitude_mv: float = DEFAULT_MAX_AMPLITUDE_MV,
+        allow_nan_gaps: bool = True,
         progress: bool = True,
     ) -> None:
         self.root = _require_folder(root, "WFDB corpus")
-        self.leads = (leads,) if isinstance(leads, str) else tuple(leads)
+        self.leads = _lead_names(leads)
         if not self.leads and not allow_first_channel:
             raise ValueError("give at least one lead name or allow_first_channel=True")
-        self.min_duration_s = float(min_duration_s)
+        self.checks = SignalChecks(
+            float(min_duration_s), float(max_amplitude_mv), allow_nan_gaps=allow_nan_gaps
+        )
         self.allow_first_channel = allow_first_channel
         self.progress = progress
+
+    @property
+    def min_duration_s(self) -> float:
+        return self.checks.min_duration_s
 
     def __repr__(self) -> str:
         return f"WfdbFolder(root={str(self.root)!r}, leads={self.leads!r})"
@@ -395,30 +458,28 @@ class WfdbFolder:
         return len(_headers(self.root))
 
     def iter_records(self, exclusions: ExclusionLog) -> Iterator[EcgRecord]:
-        for header_path in tqdm(
-            _headers(self.root), desc=f"reading {self.root}", disable=not self.progress,
-            unit="record",
-        ):
-            relative = header_path.relative_to(self.root).with_suffix("")
-            record_id = relative.as_posix()
-            try:
-                signal, fs, lead, comments = _read_one_lead(
-                    header_path, self.leads, self.allow_first_channel
-                )
-                problem = signal_problem(signal, fs, self.min_duration_s, lead)
-                if problem is not None:
-                    raise _Excluded(*problem)
-            except _Excluded as excluded:
-                exclusions.add(
-                    self.dataset_name, record_id, str(header_path), excluded.reason,
-                    excluded.detail,
-                )
-                continue
-            patient = patient_from_comments(comments)
-            if patient is None:
-                folder = relative.parent.as_posix()
-                patient = folder if folder != "." else relative.name
-            yield EcgRecord(record_id, patient, signal, fs, lead, None, str(header_path))
+        headers = _headers(self.root)
+        candidates = (
+            Candidate(self._record_id(path), str(path), lambda path=path: self._read(path))
+            for path in headers
+        )
+        yield from read_checked(
+            self.dataset_name, candidates, exclusions, self.checks, self.progress, len(headers)
+        )
+
+    def _record_id(self, header_path: Path) -> str:
+        return header_path.relative_to(self.root).with_suffix("").as_posix()
+
+    def _read(self, header_path: Path) -> EcgRecord:
+        relative = header_path.relative_to(self.root).with_suffix("")
+        signal, fs, lead, comments = _read_one_lead(
+            header_path, self.leads, self.allow_first_channel
+        )
+        patient = patient_from_comments(comments)
+        if patient is None:
+            folder = relative.parent.as_posix()
+            patient = folder if folder != "." else relative.name
+        return EcgRecord(relative.as_posix(), patient, signal, fs, lead, None, str(header_path))
 
 
 class PhysioNetLabelledWfdb:
@@ -442,14 +503,15 @@ class PhysioNetLabelledWfdb:
         self,
         root: str | Path,
         lead: str = "II",
-        min_duration_s: float = 8.2,
+        min_duration_s: float = DEFAULT_MIN_DURATION_S,
         rhythm_priority: Sequence[str] | None = None,
         accept_ambiguous_saawr: bool = True,
+        max_amplitude_mv: float = DEFAULT_MAX_AMPLITUDE_MV,
         progress: bool = True,
     ) -> None:
         self.root = _require_folder(root, "PhysioNet WFDB")
         self.lead = lead
-        self.min_duration_s = float(min_duration_s)
+        self.checks = SignalChecks(float(min_duration_s), float(max_amplitude_mv))
         if rhythm_priority is not None:
             unknown = [name for name in rhythm_priority if name not in RHYTHMS]
             if unknown:
@@ -458,11 +520,15 @@ class PhysioNetLabelledWfdb:
         self.accept_ambiguous_saawr = accept_ambiguous_saawr
         self.progress = progress
 
+    @property
+    def min_duration_s(self) -> float:
+        return self.checks.min_duration_s
+
     def __repr__(self) -> str:
         return f"PhysioNetLabelledWfdb(root={str(self.root)!r}, lead={self.lead!r})"
 
     def rhythm_label(self, comments: Iterable[str], source: str) -> str:
-        """The one rhythm of a record from its Dx comment, or raise _Excluded per the rule."""
+        """The one rhythm of a record from its Dx comment, or raise Excluded per the rule."""
         codes: list[str] = []
         for comment in comments:
             match = _DX_COMMENT.match(comment)
@@ -476,7 +542,7 @@ class PhysioNetLabelledWfdb:
             if rhythm is not None and rhythm not in rhythms:
                 rhythms.append(rhythm)
         if not rhythms:
-            raise _Excluded(
+            raise Excluded(
                 "no_rhythm_code", f"{source}: Dx codes {codes} hold none of the 11 rhythms"
             )
         if len(rhythms) == 1:
@@ -485,43 +551,65 @@ class PhysioNetLabelledWfdb:
             for rhythm in self.rhythm_priority:
                 if rhythm in rhythms:
                     return rhythm
-        raise _Excluded(
+        raise Excluded(
             "multiple_rhythm_codes", f"{source}: Dx codes {codes} give rhythms {rhythms}"
         )
 
     def iter_records(self, exclusions: ExclusionLog) -> Iterator[EcgRecord]:
-        seen: set[str] = set()
-        for header_path in tqdm(
-            _headers(self.root), desc=f"reading {self.root}", disable=not self.progress,
-            unit="record",
-        ):
-            record_id = header_path.stem
-            try:
-                if record_id in seen:
-                    raise _Excluded("duplicate_id", f"{header_path}: record name seen before")
-                seen.add(record_id)
-                signal, fs, lead, comments = _read_one_lead(header_path, (self.lead,), False)
-                label = self.rhythm_label(comments, str(header_path))
-                problem = signal_problem(signal, fs, self.min_duration_s, lead)
-                if problem is not None:
-                    raise _Excluded(*problem)
-            except _Excluded as excluded:
-                exclusions.add(
-                    self.dataset_name, record_id, str(header_path), excluded.reason,
-                    excluded.detail,
+        headers = _headers(self.root)
+
+        def candidates() -> Iterator[Candidate]:
+            seen: set[str] = set()
+            for path in headers:
+                duplicate = path.stem in seen
+                seen.add(path.stem)
+                yield Candidate(
+                    path.stem, str(path), lambda path=path, dup=duplicate: self._read(path, dup)
                 )
-                continue
-            patient = patient_from_comments(comments) or record_id
-            yield EcgRecord(record_id, patient, signal, fs, lead, label, str(header_path))
+
+        yield from read_checked(
+            self.dataset_name, candidates(), exclusions, self.checks, self.progress, len(headers)
+        )
+
+    def _read(self, header_path: Path, duplicate: bool) -> EcgRecord:
+        if duplicate:
+            raise Excluded("duplicate_id", f"{header_path}: record name seen before")
+        signal, fs, lead, comments = _read_one_lead(header_path, (self.lead,), False)
+        label = self.rhythm_label(comments, str(header_path))
+        patient = patient_from_comments(comments) or header_path.stem
+        return EcgRecord(header_path.stem, patient, signal, fs, lead, label, str(header_path))
+
+
+Column = str | int
+_RECORD_SUFFIXES = (".hea", ".dat", ".mat")
+# Used when patient_column is not set and the CSV's header row has this column (the rule
+# before the option existed): keeping a patient's records in one split is worth the guess.
+_IMPLICIT_PATIENT_COLUMN = "patient_id"
+
+
+@dataclass(frozen=True)
+class _LabelRow:
+    record_id: str
+    label: str
+    patient: str
 
 
 class WfdbLabelledFolder:
-    """A user's labelled WFDB records: a folder plus a CSV with columns record, label[, patient_id].
+    """A user's labelled WFDB records: a folder plus a CSV naming each record's label.
 
-    ``record`` is the record's path relative to root without extension (``p01/rec1``) or,
-    when unique in the folder, its bare name (``rec1``). Labels are the 11 acronyms (any
-    case; ``SI`` read as ``SA``). Patient id: the CSV's ``patient_id`` column if present,
-    else a ``patient: X`` header comment, else the record name.
+    Labels are any strings (surrounding blanks stripped): the study's classes are the labels
+    the data has. ``label_map`` renames or merges labels (``{A: AF, O: Other}``);
+    records whose label (before or after the map) is in ``exclude_labels`` are excluded as
+    ``excluded_label``. The CSV: ``record_column`` / ``label_column`` (names, or 0-based
+    positions) and optionally ``patient_column``; ``header`` is ``True``, ``False`` or
+    ``"auto"`` (a first row holding the named columns is a header; a two-column file whose
+    first row names a record in the folder has none). A record cell is the record's path
+    relative to root without extension (``p01/rec1``) or, when unique, its bare name.
+
+    Patient id: the patient column's cell when given and not empty (without the option, a
+    ``patient_id`` column of a CSV with a header is used); else a ``patient: X`` header
+    comment; else the record name. Every header in the folder that no CSV row names is
+    excluded as ``unlabelled_record``; every CSV row without a header as ``missing_file``.
     """
 
     dataset_name = "wfdb_labelled_folder"
@@ -530,35 +618,139 @@ class WfdbLabelledFolder:
         self,
         root: str | Path,
         labels_csv: str | Path,
-        lead: str | Sequence[str] = "II",
-        min_duration_s: float = 8.2,
+        lead: str | Sequence[str] = DEFAULT_LEAD_NAMES,
+        min_duration_s: float = DEFAULT_MIN_DURATION_S,
         allow_first_channel: bool = False,
+        label_map: Mapping[str, str] | None = None,
+        exclude_labels: Sequence[str] = (),
+        record_column: Column = "record",
+        label_column: Column = "label",
+        patient_column: Column | None = None,
+        header: bool | Literal["auto"] = "auto",
+        max_amplitude_mv: float = DEFAULT_MAX_AMPLITUDE_MV,
         progress: bool = True,
     ) -> None:
         self.root = _require_folder(root, "labelled WFDB")
         self.labels_csv = Path(labels_csv)
         if not self.labels_csv.is_file():
             raise FileNotFoundError(f"labels CSV does not exist: {self.labels_csv}")
-        self.leads = (lead,) if isinstance(lead, str) else tuple(lead)
-        self.min_duration_s = float(min_duration_s)
+        self.leads = _lead_names(lead)
+        self.checks = SignalChecks(float(min_duration_s), float(max_amplitude_mv))
         self.allow_first_channel = allow_first_channel
+        self.label_map = {str(k).strip(): str(v).strip() for k, v in (label_map or {}).items()}
+        empty = [key for key, value in self.label_map.items() if not key or not value]
+        if empty:
+            raise ValueError(f"label_map maps to or from an empty label: {empty}")
+        if isinstance(exclude_labels, str):
+            exclude_labels = [exclude_labels]
+        self.exclude_labels = frozenset(str(label).strip() for label in exclude_labels)
+        for name, column in (("record_column", record_column), ("label_column", label_column),
+                             ("patient_column", patient_column)):
+            if column is not None and not isinstance(column, str | int):
+                raise ValueError(f"{name} must be a column name or a 0-based position, got {column!r}")
+        self.record_column = record_column
+        self.label_column = label_column
+        self.patient_column = patient_column
+        if header not in (True, False, "auto"):
+            raise ValueError(f"header must be true, false or auto, got {header!r}")
+        self.header = header
         self.progress = progress
+
+    @property
+    def min_duration_s(self) -> float:
+        return self.checks.min_duration_s
 
     def __repr__(self) -> str:
         return f"WfdbLabelledFolder(root={str(self.root)!r}, labels_csv={str(self.labels_csv)!r})"
 
+    # ------------------------------------------------------------------ the labels CSV
     def labels(self) -> pd.DataFrame:
-        frame = pd.read_csv(self.labels_csv, dtype=str, keep_default_na=False)
-        frame.columns = [str(column).strip().lower() for column in frame.columns]
-        missing = [column for column in ("record", "label") if column not in frame.columns]
-        if missing:
-            raise ValueError(
-                f"{self.labels_csv}: missing column(s) {missing}; found {list(frame.columns)}"
-            )
-        return frame
+        """The CSV as columns ``record``, ``label``, ``patient`` (strings, blanks stripped).
 
-    def iter_records(self, exclusions: ExclusionLog) -> Iterator[EcgRecord]:
-        labels = self.labels()
+        Raises ValueError naming the file and the columns it has when a named column is
+        missing, or when ``header: auto`` cannot tell whether the first row is a header.
+        """
+        try:
+            raw = pd.read_csv(
+                self.labels_csv, header=None, dtype=str, keep_default_na=False,
+                encoding="utf-8-sig",
+            )
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{self.labels_csv}: the labels CSV is empty") from None
+        raw = raw.apply(lambda column: column.str.strip())
+        has_header = self._has_header(raw)
+        if has_header:
+            names = list(raw.iloc[0])
+            body = raw.iloc[1:].reset_index(drop=True)
+        else:
+            names = None
+            body = raw
+        record = self._column(body, names, self.record_column, "record_column", 0)
+        label = self._column(body, names, self.label_column, "label_column", 1)
+        patient_column = self.patient_column
+        if patient_column is None and has_header and _IMPLICIT_PATIENT_COLUMN in [
+            name.lower() for name in names
+        ]:
+            patient_column = _IMPLICIT_PATIENT_COLUMN
+        patient = (
+            self._column(body, names, patient_column, "patient_column", None)
+            if patient_column is not None else pd.Series([""] * len(body), dtype=str)
+        )
+        return pd.DataFrame({"record": record.to_numpy(), "label": label.to_numpy(),
+                             "patient": patient.to_numpy()})
+
+    def _has_header(self, raw: pd.DataFrame) -> bool:
+        if self.header != "auto":
+            return bool(self.header)
+        if raw.empty:
+            return False
+        first_row = [str(cell) for cell in raw.iloc[0]]
+        named = [c for c in (self.record_column, self.label_column, self.patient_column)
+                 if isinstance(c, str)]
+        lowered = {cell.lower() for cell in first_row}
+        if named and all(name.lower() in lowered for name in named):
+            return True
+        if raw.shape[1] == 2 and self._resolve(_record_id(first_row[0]))[0] is not None:
+            return False
+        raise ValueError(
+            f"{self.labels_csv}: cannot tell whether the first row {first_row} is a header: "
+            f"it does not hold the column(s) {named}, and it is not a two-column row whose "
+            f"first cell names a record under {self.root}. Set header: true (and "
+            f"record_column / label_column to your column names) or header: false (and the "
+            f"columns' 0-based positions)"
+        )
+
+    def _column(
+        self, body: pd.DataFrame, names: list[str] | None, column: Column, option: str,
+        headerless_default: int | None,
+    ) -> pd.Series:
+        found = names if names is not None else [f"position {i}" for i in range(body.shape[1])]
+        if isinstance(column, int):
+            position = column
+        elif names is None:
+            # Without a header row the default names stand for the first two columns.
+            defaults = {"record_column": "record", "label_column": "label"}
+            if headerless_default is None or column != defaults.get(option):
+                raise ValueError(
+                    f"{self.labels_csv}: the file has no header row, so {option}={column!r} "
+                    f"names no column; give its 0-based position (columns: {found})"
+                )
+            position = headerless_default
+        else:
+            lowered = [name.lower() for name in names]
+            if column.strip().lower() not in lowered:
+                raise ValueError(
+                    f"{self.labels_csv}: no column {column!r} ({option}); found columns {found}"
+                )
+            position = lowered.index(column.strip().lower())
+        if not 0 <= position < body.shape[1]:
+            raise ValueError(
+                f"{self.labels_csv}: {option}={column!r} is out of range; found columns {found}"
+            )
+        return body.iloc[:, position].astype(str)
+
+    # ------------------------------------------------------------------ records
+    def _index(self) -> tuple[dict[str, Path], dict[str, list[Path]]]:
         headers = _headers(self.root)
         by_relative = {
             path.relative_to(self.root).with_suffix("").as_posix(): path for path in headers
@@ -566,47 +758,88 @@ class WfdbLabelledFolder:
         by_stem: dict[str, list[Path]] = {}
         for path in headers:
             by_stem.setdefault(path.stem, []).append(path)
-        has_patient = "patient_id" in labels.columns
-        seen: set[str] = set()
-        for row in tqdm(
-            labels.itertuples(index=False), total=len(labels), desc=f"reading {self.root}",
-            disable=not self.progress, unit="record",
-        ):
-            record_id = str(row.record).strip().removesuffix(".hea")
-            header_path = by_relative.get(record_id)
-            if header_path is None and len(by_stem.get(record_id, [])) == 1:
-                header_path = by_stem[record_id][0]
-            source = str(header_path) if header_path is not None else str(self.root / record_id)
-            try:
-                if record_id in seen:
-                    raise _Excluded("duplicate_id", f"{self.labels_csv}: record listed twice")
-                seen.add(record_id)
-                label = rhythm_from_acronym(row.label)
-                if label is None:
-                    raise _Excluded(
-                        "unknown_label",
-                        f"{self.labels_csv}: label {row.label!r} is none of {RHYTHMS}",
-                    )
-                if header_path is None:
-                    ambiguous = len(by_stem.get(record_id, [])) > 1
-                    raise _Excluded(
-                        "missing_file" if not ambiguous else "duplicate_id",
-                        f"{self.labels_csv}: record {record_id!r} "
-                        + ("names several records; give the relative path" if ambiguous
-                           else f"has no header under {self.root}"),
-                    )
-                signal, fs, lead, comments = _read_one_lead(
-                    header_path, self.leads, self.allow_first_channel
+        return by_relative, by_stem
+
+    def _resolve(self, record_id: str, index=None) -> tuple[Path | None, bool]:
+        """The header a CSV record cell names, and whether a bare name was ambiguous."""
+        by_relative, by_stem = index if index is not None else self._index()
+        path = by_relative.get(record_id)
+        if path is not None:
+            return path, False
+        matches = by_stem.get(record_id, [])
+        return (matches[0], False) if len(matches) == 1 else (None, len(matches) > 1)
+
+    def iter_records(self, exclusions: ExclusionLog) -> Iterator[EcgRecord]:
+        labels = self.labels()
+        index = self._index()
+        by_relative, _ = index
+        labelled: set[Path] = set()
+        rows: list[tuple[_LabelRow, Path | None, bool]] = []
+        for record, label, patient in labels.itertuples(index=False):
+            row = _LabelRow(_record_id(record), label, patient)
+            path, ambiguous = self._resolve(row.record_id, index)
+            if path is not None:
+                labelled.add(path)
+            rows.append((row, path, ambiguous))
+        unlabelled = [path for path in by_relative.values() if path not in labelled]
+
+        def candidates() -> Iterator[Candidate]:
+            seen: set[str] = set()
+            for row, path, ambiguous in rows:
+                duplicate = row.record_id in seen
+                seen.add(row.record_id)
+                source = str(path) if path is not None else str(self.root / row.record_id)
+                yield Candidate(
+                    row.record_id, source,
+                    lambda row=row, path=path, amb=ambiguous, dup=duplicate:
+                        self._read(row, path, amb, dup),
                 )
-                problem = signal_problem(signal, fs, self.min_duration_s, lead)
-                if problem is not None:
-                    raise _Excluded(*problem)
-            except _Excluded as excluded:
-                exclusions.add(
-                    self.dataset_name, record_id, source, excluded.reason, excluded.detail
-                )
-                continue
-            patient = (str(row.patient_id).strip() if has_patient else "") or (
-                patient_from_comments(comments) or Path(record_id).name
+            for path in unlabelled:
+                relative = path.relative_to(self.root).with_suffix("").as_posix()
+                yield Candidate(relative, str(path), lambda: self._unlabelled())
+
+        yield from read_checked(
+            self.dataset_name, candidates(), exclusions, self.checks, self.progress,
+            len(rows) + len(unlabelled),
+        )
+
+    def _unlabelled(self) -> EcgRecord:
+        raise Excluded("unlabelled_record", f"no row of {self.labels_csv} names this record")
+
+    def label_of(self, raw_label: str) -> str:
+        """The label a CSV cell gives after ``label_map``, or raise Excluded."""
+        raw_label = raw_label.strip()
+        if not raw_label:
+            raise Excluded("unknown_label", f"{self.labels_csv}: empty label cell")
+        label = self.label_map.get(raw_label, raw_label)
+        if raw_label in self.exclude_labels or label in self.exclude_labels:
+            shown = raw_label if label == raw_label else f"{raw_label} (mapped to {label})"
+            raise Excluded("excluded_label", f"label {shown} is in exclude_labels")
+        return label
+
+    def _read(
+        self, row: _LabelRow, header_path: Path | None, ambiguous: bool, duplicate: bool
+    ) -> EcgRecord:
+        if duplicate:
+            raise Excluded("duplicate_id", f"{self.labels_csv}: record listed twice")
+        label = self.label_of(row.label)
+        if header_path is None:
+            raise Excluded(
+                "duplicate_id" if ambiguous else "missing_file",
+                f"{self.labels_csv}: record {row.record_id!r} "
+                + ("names several records; give the relative path" if ambiguous
+                   else f"has no header under {self.root}"),
             )
-            yield EcgRecord(record_id, patient, signal, fs, lead, label, source)
+        signal, fs, lead, comments = _read_one_lead(
+            header_path, self.leads, self.allow_first_channel
+        )
+        patient = row.patient or patient_from_comments(comments) or Path(row.record_id).name
+        return EcgRecord(row.record_id, patient, signal, fs, lead, label, str(header_path))
+
+
+def _record_id(cell: str) -> str:
+    record_id = str(cell).strip()
+    for suffix in _RECORD_SUFFIXES:
+        if record_id.lower().endswith(suffix):
+            return record_id[: -len(suffix)]
+    return record_id

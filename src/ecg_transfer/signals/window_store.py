@@ -9,11 +9,13 @@ Layout of a store directory::
 
     windows.f32     N x window_length little-endian float32, row-major, no header
     index.parquet   one row per window (record_id, patient_id, label, split, window_start, ...)
-    meta.json       {"format": ..., "n_windows": N, "window_length": L, "dtype": "<f4"}
+    meta.json       {"format": ..., "n_windows": N, "window_length": L, "dtype": "<f4",
+                     "windows_sha1": ..., "classes": [...] or null, ...}
 
 meta.json is written last and the directory is built under a temporary name and renamed
 into place, so a store that exists under its own name is complete; an interrupted write
-leaves only a ".<name>.partial-*" directory, which WindowStore refuses to open.
+leaves only a ".<name>.partial-<host>-<pid>-<id>" directory, which WindowStore refuses to
+open and which the next writer of the same store removes once its writer process is gone.
 """
 
 from __future__ import annotations
@@ -22,14 +24,20 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ecg_transfer.atomic_files import (
+    atomic_write,
+    leftover_dir,
+    remove_stale_leftovers,
+    replace_directory,
+)
 
 FORMAT = "ecg_transfer.window_store/1"
 WINDOWS_FILE = "windows.f32"
@@ -54,6 +62,8 @@ INDEX_SCHEMA = pa.schema(
     ]
 )
 REQUIRED_INDEX_COLUMNS = ("record_id", "patient_id", "label")
+# Keys of meta.json that the writer owns; extra metadata may not override them.
+RESERVED_META_KEYS = ("format", "n_windows", "window_length", "dtype", "windows_sha1")
 _STRING_COLUMNS = [f.name for f in INDEX_SCHEMA if f.type == pa.string()]
 
 
@@ -132,12 +142,19 @@ class WindowStore:
         """Label of each window as an object array (None for the unlabelled corpus)."""
         return self.index["label"].to_numpy(dtype=object)
 
-    def label_codes(self, classes: Sequence[str] | None = None) -> np.ndarray:
-        """Class index (position in `classes`, default RHYTHMS) of each window, int64."""
-        if classes is None:
-            from ecg_transfer.signals.records import RHYTHMS
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """The study's class list stored with a labelled store (class index = position), else None."""
+        classes = self.meta.get("classes")
+        return None if classes is None else tuple(str(c) for c in classes)
 
-            classes = RHYTHMS
+    def label_codes(self, classes: Sequence[str]) -> np.ndarray:
+        """Class index (position in `classes`, e.g. ``store.classes``) of each window, int64."""
+        if classes is None or isinstance(classes, str):
+            raise TypeError(
+                f"window store {self.path}: label_codes needs the class list (a sequence of str, "
+                f"e.g. store.classes), got {classes!r}"
+            )
         lookup = {name: i for i, name in enumerate(classes)}
         labels = self.index["label"]
         unknown = sorted({str(v) for v in labels if v not in lookup})
@@ -202,9 +219,8 @@ class WindowStore:
             raise ValueError(f"window store {self.path}: split values must be in {SPLITS}, got {bad}")
         index = self.index.copy()
         index["split"] = values
-        tmp = self.path / f".{INDEX_FILE}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(_index_table(index, str(self.path)), tmp)
-        os.replace(tmp, self.path / INDEX_FILE)
+        table = _index_table(index, str(self.path))
+        atomic_write(self.path / INDEX_FILE, lambda tmp: pq.write_table(table, tmp))
         self._index = None
         return self
 
@@ -261,20 +277,35 @@ class WindowStoreWriter:
     Memory use is one chunk: windows go straight to the raw file and index rows straight
     to a parquet row group. If the path already holds a store it is replaced only on a
     successful close(). Use as a context manager so that an exception discards the
-    partial store.
+    partial store. ``window_length=None`` takes the length of the first chunk.
+    ``meta`` (and anything put into ``writer.meta`` before close()) is stored in meta.json
+    beside the writer's own keys, e.g. ``{"classes": [...]}``.
+
+    A writer killed mid-write (SIGTERM, SIGKILL, power loss) leaves its hidden partial
+    folder; the next writer of the same store removes it if its process is gone.
     """
 
-    def __init__(self, path: str | os.PathLike, window_length: int = 2048) -> None:
-        if int(window_length) != window_length or window_length < 1:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        window_length: int | None = None,
+        meta: Mapping[str, object] | None = None,
+    ) -> None:
+        if window_length is not None and (
+            isinstance(window_length, bool) or int(window_length) != window_length or window_length < 1
+        ):
             raise ValueError(f"WindowStoreWriter {path}: window_length must be a positive integer, got {window_length!r}")
         self.path = Path(path)
-        self.window_length = int(window_length)
+        self.window_length = None if window_length is None else int(window_length)
+        self.meta: dict[str, object] = {}
+        self.meta.update(meta or {})
         if self.path.exists() and not (self.path / META_FILE).is_file():
             raise FileExistsError(
                 f"WindowStoreWriter {self.path}: the path exists and is not a window store; refusing to replace it"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.parent / f".{self.path.name}.partial-{uuid.uuid4().hex[:12]}"
+        remove_stale_leftovers(self.path)
+        self._tmp = leftover_dir(self.path, "partial")
         self._tmp.mkdir()
         self._windows_file = open(self._tmp / WINDOWS_FILE, "wb")  # noqa: SIM115 - closed in close()/abort()
         self._index_writer = pq.ParquetWriter(self._tmp / INDEX_FILE, INDEX_SCHEMA)
@@ -296,9 +327,12 @@ class WindowStoreWriter:
                 f"WindowStoreWriter {where}: windows must be float32, got {windows.dtype} "
                 "(convert explicitly with .astype(np.float32) if that is intended)"
             )
+        if self.window_length is None and windows.ndim == 2 and len(windows) and windows.shape[1] >= 1:
+            self.window_length = int(windows.shape[1])
         if windows.ndim != 2 or windows.shape[1] != self.window_length:
+            expected = "window_length" if self.window_length is None else self.window_length
             raise ValueError(
-                f"WindowStoreWriter {where}: windows must have shape (k, {self.window_length}), got {windows.shape}"
+                f"WindowStoreWriter {where}: windows must have shape (k, {expected}), got {windows.shape}"
             )
         if not isinstance(index, pd.DataFrame):
             raise TypeError(f"WindowStoreWriter {where}: index must be a DataFrame, got {type(index).__name__}")
@@ -322,28 +356,30 @@ class WindowStoreWriter:
         if self.n_windows == 0:
             self.abort()
             raise ValueError(f"WindowStoreWriter {self.path}: no windows were appended; an empty store is not written")
-        self._windows_file.flush()
-        os.fsync(self._windows_file.fileno())
-        self._windows_file.close()
-        self._index_writer.close()
+        clash = sorted(set(self.meta) & set(RESERVED_META_KEYS))
+        if clash:
+            self.abort()
+            raise ValueError(f"WindowStoreWriter {self.path}: extra metadata may not set {clash}")
         meta = {
             "format": FORMAT,
             "n_windows": self.n_windows,
             "window_length": self.window_length,
             "dtype": DTYPE.str,
             "windows_sha1": self._digest.hexdigest(),
+            **self.meta,
         }
-        (self._tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        try:
+            text = json.dumps(meta, indent=2)
+        except TypeError as exc:
+            self.abort()
+            raise ValueError(f"WindowStoreWriter {self.path}: metadata is not JSON-serialisable: {exc}") from exc
+        self._windows_file.flush()
+        os.fsync(self._windows_file.fileno())
+        self._windows_file.close()
+        self._index_writer.close()
         self._open = False
-        if self.path.exists():
-            # Directories cannot be replaced atomically; move the old store aside first so
-            # that at every moment the name holds either the old or the new complete store.
-            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(self.path, old)
-            os.rename(self._tmp, self.path)
-            shutil.rmtree(old)
-        else:
-            os.rename(self._tmp, self.path)
+        (self._tmp / META_FILE).write_text(text)
+        replace_directory(self._tmp, self.path)
         return WindowStore(self.path)
 
     def abort(self) -> None:

@@ -8,6 +8,11 @@ Samples are drawn with replacement and stratified: each class gets a count propo
 share of the training split, and at least one. The rare rhythms of the Chapman set (AVRT 8,
 SAAWR 7 records) would otherwise vanish from a 25 % sample now and then, and the classifier's
 output layer would never see them.
+
+When a record gives several windows, the sample draws *records* (pass ``records``, the record id
+of every training window): a drawn record brings all its windows, so the windows of one record
+travel together and the unit of resampling is the unit of independence. With one window per
+record this is exactly the window-level draw (the same positions, bit for bit).
 """
 
 from __future__ import annotations
@@ -65,7 +70,11 @@ def stratified_counts(class_sizes: np.ndarray, sample_size: int) -> np.ndarray:
 
 
 def bootstrap_sample_with_redraws(
-    train_labels: np.ndarray, fraction: float, seed: int, max_redraws: int = 1000
+    train_labels: np.ndarray,
+    fraction: float,
+    seed: int,
+    max_redraws: int = 1000,
+    records: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """draw_bootstrap_sample, also returning how many draws were rejected for a missing class."""
     labels = _as_label_array(train_labels)
@@ -73,37 +82,88 @@ def bootstrap_sample_with_redraws(
         raise ValueError(f"draw_bootstrap_sample: fraction must be in (0, 1], got {fraction}")
     if max_redraws < 0:
         raise ValueError(f"draw_bootstrap_sample: max_redraws must be >= 0, got {max_redraws}")
-    classes, class_index = np.unique(labels, return_inverse=True)
+    units = _Units(labels, records)
+    classes, class_index = np.unique(units.labels, return_inverse=True)
     class_sizes = np.bincount(class_index, minlength=classes.size)
-    sample_size = int(round(float(fraction) * labels.size))
+    sample_size = int(round(float(fraction) * units.labels.size))
     counts = stratified_counts(class_sizes, sample_size)
     members = [np.flatnonzero(class_index == c) for c in range(classes.size)]
     # The fraction enters the generator's seed, so one trial seed gives independent samples
     # at 100 %, 50 % and 25 % and each (fraction, seed) pair always gives the same sample.
     rng = np.random.default_rng([int(seed), _fraction_key(fraction)])
     for redraws in range(max_redraws + 1):
-        positions = np.concatenate(
+        drawn = np.concatenate(
             [rng.choice(idx, size=k, replace=True) for idx, k in zip(members, counts)]
         )
-        if np.unique(class_index[positions]).size == classes.size:
+        if np.unique(class_index[drawn]).size == classes.size:
             # Sorted positions read a memmapped window store front to back; the training
             # loop shuffles every epoch anyway.
-            return np.sort(positions), redraws
+            return np.sort(units.positions(drawn)), redraws
     raise RuntimeError(
         f"draw_bootstrap_sample: no sample with all {classes.size} classes after "
         f"{max_redraws} redraws (fraction={fraction}, seed={seed})"
     )
 
 
-def draw_bootstrap_sample(
-    train_labels: np.ndarray, fraction: float, seed: int, max_redraws: int = 1000
-) -> np.ndarray:
-    """Positions into the training split for one trial: size round(fraction * n), with replacement.
+class _Units:
+    """What the sample draws: windows, or records with all their windows.
 
+    Records are numbered in the order of their first window, so with one window per record
+    unit i is window i and the draw is the window-level draw exactly.
+    """
+
+    def __init__(self, labels: np.ndarray, records: np.ndarray | None):
+        self._windows = None
+        if records is None:
+            self.labels = labels
+            return
+        records = np.asarray(records, dtype=object)
+        if records.shape != labels.shape:
+            raise ValueError(
+                f"draw_bootstrap_sample: records has {records.size} entries but train_labels "
+                f"{labels.size}; give the record id of every training window"
+            )
+        if pd.isna(records).any():
+            raise ValueError("draw_bootstrap_sample: records holds missing record ids")
+        codes, uniques = pd.factorize(records, sort=False)
+        _, first = np.unique(codes, return_index=True)  # first window of each record
+        self.labels = labels[first]
+        mixed = np.flatnonzero(pd.Series(labels).groupby(codes).nunique().to_numpy() > 1)
+        if mixed.size:
+            raise ValueError(
+                f"draw_bootstrap_sample: record {uniques[mixed[0]]!r} has windows of several labels; "
+                "a record has one label"
+            )
+        if uniques.size < codes.size:  # several windows per record: remember them
+            order = np.argsort(codes, kind="stable")
+            sizes = np.bincount(codes, minlength=uniques.size)
+            self._windows = (order, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+
+    def positions(self, drawn: np.ndarray) -> np.ndarray:
+        """Window positions of the drawn units (a record drawn twice gives its windows twice)."""
+        if self._windows is None:
+            return drawn
+        order, starts, sizes = self._windows
+        lengths = sizes[drawn]
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return order[np.repeat(starts[drawn], lengths) + offsets]
+
+
+def draw_bootstrap_sample(
+    train_labels: np.ndarray,
+    fraction: float,
+    seed: int,
+    max_redraws: int = 1000,
+    records: np.ndarray | None = None,
+) -> np.ndarray:
+    """Positions into the training split for one trial, drawn with replacement.
+
+    Without ``records``: round(fraction * n) windows. With ``records`` (the record id of each
+    training window): round(fraction * n_records) records, each with all its windows.
     Stratification puts every class in by construction; the check-and-redraw loop stays as a
     guard so that a change to the allocation can never silently drop a class.
     """
-    positions, redraws = bootstrap_sample_with_redraws(train_labels, fraction, seed, max_redraws)
+    positions, redraws = bootstrap_sample_with_redraws(train_labels, fraction, seed, max_redraws, records)
     if redraws:
         logger.warning(
             "bootstrap sample (fraction=%s, seed=%s) needed %d redraws to hold every class",
@@ -120,11 +180,13 @@ def draw_all_samples(
     n_trials: int,
     base_seed: int,
     max_redraws: int = 1000,
+    records: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every (fraction, trial) sample in long format: one row per drawn position.
 
     Trials are numbered 1..n_trials; the seed column is the trial's seed from trial_seeds, shared
     by all fractions and arms of that trial (the model-initialisation seed can reuse it).
+    ``records`` (record id per training window) makes the samples draw records, see the module.
     """
     if len(fractions) == 0:
         raise ValueError("draw_all_samples: fractions is empty")
@@ -134,7 +196,7 @@ def draw_all_samples(
     frames = []
     for fraction in fractions:
         for trial, seed in enumerate(seeds, start=1):
-            positions = draw_bootstrap_sample(train_labels, fraction, seed, max_redraws)
+            positions = draw_bootstrap_sample(train_labels, fraction, seed, max_redraws, records)
             frames.append(
                 pd.DataFrame(
                     {
@@ -146,6 +208,54 @@ def draw_all_samples(
                 )
             )
     return pd.concat(frames, ignore_index=True)
+
+
+def sample_sizes(bootstrap_samples: pd.DataFrame, train_records=None) -> pd.DataFrame:
+    """Per fraction: how many training windows and unique records a sample holds on average.
+
+    ``train_records`` is the record id of every training window (position i -> record i); without
+    it every window is its own record. ``unique_share`` is unique / drawn records: sampling n of
+    n with replacement keeps about 1 - 1/e = 63 % distinct records, a quarter of n about 88 %.
+    """
+    missing = {"fraction", "trial", "position"} - set(bootstrap_samples.columns)
+    if missing:
+        raise ValueError(f"sample_sizes: bootstrap_samples lacks columns {sorted(missing)}")
+    positions = bootstrap_samples["position"].to_numpy(dtype=np.int64)
+    if train_records is None:
+        train_records = np.arange(int(positions.max()) + 1 if positions.size else 0)
+        n_records = None
+    else:
+        train_records = np.asarray(train_records, dtype=object)
+        n_records = int(pd.unique(train_records).size)
+    if positions.size and positions.max() >= len(train_records):
+        raise ValueError(
+            f"sample_sizes: position {int(positions.max())} lies outside the training split "
+            f"of {len(train_records)} windows; the samples belong to other data"
+        )
+    codes, _ = pd.factorize(pd.Series(train_records, dtype=object), sort=False)
+    windows_per_record = np.bincount(codes)
+    drawn = codes[positions]
+    per_trial = (
+        pd.DataFrame({"fraction": bootstrap_samples["fraction"].to_numpy(dtype=float),
+                      "trial": bootstrap_samples["trial"].to_numpy(), "record": drawn,
+                      # a record drawn once contributes all its windows: 1 / windows per row
+                      "draw": 1.0 / windows_per_record[drawn]})
+        .groupby(["fraction", "trial"])
+        .agg(windows=("record", "size"), records_drawn=("draw", "sum"), unique_records=("record", "nunique"))
+    )
+    table = per_trial.groupby(level="fraction").agg(
+        trials=("windows", "size"),
+        windows_mean=("windows", "mean"),
+        records_drawn_mean=("records_drawn", "mean"),
+        unique_records_mean=("unique_records", "mean"),
+        unique_records_min=("unique_records", "min"),
+        unique_records_max=("unique_records", "max"),
+    )
+    table = table.sort_index(ascending=False).reset_index()
+    table["records_drawn_mean"] = table["records_drawn_mean"].round(6)
+    table["unique_share"] = table["unique_records_mean"] / table["records_drawn_mean"]
+    table["training_records"] = n_records if n_records is not None else np.nan
+    return table
 
 
 def _fraction_key(fraction: float) -> int:

@@ -10,28 +10,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
-from ecg_transfer.signals.records import RHYTHMS
+from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.summaries import summarise_runs
-from ecg_transfer.training.checkpoints import CheckpointStore
-from ecg_transfer.training.engine import TrainConfig, fit
+from ecg_transfer.training.checkpoints import CheckpointStore, run_once
+from ecg_transfer.training.engine import FitResult, TrainConfig, fit
+from ecg_transfer.training.tasks import ClassificationTask
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("random", "transfer", "transfer_frozen", "image")
+SPLITS = ("train", "val", "test")
+PREDICTION_SELECTIONS = ("honest", "best_test")
 
 
 @dataclass(frozen=True)
 class ArmData:
     """Inputs of one arm: the training split (indexed by the bootstrap positions), and the fixed
-    validation and test splits. x are windows (N, 2048) or feature vectors (N, F)."""
+    validation and test splits. x are windows (N, L) or feature vectors (N, F); ``*_records``
+    hold each row's record id (a record may give several windows)."""
 
     train_x: Any
     train_y: np.ndarray
@@ -39,18 +42,31 @@ class ArmData:
     val_y: np.ndarray
     test_x: Any
     test_y: np.ndarray
+    val_records: np.ndarray | None = None
+    test_records: np.ndarray | None = None
+
+    def eval_split(self, split: str) -> tuple:
+        """``(x, y)``, or ``(x, y, record_ids)`` when some record gives several windows, so the
+        engine also scores that split per record (mean of the window logits)."""
+        x, y, records = getattr(self, f"{split}_x"), getattr(self, f"{split}_y"), getattr(self, f"{split}_records")
+        if records is not None and len(np.unique(records)) < len(records):
+            return x, y, records
+        return x, y
 
 
-def labelled_arm_data(labelled_windows, inputs: np.ndarray | None = None) -> ArmData:
-    """The labelled set by split, in memory (one window per record: small). ``inputs``, rows
-    aligned with the window store (e.g. image features), replaces the windows."""
-    codes = labelled_windows.label_codes(RHYTHMS)
-    parts = {}
-    for split in ("train", "val", "test"):
+def labelled_arm_data(labelled_windows, classes: Sequence[str], inputs: np.ndarray | None = None) -> ArmData:
+    """The labelled set by split, in memory. ``inputs``, rows aligned with the window store (e.g.
+    image features), replaces the windows."""
+    codes = labelled_windows.label_codes(list(classes))
+    record_ids = labelled_windows.index["record_id"].to_numpy(dtype=object)
+    parts: dict[str, Any] = {}
+    for split in SPLITS:
         rows = labelled_windows.split_indices(split)
-        x = labelled_windows.take(rows) if inputs is None else inputs[rows]
-        parts[split] = (x, codes[rows])
-    return ArmData(*parts["train"], *parts["val"], *parts["test"])
+        parts[f"{split}_x"] = labelled_windows.take(rows) if inputs is None else inputs[rows]
+        parts[f"{split}_y"] = codes[rows]
+        if split != "train":
+            parts[f"{split}_records"] = record_ids[rows]
+    return ArmData(**parts)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -72,18 +88,27 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:12]
 
 
-def labelled_run_fingerprint(labelled_windows, bootstrap_samples: pd.DataFrame, *settings: Any) -> str:
-    """The fingerprint of an arm's runs: its own settings and inputs, plus what every arm
-    shares (the labelled records with their labels and splits, and the bootstrap samples)."""
-    return fingerprint(
-        *settings,
-        labelled_windows.index[["record_id", "label", "split"]].to_numpy(),
-        bootstrap_samples[["fraction", "trial", "seed", "position"]].to_numpy(),
-    )
+def labelled_fingerprint(labelled_windows) -> str:
+    """What every arm shares on the labelled side: records, labels, splits and the windows."""
+    return fingerprint(labelled_windows.index[["record_id", "label", "split"]].to_numpy(), labelled_windows.meta)
+
+
+def bootstrap_fingerprint(bootstrap_samples: pd.DataFrame) -> str:
+    return fingerprint(bootstrap_samples[["fraction", "trial", "seed", "position"]].to_numpy())
 
 
 def run_key(arm: str, fraction: float, trial: int, data_fingerprint: str) -> str:
     return f"finetuning/{arm}/fraction={fraction:g}/trial={trial:02d}/{data_fingerprint}"
+
+
+@dataclass
+class ArmRuns:
+    """What an arm produced: the long per-epoch history, the saved class probabilities and one
+    MLflow run record per (fraction, trial)."""
+
+    histories: pd.DataFrame
+    predictions: pd.DataFrame
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_arm(
@@ -91,43 +116,129 @@ def run_arm(
     make_model: Callable[[int], nn.Module],
     data: ArmData,
     bootstrap_samples: pd.DataFrame,
-    train_config: Mapping[str, Any],
+    train_config: TrainConfig,
+    classes: Sequence[str],
     checkpoints: CheckpointStore | None,
     data_fingerprint: str,
     progress: bool = True,
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Train `arm` on every (fraction, trial) sample; return the long per-epoch history and one
-    MLflow run record per run. Finished runs found in `checkpoints` are not trained again."""
-    histories, records = [], []
+) -> ArmRuns:
+    """Train `arm` on every (fraction, trial) sample. Finished runs found in `checkpoints` are
+    not trained again, and an interrupted one continues from its last epoch."""
+    task = ClassificationTask(tuple(classes))
+    evals = {split: data.eval_split(split) for split in ("val", "test")}
     groups = bootstrap_samples.groupby(["fraction", "trial"], sort=False)
+    plan = []
     for (fraction, trial), sample in sorted(groups, key=lambda item: (-item[0][0], item[0][1])):
         seed = int(sample["seed"].iloc[0])
-        positions = np.sort(sample["position"].to_numpy())
-        config = TrainConfig(**{**dict(train_config), "seed": seed})
-        key = run_key(arm, float(fraction), int(trial), data_fingerprint)
-        logger.info("%s: fraction %g, trial %d (%d training windows)", arm, fraction, trial, positions.size)
+        plan.append((float(fraction), int(trial), seed, np.sort(sample["position"].to_numpy())))
+    keys = [run_key(arm, fraction, trial, data_fingerprint) for fraction, trial, _, _ in plan]
+    outcome: dict[int, str] = {}
+    done_at_start = {key for key in keys if checkpoints is not None and checkpoints.is_done(key)}
+
+    def train(index: int) -> tuple[FitResult, TrainConfig]:
+        fraction, trial, seed, positions = plan[index]
+        config = TrainConfig(**{**asdict(train_config), "seed": seed})
+        done_before = checkpoints is not None and checkpoints.is_done(keys[index])
+        logger.debug("%s: fraction %g, trial %d (%d training windows)", arm, fraction, trial, positions.size)
         result = fit(
-            make_model(seed),
-            "classification",
-            _take(data.train_x, positions),
-            data.train_y[positions],
-            {"val": (data.val_x, data.val_y), "test": (data.test_x, data.test_y)},
-            config,
-            checkpoints=checkpoints,
-            run_key=key,
-            progress=progress,
+            make_model(seed), task, _take(data.train_x, positions), data.train_y[positions], evals, config,
+            checkpoints=checkpoints, run_key=keys[index], progress=progress,
         )
-        history = result.history.assign(fraction=float(fraction), arm=arm, trial=int(trial))
+        if done_before:
+            outcome[index] = "reused" if keys[index] in done_at_start else "collected"
+        elif result.resumed_from_epoch is not None:
+            outcome[index] = f"resumed:{result.resumed_from_epoch}"
+        else:
+            outcome[index] = "trained"
+        return result, config
+
+    # Parallel workers on one folder split the runs (a claim per run key); this worker still
+    # returns every run, collecting those trained elsewhere.
+    results = run_once(checkpoints, keys, train)
+    histories, predictions, records = [], [], []
+    for (fraction, trial, seed, positions), (result, config) in zip(plan, results):
+        history = result.history.assign(fraction=fraction, arm=arm, trial=trial)
         histories.append(history)
-        records.append(_run_record(arm, float(fraction), int(trial), seed, positions, data, config, result, history))
+        predictions.append(prediction_table(result, data, classes, fraction=fraction, arm=arm, trial=trial))
+        records.append(_run_record(arm, fraction, trial, seed, positions, data, config, result, history))
+    logger.info("%s: %s", arm, describe_outcomes(list(outcome.values())))
     columns = ["fraction", "arm", "trial"]
     history = pd.concat(histories, ignore_index=True)
-    return history[columns + [c for c in history.columns if c not in columns]], records
+    return ArmRuns(
+        histories=history[columns + [c for c in history.columns if c not in columns]],
+        predictions=pd.concat(predictions, ignore_index=True),
+        records=records,
+    )
+
+
+def describe_outcomes(outcomes: Sequence[str]) -> str:
+    """One line on what resume did: "reused N finished runs, resumed M (from epoch E), trained K"
+    (plus "collected C" for runs another worker trained)."""
+    resumed = [outcome.split(":", 1)[1] for outcome in outcomes if outcome.startswith("resumed:")]
+    line = (
+        f"reused {outcomes.count('reused')} finished runs, resumed {len(resumed)}"
+        + (f" (from epoch {', '.join(resumed)})" if resumed else "")
+        + f", trained {outcomes.count('trained')}"
+    )
+    collected = outcomes.count("collected")
+    return line + (f", collected {collected} trained by another worker" if collected else "")
 
 
 def _take(x, positions: np.ndarray):
     """Rows of x, read once in sorted order (a memmap reads only those pages)."""
     return np.asarray(x[positions])
+
+
+def prediction_table(
+    result: FitResult, data: ArmData, classes: Sequence[str], **keys: Any
+) -> pd.DataFrame:
+    """The class probabilities a run gave at its honest (best-validation) epoch and at the
+    paper's best-test epoch, one row per (selection, split, record), with the true label."""
+    frames = []
+    for selection in PREDICTION_SELECTIONS:
+        chosen = (result.predictions or {}).get(selection)
+        if not chosen:
+            continue
+        for split in ("val", "test"):
+            if f"{split}_record" in chosen:
+                probabilities = np.asarray(chosen[f"{split}_record"])
+                record_ids = np.asarray(chosen[f"{split}_record_ids"], dtype=object)
+                label_of = dict(zip(getattr(data, f"{split}_records"), getattr(data, f"{split}_y")))
+                labels = np.array([label_of[record] for record in record_ids])
+            elif split in chosen:
+                probabilities = np.asarray(chosen[split])
+                record_ids = getattr(data, f"{split}_records")
+                record_ids = np.arange(len(probabilities)).astype(object) if record_ids is None else record_ids
+                labels = getattr(data, f"{split}_y")
+            else:
+                continue
+            frame = pd.DataFrame(probabilities, columns=[f"prob_{name}" for name in classes])
+            frame.insert(0, "label", np.asarray(classes, dtype=object)[labels])
+            frame.insert(0, "record_id", [str(record) for record in record_ids])
+            frame.insert(0, "split", split)
+            frame.insert(0, "epoch", int(chosen["epoch"]))
+            frame.insert(0, "selection", selection)
+            frames.append(frame)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for position, (name, value) in enumerate(keys.items()):
+        table.insert(position, name, value)
+    return table
+
+
+def run_record(
+    run_name: str, params: Mapping[str, Any], tags: Mapping[str, Any], history: pd.DataFrame,
+    metrics: Mapping[str, float],
+) -> dict[str, Any]:
+    """The one shape of an MLflow run record (datasets/mlflow_runs.py): tags as strings, the
+    per-epoch history without the columns that identify the run."""
+    return {
+        "run_name": run_name,
+        "params": dict(params),
+        "tags": {str(k): str(v) for k, v in tags.items()},
+        "history": history[["epoch", "split"] + [c for c in history.columns
+                                                 if c not in ("epoch", "split", "fraction", "arm", "trial")]],
+        "metrics": dict(metrics),
+    }
 
 
 def _run_record(arm, fraction, trial, seed, positions, data, config, result, history) -> dict[str, Any]:
@@ -138,16 +249,73 @@ def _run_record(arm, fraction, trial, seed, positions, data, config, result, his
                      "honest_test_f1_macro", "lci")
         if name in summary and pd.notna(summary[name])
     }
-    return {
-        "run_name": f"{arm}-f{fraction:g}-t{trial}",
-        "params": {
-            "arm": arm, "fraction": fraction, "trial": trial, "seed": seed,
+    fraction_text = f"{fraction:g}"
+    return run_record(
+        f"{arm}-f{fraction_text}-t{trial}",
+        {
+            "arm": arm, "fraction": fraction_text, "trial": trial, "seed": seed,
             "n_train": int(positions.size), "n_train_unique": int(np.unique(positions).size),
             "n_val": int(len(data.val_y)), "n_test": int(len(data.test_y)), "device": result.device,
             **{f"train.{k}": v for k, v in asdict(config).items() if k != "seed"},
         },
-        "tags": {"arm": arm, "fraction": f"{fraction:g}", "trial": str(trial), "stage": "finetuning"},
-        "history": history[["epoch", "split"] + [c for c in history.columns
-                                                 if c not in ("epoch", "split", "fraction", "arm", "trial")]],
-        "metrics": final,
+        {"arm": arm, "fraction": fraction_text, "trial": trial, "stage": "finetuning"},
+        history,
+        final,
+    )
+
+
+def arm_settings(
+    spec: ArmSpec,
+    study: Mapping[str, Any],
+    train_config: TrainConfig,
+    classes: Sequence[str],
+    bootstrap_samples: pd.DataFrame,
+    labelled_windows,
+    encoder_fingerprint: str | None,
+    run_fingerprint: str,
+) -> dict[str, Any]:
+    """What an arm's runs were made under; the statistics combine only arms that agree on every
+    setting but the arm's own (docs/statistics.md)."""
+    return {
+        "arm": spec.name,
+        "spec": {"init": spec.init, "freeze": spec.freeze, "input": spec.input},
+        "fractions": sorted({float(f) for f in bootstrap_samples["fraction"]}, reverse=True),
+        "n_trials": int(bootstrap_samples["trial"].nunique()),
+        "training": {k: v for k, v in asdict(train_config).items() if k != "seed"},
+        "classes": list(classes),
+        "bootstrap_fingerprint": bootstrap_fingerprint(bootstrap_samples),
+        "labelled_fingerprint": labelled_fingerprint(labelled_windows),
+        "encoder_fingerprint": encoder_fingerprint,
+        "run_fingerprint": run_fingerprint,
+        "base_seed": int(study.get("base_seed", 0)),
     }
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The classification head: a hidden layer of ``hidden`` units (0 = linear) and dropout."""
+
+    hidden: int = 64
+    dropout: float = 0.2
+
+    @classmethod
+    def from_params(cls, head: Mapping[str, Any]) -> HeadConfig:
+        return cls(hidden=int(head["hidden"]), dropout=float(head["dropout"]))
+
+
+@dataclass(frozen=True)
+class FinetuningConfig:
+    """The ``finetuning`` parameter group: every arm trains with ``training``; window arms put
+    ``head`` on the encoder (spectrogram arms take their head from ``image_transfer.head``)."""
+
+    head: HeadConfig
+    training: TrainConfig
+    progress: bool = True
+
+    @classmethod
+    def from_params(cls, finetuning: Mapping[str, Any]) -> FinetuningConfig:
+        return cls(
+            head=HeadConfig.from_params(finetuning["head"]),
+            training=TrainConfig(**finetuning["training"]),
+            progress=bool(finetuning.get("progress", True)),
+        )

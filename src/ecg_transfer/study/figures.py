@@ -7,31 +7,40 @@ same effect as the Agg backend).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ecg_transfer.study.tables import fraction_label
+from ecg_transfer.study.arms import ArmRegistry
+from ecg_transfer.study.tables import arm_order, fraction_label
 
-ARM_ORDER = ("random", "transfer", "transfer_frozen", "image")
-ARM_COLOURS = {"random": "tab:grey", "transfer": "tab:blue", "transfer_frozen": "tab:cyan", "image": "tab:orange"}
-
-
-def _arms(present, arms) -> list[str]:
-    present = set(present)
-    if arms is None:
-        ordered = [a for a in ARM_ORDER if a in present]
-        return ordered + sorted(present - set(ordered))
-    return [a for a in arms if a in present]
+FLOOR_STYLES = ("--", ":", "-.")
 
 
-def f1_vs_fraction(summary: pd.DataFrame, metric: str = "best_test_f1_weighted", arms=None) -> Figure:
-    """Mean ± SD (error bars over trials) of `metric` against the training fraction, per arm."""
+def _arm_styles(arms: ArmRegistry | Sequence[str] | None, present) -> list[tuple[str, str, str | None]]:
+    """(name, legend label, colour) of the arms with data, in display order; labels and colours
+    come from the registry when one is given (matplotlib's cycle otherwise)."""
+    names = arm_order(arms, present)
+    if isinstance(arms, ArmRegistry):
+        return [(name, arms.label(name), arms.colour(name)) for name in names]
+    return [(name, name, None) for name in names]
+
+
+def f1_vs_fraction(
+    summary: pd.DataFrame,
+    metric: str = "best_test_f1_weighted",
+    arms: ArmRegistry | Sequence[str] | None = None,
+    floor: Mapping[str, float] | None = None,
+) -> Figure:
+    """Mean ± SD (error bars over trials) of `metric` against the training fraction, per arm;
+    ``floor`` ({name: score}, e.g. the majority-class classifier) adds horizontal lines."""
     if metric not in summary.columns:
         raise ValueError(f"f1_vs_fraction: summary has no column {metric!r}")
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
-    for arm in _arms(summary["arm"].unique(), arms):
+    for arm, label, colour in _arm_styles(arms, summary["arm"]):
         stats = (
             summary.loc[summary["arm"] == arm]
             .groupby("fraction")[metric]
@@ -44,19 +53,24 @@ def f1_vs_fraction(summary: pd.DataFrame, metric: str = "best_test_f1_weighted",
             yerr=stats["std"].fillna(0.0).to_numpy(),
             marker="o",
             capsize=3,
-            label=arm,
-            color=ARM_COLOURS.get(arm),
+            label=label,
+            color=colour,
         )
+    for (name, value), style in zip((floor or {}).items(), FLOOR_STYLES * 10):
+        ax.axhline(value, color="black", linestyle=style, linewidth=1.0, alpha=0.7, label=f"floor: {name}")
     ax.set_xlabel("training data (% of the training split)")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: mean ± SD over trials")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     return fig
 
 
 def learning_curves(
-    histories: pd.DataFrame, split: str = "test", metric: str = "f1_weighted", arms=None
+    histories: pd.DataFrame,
+    split: str = "test",
+    metric: str = "f1_weighted",
+    arms: ArmRegistry | Sequence[str] | None = None,
 ) -> Figure:
     """The paper's Fig. 5: per-epoch `metric` on `split`, one panel per fraction, mean ± SD band."""
     for column in ("fraction", "arm", "trial", "epoch", "split", metric):
@@ -70,7 +84,7 @@ def learning_curves(
     axes = fig.subplots(1, len(fractions), sharey=True, squeeze=False)[0]
     for ax, fraction in zip(axes, fractions):
         at_fraction = rows[np.isclose(rows["fraction"], fraction)]
-        for arm in _arms(at_fraction["arm"].unique(), arms):
+        for arm, label, colour in _arm_styles(arms, at_fraction["arm"]):
             curve = (
                 at_fraction.loc[at_fraction["arm"] == arm]
                 .groupby("epoch")[metric]
@@ -80,33 +94,51 @@ def learning_curves(
             epochs = curve.index.to_numpy()
             mean = curve["mean"].to_numpy()
             sd = curve["std"].fillna(0.0).to_numpy()
-            colour = ARM_COLOURS.get(arm)
-            ax.plot(epochs, mean, label=arm, color=colour)
-            ax.fill_between(epochs, mean - sd, mean + sd, alpha=0.2, color=colour, linewidth=0)
+            (line,) = ax.plot(epochs, mean, label=label, color=colour)
+            ax.fill_between(epochs, mean - sd, mean + sd, alpha=0.2, color=line.get_color(), linewidth=0)
         ax.set_title(f"{fraction_label(fraction)} of training data")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{split} {metric}")
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     return fig
 
 
-def per_class_f1(summary: pd.DataFrame, prefix: str = "honest_test_f1_") -> Figure:
-    """Heatmap of mean per-class F1 over trials: rows fraction x arm, columns rhythm classes."""
+def per_class_f1(
+    summary: pd.DataFrame,
+    prefix: str = "honest_test_f1_",
+    arms: ArmRegistry | Sequence[str] | None = None,
+) -> Figure:
+    """Heatmap of mean per-class F1 over trials: rows fraction x arm, columns the study's classes
+    (any number; cells are annotated while they stay legible)."""
     columns = [
         c for c in summary.columns if c.startswith(prefix) and c[len(prefix):] not in ("weighted", "macro")
     ]
     if not columns:
         raise ValueError(f"per_class_f1: summary has no per-class columns starting {prefix!r}")
-    means = summary.groupby(["fraction", "arm"])[columns].mean()
-    means = means.sort_index(level="fraction", ascending=False, sort_remaining=True)
-    labels = [f"{fraction_label(f)} {a}" for f, a in means.index]
-    fig = Figure(figsize=(max(6.0, 3.0 + 0.6 * len(columns)), 1.5 + 0.4 * len(labels)), layout="constrained")
+    styles = _arm_styles(arms, summary["arm"])
+    rows, labels = [], []
+    for fraction in sorted(summary["fraction"].unique(), reverse=True):
+        at_fraction = summary[np.isclose(summary["fraction"], fraction)]
+        for arm, label, _ in styles:
+            runs = at_fraction.loc[at_fraction["arm"] == arm, columns]
+            if not runs.empty:
+                rows.append(runs.mean(skipna=True).to_numpy(dtype=float))
+                labels.append(f"{fraction_label(fraction)} {label}")
+    means = np.vstack(rows)
+    classes = [c[len(prefix):] for c in columns]
+    width = min(40.0, max(6.0, 3.0 + 0.6 * len(classes)))
+    fig = Figure(figsize=(width, 1.5 + 0.4 * len(labels)), layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(means.to_numpy(dtype=float), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(columns)), [c[len(prefix):] for c in columns], rotation=45, ha="right")
+    image = ax.imshow(means, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) > 2 else 0, ha="right")
     ax.set_yticks(range(len(labels)), labels)
-    ax.set_title("per-class test F1 (honest), mean over trials")
+    if len(classes) <= 15 and len(labels) <= 40:
+        for (i, j), value in np.ndenumerate(means):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value < 0.5 else "black")
+    ax.set_title(f"per-class test F1 (honest), mean over trials, {len(classes)} classes")
     fig.colorbar(image, ax=ax, label="F1")
     return fig
 

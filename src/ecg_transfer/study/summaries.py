@@ -1,11 +1,14 @@
 """From per-epoch histories to one row per run (fraction, arm, trial).
 
 Two protocols side by side:
-- optimistic (the paper's): the best *test* F1 over all epochs, i.e. model selection on the
+- optimistic (the paper's): the best *test* score over all epochs, i.e. model selection on the
   test split. Each best_* column takes its own best epoch.
 - honest: one epoch per run is chosen by the best *validation* F1_weighted (ties -> earliest
-  epoch), and every honest_* column (weighted, macro, accuracy, per-class F1) is the test value
-  at that one epoch, as if that checkpoint were the model shipped.
+  epoch), and every honest_* column (weighted, macro, accuracy, macro AUROC, per-class F1) is
+  the test value at that one epoch, as if that checkpoint were the model shipped.
+
+Histories may hold record-level rows (splits ``val_record``/``test_record``) when a record gives
+several windows; their test scores at the honest epoch become ``honest_test_record_*``.
 """
 
 from __future__ import annotations
@@ -15,36 +18,51 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ecg_transfer.study.lci import bounded_learning_curve_index, learning_curve_index
+from ecg_transfer.study.lci import (
+    bounded_learning_curve_index,
+    curve_never_drops,
+    learning_curve_index,
+)
 
 logger = logging.getLogger(__name__)
 
 RUN_KEYS = ["fraction", "arm", "trial"]
 HISTORY_COLUMNS = ("fraction", "arm", "trial", "epoch", "split", "f1_weighted", "f1_macro", "accuracy")
+SPLITS = ("train", "val", "test", "val_record", "test_record")
 AGGREGATE_METRICS = ("f1_weighted", "f1_macro", "accuracy")
+# Optional: histories from before macro AUROC was logged lack it, and then so does the summary.
+OPTIONAL_METRICS = ("auroc_macro",)
 
 
 def per_class_columns(histories: pd.DataFrame) -> list[str]:
-    """The f1_<RHYTHM> columns, in the histories' own order (the RHYTHMS order upstream)."""
+    """The f1_<class> columns, in the histories' own order (the study's class order upstream)."""
     return [c for c in histories.columns if c.startswith("f1_") and c not in ("f1_weighted", "f1_macro")]
+
+
+def class_names(frame: pd.DataFrame, prefix: str = "f1_") -> list[str]:
+    """The class names behind the per-class columns ``<prefix><class>`` of ``frame``."""
+    skip = {"weighted", "macro"}
+    return [c[len(prefix):] for c in frame.columns if c.startswith(prefix) and c[len(prefix):] not in skip]
 
 
 def summarise_runs(histories: pd.DataFrame, lci_eps: float = 1e-8) -> pd.DataFrame:
     """One row per (fraction, arm, trial): optimistic, honest and final-epoch scores, and LCI.
 
-    The LCI columns are computed on the per-epoch *test* f1_weighted curve, as in the paper.
-    Runs without a validation split get NaN honest columns (and a warning), not an error, so a
-    paper-faithful run without validation can still be summarised.
+    The LCI columns are computed on the per-epoch *test* f1_weighted curve, as in the paper;
+    ``lci_never_drops`` marks the runs whose curve never drops (their LCI is ~best x mean rise
+    / eps). Runs without a validation split get NaN honest columns (and a warning), not an
+    error, so a paper-faithful run without validation can still be summarised.
     """
     _validate_histories(histories)
     class_columns = per_class_columns(histories)
+    metrics = (*AGGREGATE_METRICS, *(m for m in OPTIONAL_METRICS if m in histories.columns))
     rows = []
     for (fraction, arm, trial), run in histories.groupby(RUN_KEYS, sort=True):
-        rows.append(_summarise_one(float(fraction), arm, int(trial), run, class_columns, lci_eps))
+        rows.append(_summarise_one(float(fraction), arm, int(trial), run, metrics, class_columns, lci_eps))
     return pd.DataFrame(rows)
 
 
-def _summarise_one(fraction, arm, trial, run, class_columns, lci_eps) -> dict:
+def _summarise_one(fraction, arm, trial, run, metrics, class_columns, lci_eps) -> dict:
     where = f"run (fraction={fraction}, arm={arm}, trial={trial})"
     test = run[run["split"] == "test"].sort_values("epoch")
     val = run[run["split"] == "val"].sort_values("epoch")
@@ -53,32 +71,46 @@ def _summarise_one(fraction, arm, trial, run, class_columns, lci_eps) -> dict:
     test_by_epoch = test.set_index("epoch")
     row = {"fraction": fraction, "arm": arm, "trial": trial, "n_epochs": int(test.shape[0])}
 
-    for metric in ("f1_weighted", "f1_macro"):
+    for metric in ("f1_weighted", "f1_macro", *(m for m in metrics if m in OPTIONAL_METRICS)):
         curve = test_by_epoch[metric]
-        if curve.isna().any():
+        if metric in OPTIONAL_METRICS:
+            if curve.isna().all():  # e.g. AUROC undefined on a one-class test split
+                row[f"best_test_{metric}"], row[f"best_epoch_{metric}"] = np.nan, np.nan
+                continue
+        elif curve.isna().any():
             raise ValueError(f"summarise_runs: {where} has NaN test {metric}")
-        best_epoch = int(curve.idxmax())  # idxmax returns the first (earliest) maximum
+        best_epoch = int(curve.idxmax())  # idxmax skips NaN and returns the earliest maximum
         row[f"best_test_{metric}"] = float(curve.loc[best_epoch])
         row[f"best_epoch_{metric}"] = best_epoch
 
     honest_epoch = _honest_epoch(val, test_by_epoch.index, where)
     row["honest_epoch"] = honest_epoch
-    for metric in (*AGGREGATE_METRICS, *class_columns):
+    for metric in (*metrics, *class_columns):
         row[f"honest_test_{metric}"] = (
             float(test_by_epoch.loc[honest_epoch, metric]) if honest_epoch is not None else np.nan
         )
+    test_record = run[run["split"] == "test_record"].set_index("epoch")
+    if not test_record.empty:
+        for metric in metrics:
+            row[f"honest_test_record_{metric}"] = (
+                float(test_record.loc[honest_epoch, metric])
+                if honest_epoch is not None and honest_epoch in test_record.index
+                else np.nan
+            )
     final_epoch = int(test_by_epoch.index.max())
     row["final_epoch"] = final_epoch
-    for metric in AGGREGATE_METRICS:
+    for metric in metrics:
         row[f"final_test_{metric}"] = float(test_by_epoch.loc[final_epoch, metric])
 
     curve = test_by_epoch["f1_weighted"].to_numpy(dtype=float)
     if curve.size >= 2:
         row["lci"] = learning_curve_index(curve, eps=lci_eps)
         row["lci_bounded"] = bounded_learning_curve_index(curve)
+        row["lci_never_drops"] = curve_never_drops(curve)
     else:
         logger.warning("summarise_runs: %s has a single epoch; LCI is NaN", where)
         row["lci"] = row["lci_bounded"] = np.nan
+        row["lci_never_drops"] = False
     return row
 
 
@@ -105,9 +137,9 @@ def _validate_histories(histories: pd.DataFrame) -> None:
         raise ValueError(f"summarise_runs: histories lack columns {missing}")
     if histories.empty:
         raise ValueError("summarise_runs: histories is empty")
-    unknown = sorted(set(histories["split"]) - {"train", "val", "test"})
+    unknown = sorted(set(histories["split"]) - set(SPLITS))
     if unknown:
-        raise ValueError(f"summarise_runs: unknown split values {unknown}")
+        raise ValueError(f"summarise_runs: unknown split values {unknown} (known: {list(SPLITS)})")
     duplicated = histories.duplicated([*RUN_KEYS, "epoch", "split"])
     if duplicated.any():
         first = histories.loc[duplicated, [*RUN_KEYS, "epoch", "split"]].iloc[0].to_dict()

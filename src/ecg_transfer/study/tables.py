@@ -1,46 +1,67 @@
-"""The paper's Tables 2 (weighted F1) and 3 (LCI), laid out as printed.
+"""The paper's Tables 2 (weighted F1) and 3 (LCI), laid out as printed, for every arm.
 
-Rows: "trial 1" .. "trial n", then "mean ± SD", then one row of Welch p-values per comparison
-(the p-value of a vs b at a fraction sits in the column of arm a at that fraction). Columns:
-fraction x arm, e.g. "100% random", "100% image", "100% transfer", "50% random", ...
+Rows: "trial 1" .. "trial n", then "mean ± SD", then one row of Welch p-values per declared
+comparison (the p-value of a vs b at a fraction sits in the column of arm a at that fraction),
+then optional context rows (the floor, the sample sizes, the labelled split, runs whose curve
+never drops). Columns: fraction x arm in the arm registry's order, e.g. "100% random",
+"100% image", "100% transfer", "50% random", ...
 Cells are formatted strings, so the frame writes to CSV exactly as it reads in Markdown.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 
+from ecg_transfer.study.arms import ArmRegistry
 from ecg_transfer.study.statistics import welch_ttest
 
-TABLE2_ARMS = ("random", "image", "transfer")
-TABLE2_COMPARISONS = (("transfer", "random"), ("transfer", "image"))
-TABLE3_ARMS = ("random", "transfer")
-TABLE3_COMPARISONS = (("transfer", "random"),)
+# An extra row's content: one text for every column, one per fraction, or one per fraction and arm.
+RowContent = str | Mapping[float, str | Mapping[str, str]]
+
+
+def arm_order(arms: ArmRegistry | Sequence[str] | None, present: Iterable[str]) -> list[str]:
+    """The arms to show, in display order: a registry's order (arms it lacks last), the given
+    names' order, or sorted; only arms that have runs."""
+    present = [str(a) for a in pd.unique(pd.Series(list(present), dtype=object))]
+    if isinstance(arms, ArmRegistry):
+        return arms.ordered(present)
+    if arms is None:
+        return sorted(present)
+    return [a for a in arms if a in set(present)]
 
 
 def trial_table(
     summary: pd.DataFrame,
     metric: str,
-    arms=TABLE2_ARMS,
-    comparisons=TABLE2_COMPARISONS,
+    arms: ArmRegistry | Sequence[str] | None = None,
+    comparisons: Sequence[Sequence[str]] = (),
     fractions=None,
     decimals: int = 3,
+    extra_rows: Mapping[str, RowContent] | None = None,
 ) -> pd.DataFrame:
-    """Per-trial values, mean ± SD and Welch p-values of one summary column, paper layout."""
+    """Per-trial values, mean ± SD and Welch p-values of one summary column, paper layout.
+
+    ``comparisons`` are (a, b) pairs; those naming an arm without runs get no row.
+    ``extra_rows`` (label -> text, {fraction: text} or {fraction: {arm: text}}) are appended in
+    order.
+    """
     missing = {"fraction", "arm", "trial", metric} - set(summary.columns)
     if missing:
         raise ValueError(f"trial_table: summary lacks columns {sorted(missing)}")
     duplicated = summary.duplicated(["fraction", "arm", "trial"])
     if duplicated.any():
         raise ValueError(f"trial_table: {int(duplicated.sum())} duplicate (fraction, arm, trial) rows")
-    arms = [arm for arm in arms if arm in set(summary["arm"])]
+    arms = arm_order(arms, summary["arm"])
     if not arms:
         raise ValueError("trial_table: none of the requested arms has runs in the summary")
-    comparisons = [(a, b) for a, b in comparisons if a in arms and b in arms]
+    comparisons = [(str(a), str(b)) for a, b in comparisons if a in arms and b in arms]
     if fractions is None:
         fractions = sorted(summary["fraction"].unique(), reverse=True)
     trials = sorted(int(t) for t in summary["trial"].unique())
+    extra_rows = dict(extra_rows or {})
 
     columns, cells = [], {}
     for fraction in fractions:
@@ -53,6 +74,8 @@ def trial_table(
             cell["mean ± SD"] = mean_sd(values.to_numpy(dtype=float), decimals)
             for arm_a, arm_b in comparisons:
                 cell[_p_row(arm_a, arm_b)] = ""
+            for label, content in extra_rows.items():
+                cell[label] = _row_text(content, float(fraction), arm)
             cells[column] = cell
         for arm_a, arm_b in comparisons:
             a = at_fraction.loc[at_fraction["arm"] == arm_a, metric].to_numpy(dtype=float)
@@ -60,24 +83,59 @@ def trial_table(
             _, p = welch_ttest(a[~np.isnan(a)], b[~np.isnan(b)])
             cells[f"{fraction_label(fraction)} {arm_a}"][_p_row(arm_a, arm_b)] = format_p(p)
 
-    index = [f"trial {t}" for t in trials] + ["mean ± SD"] + [_p_row(a, b) for a, b in comparisons]
+    index = (
+        [f"trial {t}" for t in trials] + ["mean ± SD"] + [_p_row(a, b) for a, b in comparisons] + list(extra_rows)
+    )
     table = pd.DataFrame({column: [cells[column][row] for row in index] for column in columns}, index=index)
     table.index.name = metric
     return table
 
 
-def table2(summary: pd.DataFrame, metric: str = "best_test_f1_weighted", **kwargs) -> pd.DataFrame:
-    """Table 2: weighted F1 of random, image and transfer at each fraction."""
-    kwargs.setdefault("arms", TABLE2_ARMS)
-    kwargs.setdefault("comparisons", TABLE2_COMPARISONS)
-    return trial_table(summary, metric, **kwargs)
+def table2(
+    summary: pd.DataFrame,
+    metric: str = "best_test_f1_weighted",
+    arms: ArmRegistry | Sequence[str] | None = None,
+    comparisons: Sequence[Sequence[str]] = (),
+    floor: Mapping[str, float] | None = None,
+    sample_sizes: pd.DataFrame | None = None,
+    labelled_split: str | None = None,
+    **kwargs,
+) -> pd.DataFrame:
+    """Table 2: `metric` of every arm at each fraction, with the context a reader needs.
+
+    ``floor`` ({"majority class": 0.55, ...}) adds one row per trivial classifier;
+    ``sample_sizes`` (``bootstrap.sample_sizes``) a row of training records per sample (drawn,
+    and unique on average); ``labelled_split`` a row stating the train/val/test split.
+    """
+    extra: dict[str, RowContent] = dict(kwargs.pop("extra_rows", None) or {})
+    for name, value in (floor or {}).items():
+        extra[f"floor: {name}"] = _number(value, kwargs.get("decimals", 3))
+    if sample_sizes is not None:
+        extra["training records per sample: drawn (unique, mean)"] = {
+            float(row.fraction): f"{row.records_drawn_mean:g} ({row.unique_records_mean:.1f})"
+            for row in sample_sizes.itertuples()
+        }
+    if labelled_split:
+        extra["labelled split train/val/test"] = labelled_split
+    return trial_table(summary, metric, arms=arms, comparisons=comparisons, extra_rows=extra, **kwargs)
 
 
-def table3(summary: pd.DataFrame, metric: str = "lci", **kwargs) -> pd.DataFrame:
-    """Table 3: LCI of random vs transfer at each fraction."""
-    kwargs.setdefault("arms", TABLE3_ARMS)
-    kwargs.setdefault("comparisons", TABLE3_COMPARISONS)
-    return trial_table(summary, metric, **kwargs)
+def table3(
+    summary: pd.DataFrame,
+    metric: str = "lci",
+    arms: ArmRegistry | Sequence[str] | None = None,
+    comparisons: Sequence[Sequence[str]] = (),
+    **kwargs,
+) -> pd.DataFrame:
+    """Table 3: LCI of every arm at each fraction; with ``lci_never_drops`` in the summary, a row
+    counting the runs whose test-F1 curve never drops (their LCI is ~1e7 and swamps mean and SD)."""
+    extra: dict[str, RowContent] = dict(kwargs.pop("extra_rows", None) or {})
+    if "lci_never_drops" in summary.columns:
+        counts = {}
+        for (fraction, arm), runs in summary.groupby(["fraction", "arm"]):
+            counts.setdefault(float(fraction), {})[arm] = f"{int(runs['lci_never_drops'].sum())} of {len(runs)}"
+        extra["runs whose curve never drops"] = counts
+    return trial_table(summary, metric, arms=arms, comparisons=comparisons, extra_rows=extra, **kwargs)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -116,6 +174,16 @@ def format_p(p: float) -> str:
 
 def _p_row(arm_a: str, arm_b: str) -> str:
     return f"p Welch {arm_a} vs {arm_b}"
+
+
+def _row_text(content: RowContent, fraction: float, arm: str) -> str:
+    """The text of an extra row's cell: the same for all, per fraction, or per fraction and arm."""
+    if isinstance(content, str):
+        return content
+    for key, value in content.items():
+        if np.isclose(float(key), fraction):
+            return value if isinstance(value, str) else str(value.get(arm, ""))
+    return ""
 
 
 def _number(value, decimals: int) -> str:

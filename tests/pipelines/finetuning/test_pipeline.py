@@ -1,6 +1,6 @@
-"""Fine-tuning: the bootstrap samples all arms share, the three encoder arms trained on them,
-the encoder check that keeps a transfer arm from silently starting from random weights, and
-resuming from the checkpoint store without retraining."""
+"""Fine-tuning: the bootstrap samples all arms share, every arm trained on them from one
+template, the encoder checks that keep a transfer arm from silently starting from random
+weights or from an encoder made for other inputs, and resuming without retraining."""
 
 from __future__ import annotations
 
@@ -12,17 +12,20 @@ from kedro.runner import SequentialRunner
 
 from ecg_transfer.models.cae import CaeConfig, Encoder
 from ecg_transfer.models.weights import encoder_model_card
+from ecg_transfer.pipelines.finetuning.nodes import _standardise
 from ecg_transfer.pipelines.finetuning.pipeline import create_pipeline
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
+from ecg_transfer.study.experiment import ArmData
 from tests.pipelines.conftest import make_catalog, run, shrunk_parameters, window_store
 
 ENCODER_ARMS = ("random", "transfer", "transfer_frozen")
-BOOTSTRAP = create_pipeline().from_nodes("draw_bootstrap_samples").to_nodes("draw_bootstrap_samples")
-FINETUNING = create_pipeline().from_nodes("draw_bootstrap_samples").to_nodes(
-    *(f"{arm}.train_{arm}_arm" for arm in ENCODER_ARMS)
-)
-TRANSFER = create_pipeline().only_nodes("transfer.train_transfer_arm")
-RANDOM = create_pipeline().only_nodes("random.train_random_arm")
+PIPELINE = create_pipeline()
+BOOTSTRAP = PIPELINE.only_nodes("draw_bootstrap_samples")
+FINETUNING = PIPELINE.from_nodes("draw_bootstrap_samples").to_nodes(*(f"{arm}.train_arm" for arm in ENCODER_ARMS))
+TRANSFER = PIPELINE.only_nodes("transfer.train_arm")
+RANDOM = PIPELINE.only_nodes("random.train_arm")
+IMAGE = PIPELINE.only_nodes("image.train_arm")
+PARAMS = ("study", "pretraining", "finetuning", "preprocessing", "image_transfer")
 HISTORY_COLUMNS = ["fraction", "arm", "trial", "epoch", "split", "loss", "f1_weighted", "f1_macro", "accuracy"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,14 +39,16 @@ def _encoder(params):
     return state, encoder_model_card(state, cfg, {"data": {"corpus": "test"}})
 
 
-def _catalog(tiny_windows, root, params, encoder=True, **data):
+def _catalog(tiny_windows, root, params, encoder=True, weights="ok", card="ok", **data):
     if encoder:
-        state, card = _encoder(params)
-        data.setdefault("pretrained_encoder_weights", state)
-        data.setdefault("pretrained_encoder_card", card)
+        good_state, good_card = _encoder(params)
+        data.setdefault("pretrained_encoder@finetuning", {
+            "weights": good_state if weights == "ok" else weights, "card": good_card if card == "ok" else card,
+        })
+    store = data.pop("labelled_windows", None) or window_store(tiny_windows, "labelled_windows")
     return make_catalog(
-        root, {k: params[k] for k in ("study", "pretraining", "finetuning")}, files=("run_checkpoints",),
-        labelled_windows=window_store(tiny_windows, "labelled_windows"), **data,
+        root, {k: params[k] for k in PARAMS}, files=("run_checkpoints",),
+        labelled_windows=store, label_classes=data.pop("label_classes", None) or list(store.classes), **data,
     )
 
 
@@ -81,7 +86,7 @@ def test_every_arm_writes_the_documented_history(finetuned):
     epochs = params["finetuning"]["training"]["epochs"]
     n_runs = len(params["study"]["fractions"]) * params["study"]["n_trials"]
     for arm in ENCODER_ARMS:
-        history = catalog.load(f"{arm}_training_histories")
+        history = catalog.load(f"{arm}.training_histories")
         assert list(history.columns[:5]) == HISTORY_COLUMNS[:5], arm
         assert set(HISTORY_COLUMNS) <= set(history.columns), arm
         assert (history["arm"] == arm).all()
@@ -100,12 +105,12 @@ def test_one_mlflow_record_per_fraction_and_trial(finetuned):
     samples = catalog.load("bootstrap_samples")
     store = catalog.load("labelled_windows")
     for arm in ENCODER_ARMS:
-        records = catalog.load(f"{arm}_mlflow_runs")
-        keys = [(r["params"]["fraction"], r["params"]["trial"]) for r in records]
+        records = catalog.load(f"{arm}.mlflow_runs")
+        keys = [(float(r["params"]["fraction"]), r["params"]["trial"]) for r in records]
         assert sorted(keys) == sorted(samples.groupby(["fraction", "trial"]).groups), arm
         for record in records:
             p = record["params"]
-            sample = samples[(samples["fraction"] == p["fraction"]) & (samples["trial"] == p["trial"])]
+            sample = samples[(samples["fraction"] == float(p["fraction"])) & (samples["trial"] == p["trial"])]
             assert p["arm"] == arm and record["tags"]["stage"] == "finetuning"
             assert p["seed"] == sample["seed"].iloc[0]
             assert p["n_train"] == len(sample)
@@ -126,17 +131,100 @@ def test_a_second_run_reuses_the_finished_runs(finetuned, tiny_windows):
     assert {path: path.stat().st_mtime_ns for path in results} == stamps
     assert sorted((root / "data/06_models/checkpoints").rglob("result.pt")) == results
     for arm in ENCODER_ARMS:
-        pd.testing.assert_frame_equal(again.load(f"{arm}_training_histories"), catalog.load(f"{arm}_training_histories"))
+        columns = [c for c in catalog.load(f"{arm}.training_histories").columns if c != "samples_per_s"]
+        pd.testing.assert_frame_equal(again.load(f"{arm}.training_histories")[columns],
+                                      catalog.load(f"{arm}.training_histories")[columns])
 
 
 def test_the_random_arm_needs_no_encoder(tiny_windows, tmp_path, finetuned):
-    assert not {"pretrained_encoder_weights", "pretrained_encoder_card"} & RANDOM.inputs()
+    assert "pretrained_encoder@finetuning" not in RANDOM.inputs()
     catalog, params, _ = finetuned
     samples = catalog.load("bootstrap_samples")
     one = samples[(samples["fraction"] == 0.5) & (samples["trial"] == 1)]
     fresh = run(RANDOM, _catalog(tiny_windows, tmp_path, params, encoder=False, bootstrap_samples=one))
-    assert "pretrained_encoder_weights" not in fresh
-    assert len(fresh.load("random_mlflow_runs")) == 1
+    assert "pretrained_encoder@finetuning" not in fresh
+    assert len(fresh.load("random.mlflow_runs")) == 1
+
+
+def test_every_arm_saves_its_predictions_and_the_settings_its_runs_were_made_under(finetuned):
+    catalog, params, _ = finetuned
+    store = catalog.load("labelled_windows")
+    n_runs = len(params["study"]["fractions"]) * params["study"]["n_trials"]
+    n_records = len(store.split_indices("val")) + len(store.split_indices("test"))
+    settings = {}
+    for arm in ENCODER_ARMS:
+        predictions = catalog.load(f"{arm}.run_predictions")
+        assert len(predictions) == n_runs * 2 * n_records  # (honest, best_test) x (val + test)
+        assert [f"prob_{name}" for name in store.classes] == [c for c in predictions.columns if c.startswith("prob_")]
+        assert set(predictions["label"]) <= set(store.classes)
+        settings[arm] = catalog.load(f"{arm}.arm_settings")
+        assert settings[arm]["arm"] == arm and settings[arm]["classes"] == list(store.classes)
+        assert settings[arm]["n_trials"] == params["study"]["n_trials"]
+        assert settings[arm]["training"]["lr"] == params["finetuning"]["training"]["lr"]
+    assert settings["random"]["encoder_fingerprint"] is None
+    assert settings["transfer"]["encoder_fingerprint"] == settings["transfer_frozen"]["encoder_fingerprint"]
+    shared = ("bootstrap_fingerprint", "labelled_fingerprint", "fractions", "training")
+    assert all(settings[arm][key] == settings["random"][key] for arm in ENCODER_ARMS for key in shared)
+
+
+def test_the_spectrogram_arm_trains_on_features_matched_by_record_id_not_by_row(tiny_windows, tmp_path):
+    params = shrunk_parameters()
+    store = window_store(tiny_windows, "labelled_windows")
+    features = _fake_features(store)
+    shuffled = features.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    histories = []
+    for name, table in (("in_order", features), ("shuffled", shuffled)):
+        catalog = _catalog(tiny_windows, tmp_path / name, params, encoder=False,
+                           bootstrap_samples=_one_sample(tiny_windows), image_spectrogram_features=table)
+        run(IMAGE, catalog)
+        histories.append(catalog.load("image.training_histories"))
+        (record,) = catalog.load("image.mlflow_runs")
+        assert record["params"]["arm"] == "image" and record["params"]["n_train"] == len(_one_sample(tiny_windows))
+    assert (histories[0]["arm"] == "image").all()
+    columns = ["epoch", "split", "loss", "f1_weighted"]
+    pd.testing.assert_frame_equal(histories[0][columns], histories[1][columns])
+
+
+def test_stale_features_missing_a_record_are_refused(tiny_windows, tmp_path):
+    params = shrunk_parameters()
+    features = _fake_features(window_store(tiny_windows, "labelled_windows"))
+    dropped = features["record_id"].iloc[7]
+    catalog = _catalog(tiny_windows, tmp_path, params, encoder=False, bootstrap_samples=_one_sample(tiny_windows),
+                       image_spectrogram_features=features.drop(index=7))
+    with pytest.raises(ValueError, match="stale") as error:
+        run(IMAGE, catalog)
+    assert dropped in str(error.value)
+    assert not (tmp_path / "data/06_models/checkpoints").exists()
+
+
+def test_standardise_uses_training_statistics_only():
+    rng = np.random.default_rng(0)
+    train = rng.normal(5.0, 3.0, size=(40, 6)).astype(np.float32)
+    val = rng.normal(5.0, 3.0, size=(10, 6)).astype(np.float32)
+    test = rng.normal(5.0, 3.0, size=(10, 6)).astype(np.float32)
+    labels = np.zeros(40, dtype=int), np.zeros(10, dtype=int), np.zeros(10, dtype=int)
+
+    scaled = _standardise(ArmData(train, labels[0], val, labels[1], test, labels[2]))
+    far_test = test * 1000.0 + 1e6
+    rescaled = _standardise(ArmData(train, labels[0], val, labels[1], far_test, labels[2]))
+
+    assert np.allclose(scaled.train_x.mean(axis=0), 0.0, atol=1e-5)
+    assert np.allclose(scaled.train_x.std(axis=0), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(scaled.train_x, rescaled.train_x)
+    np.testing.assert_array_equal(scaled.val_x, rescaled.val_x)
+    mean, sd = train.mean(axis=0), train.std(axis=0) + 1e-6
+    np.testing.assert_allclose(rescaled.test_x, (far_test - mean) / sd, rtol=1e-5)
+    assert scaled.train_x.dtype == scaled.test_x.dtype == np.float32
+
+
+def _fake_features(store, seed=0, dim=12) -> pd.DataFrame:
+    """Feature vectors that carry the label (so the head can learn), keyed by record id."""
+    rng = np.random.default_rng(seed)
+    codes = pd.Categorical(store.index["label"]).codes
+    values = rng.normal(size=(len(store), dim)) + np.eye(dim)[codes % dim] * 3
+    table = pd.DataFrame(values.astype(np.float32), columns=[f"fake_{i:04d}" for i in range(dim)])
+    table.insert(0, "record_id", store.index["record_id"].to_numpy())
+    return table
 
 
 @pytest.mark.parametrize(
@@ -146,12 +234,43 @@ def test_the_transfer_arm_refuses_an_encoder_of_another_architecture(tiny_window
     params = shrunk_parameters()
     state, card = _encoder(params)
     card["architecture"][field] = value
-    catalog = _catalog(tiny_windows, tmp_path, params, pretrained_encoder_card=card,
-                       bootstrap_samples=_one_sample(tiny_windows))
+    catalog = _catalog(tiny_windows, tmp_path, params, card=card, bootstrap_samples=_one_sample(tiny_windows))
     with pytest.raises(ValueError, match=f"another architecture.*{field}"):
         run(TRANSFER, catalog)
     assert not (tmp_path / "data/06_models/checkpoints").exists()  # nothing was trained
-    assert not catalog.exists("transfer_training_histories")
+    assert not catalog.exists("transfer.training_histories")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("sampling_rate_hz", 500.0, "sampling_rate_hz: card 500.0 vs data 250.0"),
+        ("lead", "V5", "lead: card 'V5' vs data 'II'"),
+        ("normalisation", "min-max", "normalisation: card 'min-max' vs data 'per-window z-score'"),
+    ],
+)
+def test_the_transfer_arm_refuses_an_encoder_made_for_other_inputs(tiny_windows, tmp_path, field, value, message):
+    params = shrunk_parameters()
+    _, card = _encoder(params)
+    card[field] = value
+    catalog = _catalog(tiny_windows, tmp_path, params, card=card, bootstrap_samples=_one_sample(tiny_windows))
+    with pytest.raises(ValueError, match=message):
+        run(TRANSFER, catalog)
+    assert not (tmp_path / "data/06_models/checkpoints").exists()
+
+
+def test_another_card_means_other_runs(tiny_windows, tmp_path):
+    """The card is part of the run key: a changed card never hands back runs made with another."""
+    params = shrunk_parameters()
+    _, card = _encoder(params)
+    settings = []
+    for note in ("first", "second"):
+        catalog = _catalog(tiny_windows, tmp_path, params, card={**card, "data": {"corpus": note}},
+                           bootstrap_samples=_one_sample(tiny_windows))
+        settings.append(run(TRANSFER, catalog).load("transfer.arm_settings"))
+    assert settings[0]["encoder_fingerprint"] != settings[1]["encoder_fingerprint"]
+    assert settings[0]["run_fingerprint"] != settings[1]["run_fingerprint"]
+    assert len(list((tmp_path / "data/06_models/checkpoints").rglob("result.pt"))) == 2
 
 
 @pytest.mark.parametrize(
@@ -171,9 +290,8 @@ def test_the_transfer_arm_never_trains_from_random_on_a_broken_encoder(tiny_wind
         weights = good_state
     elif weights == "truncated":
         weights = {k: v[..., :1] if v.ndim else v for k, v in good_state.items()}
-    card = good_card if card == "ok" else card
-    catalog = _catalog(tiny_windows, tmp_path, params, pretrained_encoder_weights=weights,
-                       pretrained_encoder_card=card, bootstrap_samples=_one_sample(tiny_windows))
+    catalog = _catalog(tiny_windows, tmp_path, params, weights=weights, card=card,
+                       bootstrap_samples=_one_sample(tiny_windows))
     with pytest.raises(ValueError, match=message):
         run(TRANSFER, catalog)
     assert not (tmp_path / "data/06_models/checkpoints").exists()
@@ -182,7 +300,7 @@ def test_the_transfer_arm_never_trains_from_random_on_a_broken_encoder(tiny_wind
 def test_the_transfer_arm_cannot_run_without_an_encoder(tiny_windows, tmp_path):
     params = shrunk_parameters()
     catalog = _catalog(tiny_windows, tmp_path, params, encoder=False, bootstrap_samples=_one_sample(tiny_windows))
-    with pytest.raises(ValueError, match="pretrained_encoder_card.*not found|pretrained_encoder_weights.*not found"):
+    with pytest.raises(ValueError, match="pretrained_encoder@finetuning.*not found"):
         SequentialRunner().run(TRANSFER, catalog)
     assert not (tmp_path / "data/06_models/checkpoints").exists()
 
@@ -202,9 +320,7 @@ def test_a_finished_run_is_not_reused_once_the_windows_changed(tiny_windows, tmp
         writer.append(np.ascontiguousarray(-np.asarray(original.windows)[:, ::-1]), original.index)
     histories = []
     for store in (original, WindowStore(tmp_path / "flipped")):
-        catalog = make_catalog(
-            tmp_path, {k: params[k] for k in ("pretraining", "finetuning")}, files=("run_checkpoints",),
-            labelled_windows=store, bootstrap_samples=_one_sample(tiny_windows),
-        )
-        histories.append(run(RANDOM, catalog).load("random_training_histories"))
+        catalog = _catalog(tiny_windows, tmp_path, params, encoder=False, labelled_windows=store,
+                           label_classes=list(original.classes), bootstrap_samples=_one_sample(tiny_windows))
+        histories.append(run(RANDOM, catalog).load("random.training_histories"))
     assert not histories[0].equals(histories[1])

@@ -1,21 +1,30 @@
-"""Preprocessing: patient-level splits, then z-scored float32 windows in on-disk stores."""
+"""Preprocessing: the class list, patient-level splits, then z-scored float32 windows in on-disk stores."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pandas as pd
 import pytest
+import wfdb
 from kedro.io import DatasetError
 
 from ecg_transfer.pipelines.ingestion.pipeline import create_pipeline as ingestion
 from ecg_transfer.pipelines.preprocessing.pipeline import create_pipeline
-from ecg_transfer.signals.records import RHYTHMS
-from tests.pipelines.conftest import copy_raw_data, make_catalog, run, shrunk_parameters
-
-SCAN = ingestion().from_nodes("scan_labelled_records", "scan_unlabelled_records").to_nodes("report_ingestion")
-PREPROCESS = create_pipeline().from_nodes("assign_labelled_splits", "assign_unlabelled_splits").to_nodes(
-    "window_labelled_records", "window_unlabelled_records"
+from ecg_transfer.signals.records import EcgRecord
+from tests.pipelines.conftest import (
+    copy_raw_data,
+    file_dataset,
+    make_catalog,
+    run,
+    shrunk_parameters,
 )
-LABELLED = create_pipeline().from_nodes("assign_labelled_splits").to_nodes("window_labelled_records")
+
+SCAN = ingestion()
+PREPROCESS = create_pipeline()
+LABELLED = create_pipeline().from_nodes("decide_label_classes").to_nodes("window_labelled_records")
+UNLABELLED = create_pipeline().from_nodes("assign_unlabelled_splits").to_nodes("window_unlabelled_records")
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +33,15 @@ def preprocessed(tiny_raw_data, tmp_path_factory):
     params = shrunk_parameters()
     catalog = run(SCAN + PREPROCESS, make_catalog(root, params))
     return catalog, params
+
+
+def test_every_node_is_tagged_preprocessing():
+    assert all("preprocessing" in n.tags for n in create_pipeline().nodes)
+    # the report of every record's fate waits for the class decision it counts
+    assert "labelled_class_exclusions" in create_pipeline().only_nodes("report_ingestion").inputs()
+    assert {n.name for n in create_pipeline().only_nodes_with_tags("labelled").nodes} == {
+        "decide_label_classes", "assign_labelled_splits", "window_labelled_records",
+    }
 
 
 def test_one_z_scored_float32_window_per_labelled_record_with_its_split(preprocessed):
@@ -44,9 +62,25 @@ def test_one_z_scored_float32_window_per_labelled_record_with_its_split(preproce
     assert np.allclose(windows.std(axis=1), 1.0, atol=1e-3)
 
 
+def test_the_class_list_comes_from_the_data_and_travels_with_the_store(preprocessed):
+    catalog, _ = preprocessed
+    manifest = catalog.load("labelled_manifest")
+    classes = catalog.load("label_classes")
+    counts = manifest["label"].value_counts()
+    assert classes == sorted(counts.index, key=lambda c: (-counts[c], c))
+    store = catalog.load("labelled_windows")
+    assert store.classes == tuple(classes)
+    assert store.meta["preprocessing"]["window_length"] == store.window_length
+    assert store.meta["stats"]["windows"] == len(store)
+    assert catalog.load("labelled_class_exclusions").empty  # every bundled class is large enough
+    np.testing.assert_array_equal(
+        np.asarray(classes)[store.label_codes(store.classes)], store.index["label"].to_numpy()
+    )
+
+
 def test_unlabelled_recordings_give_several_windows_each(preprocessed):
     catalog, params = preprocessed
-    store = catalog.load("pretraining_windows")
+    store = catalog.load("unlabelled_windows")
     per_recording = params["preprocessing"]["signal"]["windows_per_recording"]
     manifest = catalog.load("unlabelled_manifest")
 
@@ -55,6 +89,7 @@ def test_unlabelled_recordings_give_several_windows_each(preprocessed):
     assert (store.index.groupby("record_id").size() == per_recording).all()
     assert store.index["label"].isna().all()
     assert set(store.index["split"]) == {"train", "test"}  # no validation split for the CAE
+    assert store.classes is None and store.meta["stats"]["recordings_with_gaps"] == 0
     windows = np.asarray(store.windows, dtype=np.float64)
     assert np.allclose(windows.std(axis=1), 1.0, atol=1e-3)
     # Different positions in one recording, not one window repeated.
@@ -62,14 +97,14 @@ def test_unlabelled_recordings_give_several_windows_each(preprocessed):
         assert rows["window_start"].nunique() == per_recording
 
 
-def test_no_patient_is_in_two_splits_and_every_rhythm_is_in_each_split(preprocessed):
+def test_no_patient_is_in_two_splits_and_every_class_is_in_each_split(preprocessed):
     catalog, _ = preprocessed
-    for name in ("labelled_windows", "pretraining_windows"):
+    for name in ("labelled_windows", "unlabelled_windows"):
         index = catalog.load(name).index
         assert (index.groupby("patient_id")["split"].nunique() == 1).all(), name
     labelled = catalog.load("labelled_windows").index
     for split in ("train", "val", "test"):
-        assert set(labelled.loc[labelled["split"] == split, "label"]) == set(RHYTHMS), split
+        assert set(labelled.loc[labelled["split"] == split, "label"]) == set(catalog.load("label_classes")), split
 
 
 def test_a_record_that_changed_since_ingestion_fails_naming_it(tiny_raw_data, tmp_path):
@@ -88,12 +123,217 @@ def test_a_record_that_changed_since_ingestion_fails_naming_it(tiny_raw_data, tm
     assert not list((root / "data/05_model_input").iterdir())  # no partial store left behind
 
 
-def test_splits_refuse_a_manifest_without_patients(preprocessed, tmp_path):
+def test_a_manifest_without_patients_is_refused(preprocessed, tmp_path):
     catalog, params = preprocessed
     broken = catalog.load("labelled_manifest").drop(columns="patient_id")
-    only_splits = create_pipeline().from_nodes("assign_labelled_splits").to_nodes("assign_labelled_splits")
+    only_classes = create_pipeline().only_nodes("decide_label_classes")
     with pytest.raises(KeyError, match="patient_id"):
-        run(only_splits, make_catalog(tmp_path, params, files=(), labelled_manifest=broken))
+        run(only_classes, make_catalog(tmp_path, params, files=(), labelled_manifest=broken))
+
+
+# ---------------------------------------------------------------- your own labels, long and short records
+
+
+class _Folder:
+    """A record source in memory: what `_records_in` needs of a reader."""
+
+    def __init__(self, records: list[EcgRecord]):
+        self.records = records
+
+    def iter_records(self, exclusions):
+        yield from self.records
+
+    def __repr__(self) -> str:
+        return "_Folder()"
+
+
+def _own_data(seed: int = 0) -> tuple[_Folder, pd.DataFrame]:
+    """Four classes not named like Chapman's (one with 2 patients, too few to split), 360 Hz,
+    records of 40 s (several windows) and of 5 s (shorter than a window), some patients with two records."""
+    rng = np.random.default_rng(seed)
+    fs = 360.0
+    records = []
+    for label, n_patients in (("normal", 8), ("af", 6), ("noise", 5), ("flutter", 2)):
+        for p in range(n_patients):
+            for r in range(2 if p % 3 == 0 else 1):
+                seconds = 5.0 if (p, r) == (1, 0) else 40.0
+                records.append(
+                    EcgRecord(
+                        f"{label}{p}_{r}", f"{label}-patient{p}", rng.standard_normal(int(seconds * fs)), fs,
+                        "V5", label, f"/own/{label}{p}_{r}.hea",
+                    )
+                )
+    manifest = pd.DataFrame(
+        {
+            "record_id": [r.record_id for r in records],
+            "patient_id": [r.patient_id for r in records],
+            "label": [r.label for r in records],
+            "fs": [r.fs for r in records],
+            "n_samples": [r.signal.size for r in records],
+            "source": [r.source for r in records],
+        }
+    )
+    return _Folder(records), manifest
+
+
+def _own_params(**signal) -> dict:
+    params = copy.deepcopy(shrunk_parameters())
+    params["preprocessing"]["signal"].update(signal)
+    return params
+
+
+def _run_own(tmp_path, params, folder=None, manifest=None):
+    if folder is None:
+        folder, manifest = _own_data()
+    catalog = make_catalog(
+        tmp_path, params, files=(), labelled_recordings=folder, labelled_manifest=manifest,
+    )
+    catalog["labelled_windows"] = file_dataset("labelled_windows", tmp_path)
+    return run(LABELLED, catalog)
+
+
+def test_own_labels_several_windows_per_record_and_short_records_excluded(tmp_path):
+    params = _own_params(windows_per_record=3, labelled_placement="spread")
+    catalog = _run_own(tmp_path, params)
+
+    assert catalog.load("label_classes") == ["normal", "af", "noise"]  # by record count; flutter too small
+    decided = catalog.load("labelled_class_exclusions")
+    too_small = decided[decided["reason"] == "class_too_small"]
+    assert sorted(too_small["record_id"]) == ["flutter0_0", "flutter0_1"]  # flutter1_0 is too short
+    assert too_small["detail"].str.contains("class flutter has 1 patient").all()
+    too_short = decided[decided["reason"] == "too_short"]
+    assert sorted(too_short["record_id"]) == ["af1_0", "flutter1_0", "noise1_0", "normal1_0"]
+    assert set(decided["outcome"]) == {"excluded"}
+
+    store = catalog.load("labelled_windows")
+    index = store.index
+    assert store.classes == ("normal", "af", "noise")
+    assert set(index["label"]) == {"normal", "af", "noise"}
+    assert not set(decided["record_id"]) & set(index["record_id"])
+    # 40 s at 360 Hz = 10,000 samples at 250 Hz: three spread windows per record, kept together.
+    assert (index.groupby("record_id").size() == 3).all()
+    assert index.groupby("record_id")["window_in_record"].apply(tuple).map(lambda t: t == (0, 1, 2)).all()
+    first = index["record_id"].to_numpy()
+    assert all(first[i] == first[i + 1] == first[i + 2] for i in range(0, len(first), 3))
+    assert (index.groupby("patient_id")["split"].nunique() == 1).all()
+    for split in ("train", "val", "test"):
+        assert set(index.loc[index["split"] == split, "label"]) == {"normal", "af", "noise"}, split
+    assert set(index["lead"]) == {"V5"} and set(index["source_fs"]) == {360.0}
+
+
+def test_pad_short_keeps_short_records_zero_padded_and_counts_them(tmp_path):
+    catalog = _run_own(tmp_path, _own_params(pad_short=True))
+    decided = catalog.load("labelled_class_exclusions")
+    padded = decided[decided["outcome"] == "padded"]
+    assert sorted(padded["record_id"]) == ["af1_0", "noise1_0", "normal1_0"]  # flutter1_0 goes with its class
+    assert set(padded["reason"]) == {"padded"}
+    too_small = decided[decided["reason"] == "class_too_small"]
+    assert sorted(too_small["record_id"]) == ["flutter0_0", "flutter0_1", "flutter1_0"]
+    assert too_small["detail"].str.contains("class flutter has 2 patient").all()
+    store = catalog.load("labelled_windows")
+    assert store.meta["stats"]["padded"] == 3
+    rows = np.flatnonzero(store.index["record_id"].isin(["af1_0", "noise1_0", "normal1_0"]))
+    short = store.take(rows)
+    assert np.all(short[:, :100] == 0) and np.all(short[:, -100:] == 0)  # 1,250 samples centred in 2,048
+
+
+def test_small_classes_error_names_the_class_and_its_patients(tmp_path):
+    params = _own_params()
+    params["preprocessing"]["small_classes"] = "error"
+    with pytest.raises(ValueError, match=r"flutter \(1 patient\)"):  # its other patient's record is too short
+        _run_own(tmp_path, params)
+
+
+def test_a_configured_class_list_sets_the_order_and_refuses_other_labels(tmp_path):
+    params = _own_params()
+    params["preprocessing"]["classes"] = ["af", "noise", "normal", "flutter"]
+    catalog = _run_own(tmp_path / "a", params)
+    assert catalog.load("label_classes") == ["af", "noise", "normal"]
+    params["preprocessing"]["classes"] = ["af", "normal"]
+    with pytest.raises(ValueError, match=r"not among the configured preprocessing.classes.*noise.*exclude_labels"):
+        _run_own(tmp_path / "b", params)
+
+
+def test_bad_preprocessing_parameters_name_the_parameter(tmp_path):
+    params = _own_params(windows_per_record="three")
+    with pytest.raises(TypeError, match="preprocessing.signal.windows_per_record: expected an integer"):
+        _run_own(tmp_path, params)
+    params = _own_params()
+    params["preprocessing"]["small_class"] = "exclude"
+    with pytest.raises(ValueError, match=r"preprocessing: unknown parameter\(s\) \['small_class'\]"):
+        _run_own(tmp_path, params)
+
+
+def test_a_non_finite_sample_stops_windowing_naming_the_record(tmp_path):
+    folder, manifest = _own_data()
+    folder.records[3].signal[1000] = np.inf  # passed ingestion somehow: the error must say which record
+    with pytest.raises(DatasetError, match=rf"record '{folder.records[3].record_id}' \(/own/"):
+        _run_own(tmp_path, _own_params(), folder, manifest)
+    assert not list((tmp_path / "data/05_model_input").iterdir())
+
+
+def test_unlabelled_recordings_with_nan_gaps_give_windows_from_the_rest(tmp_path):
+    rng = np.random.default_rng(1)
+    records = [
+        EcgRecord(f"u{i}", f"p{i}", rng.standard_normal(120 * 250), 250.0, "II", None, f"/icu/u{i}.hea")
+        for i in range(6)
+    ]
+    records[0].signal[10_000:12_000] = np.nan
+    records[1].signal[::1500] = np.nan  # nothing left as long as a window
+    manifest = pd.DataFrame({"record_id": [r.record_id for r in records], "patient_id": [r.patient_id for r in records]})
+    params = _own_params(windows_per_recording=4)
+    catalog = make_catalog(tmp_path, params, files=(), unlabelled_recordings=_Folder(records), unlabelled_manifest=manifest)
+    catalog["unlabelled_windows"] = file_dataset("unlabelled_windows", tmp_path)
+    run(UNLABELLED, catalog)
+    store = catalog.load("unlabelled_windows")
+    assert store.meta["stats"]["recordings_with_gaps"] == 2
+    assert store.meta["stats"]["recordings_without_windows"] == 1
+    assert store.meta["stats"]["gap_samples_dropped"] == 2000 + 120 * 250
+    assert store.index.groupby("record_id").size().to_dict() == {f"u{i}": 4 for i in (0, 2, 3, 4, 5)}
+    assert np.all(np.isfinite(store.windows))
+
+
+def test_the_report_counts_what_preprocessing_left_out_or_padded(tmp_path):
+    _, manifest = _own_data()
+    refused = pd.DataFrame({"dataset": ["labelled"], "record_id": ["gone"], "source": ["/own/gone.hea"],
+                            "reason": ["missing_file"], "detail": [""]})
+    catalog = make_catalog(
+        tmp_path, _own_params(pad_short=True), files=(), labelled_manifest=manifest,
+        labelled_exclusions=refused, unlabelled_manifest=manifest.iloc[:0].assign(label=None),
+        unlabelled_exclusions=refused.iloc[:0],
+    )
+    run(create_pipeline().only_nodes("decide_label_classes", "report_ingestion"), catalog)
+    report = catalog.load("ingestion_report")
+    rows = {(r.dataset, r.stage, r.outcome, r.reason): r.count for r in report.itertuples()}
+    assert rows[("labelled", "ingestion", "excluded", "missing_file")] == 1
+    assert rows[("labelled", "preprocessing", "padded", "padded")] == 3  # af1_0, noise1_0, normal1_0
+    assert rows[("labelled", "preprocessing", "excluded", "class_too_small")] == 3  # flutter's records
+    assert rows[("labelled", "preprocessing", "used", "")] == len(manifest) - 3
+    used = {reason: n for (_, stage, outcome, reason), n in rows.items() if outcome == "used_by_label"}
+    assert used == manifest[manifest["label"] != "flutter"]["label"].value_counts().to_dict()
+
+
+def test_a_monitor_recording_with_nan_gaps_passes_ingestion_and_gives_windows_around_them(tiny_raw_data, tmp_path):
+    root = copy_raw_data(tiny_raw_data, tmp_path)
+    signal = np.sin(np.arange(60 * 250) / 20.0) + 0.1 * np.random.default_rng(3).standard_normal(60 * 250)
+    signal[3000:5000] = np.nan  # a lead off for 8 s: 12 s and 40 s remain
+    wfdb.wrsamp("gappy", fs=250, units=["mV"], sig_name=["II"], p_signal=signal.reshape(-1, 1), fmt=["16"],
+                comments=["patient: gap_patient"], write_dir=str(root / "data/01_raw/unlabelled_recordings"))
+    params = shrunk_parameters()
+    catalog = run(SCAN + UNLABELLED, make_catalog(root, params))
+
+    manifest = catalog.load("unlabelled_manifest").set_index("record_id")
+    assert manifest.loc["gappy", "nan_samples"] == 2000
+    store = catalog.load("unlabelled_windows")
+    stats = store.meta["stats"]
+    assert stats["recordings_with_gaps"] == 1 and stats["gap_samples_dropped"] == 2000
+    assert stats["recordings_without_windows"] == 0
+    rows = store.index[store.index["record_id"] == "gappy"]
+    length = params["preprocessing"]["signal"]["window_length"]
+    assert len(rows) == params["preprocessing"]["signal"]["windows_per_recording"]
+    starts = rows["window_start"].to_numpy()  # 250 Hz in, 250 Hz out: the same sample numbers
+    assert np.all((starts + length <= 3000) | (starts >= 5000))
+    assert np.all(np.isfinite(store.take(rows.index.to_numpy())))
 
 
 def _causes(error: BaseException) -> list[type]:

@@ -9,10 +9,9 @@ import json
 import pandas as pd
 import pytest
 import torch
-from kedro_datasets.json import JSONDataset
 from matplotlib.figure import Figure
 
-from ecg_transfer.datasets import TorchStateDictDataset
+from ecg_transfer.datasets import PretrainedEncoderDataset, TorchStateDictDataset
 from ecg_transfer.models.cae import CaeConfig, Encoder
 from ecg_transfer.models.weights import check_pretrained_encoder
 from ecg_transfer.pipelines.pretraining.pipeline import create_pipeline
@@ -26,13 +25,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _catalog(tiny_windows, tmp_path, params):
     catalog = make_catalog(
-        tmp_path, {"pretraining": params["pretraining"]}, files=("run_checkpoints",),
-        pretraining_windows=window_store(tiny_windows, "pretraining_windows"),
+        tmp_path, {k: params[k] for k in ("pretraining", "preprocessing")}, files=("run_checkpoints",),
+        unlabelled_windows=window_store(tiny_windows, "unlabelled_windows"),
     )
     # The files kedro-mlflow wraps in conf/base/catalog.yml, without the MLflow wrapper.
     catalog["cae_weights"] = TorchStateDictDataset(filepath=str(tmp_path / "cae_weights.pt"))
-    catalog["pretrained_encoder_weights"] = TorchStateDictDataset(filepath=str(tmp_path / "encoder_weights.pt"))
-    catalog["pretrained_encoder_card"] = JSONDataset(filepath=str(tmp_path / "model_card.json"))
+    catalog["pretrained_encoder@saved"] = PretrainedEncoderDataset(
+        weights_path=str(tmp_path / "encoder_weights.pt"), card_path=str(tmp_path / "model_card.json")
+    )
     return catalog
 
 
@@ -58,13 +58,17 @@ def test_the_encoder_is_saved_weights_only_with_a_card_of_the_configured_archite
     assert {key: card["architecture"][key] for key in configured} == configured
     assert card["window_length"] == configured["window_length"] == 2048
     assert card["bottleneck_features"] == configured["bottleneck"]
-    corpus = catalog.load("pretraining_windows")
+    corpus = catalog.load("unlabelled_windows")
     assert card["data"]["train_windows"] == len(corpus.split_indices("train"))
     assert card["data"]["test_windows"] == len(corpus.split_indices("test"))
     assert card["training"]["epochs_run"] <= params["pretraining"]["training"]["epochs"]
     assert card["reconstruction"]["test_mse_per_sample"] > 0
+    # What its inputs were, from the preprocessing parameters and the corpus's leads.
+    assert card["sampling_rate_hz"] == params["preprocessing"]["signal"]["target_fs"]
+    assert card["normalisation"] == "per-window z-score" and card["lead"] == "II"
     # What the fine-tuning arms will do with it: accepted as is.
-    assert check_pretrained_encoder(catalog.load("pretrained_encoder_weights"), card, cfg).keys() == state.keys()
+    published = catalog.load("pretrained_encoder@saved")
+    assert check_pretrained_encoder(published["weights"], card, cfg).keys() == state.keys()
     cae = torch.load(root / "cae_weights.pt", map_location="cpu", weights_only=True)
     assert {f"encoder.{k}" for k in state} < set(cae)
 
@@ -77,7 +81,7 @@ def test_the_history_holds_the_test_mse_and_one_mlflow_run_is_recorded(pretraine
     test = history[history["split"] == "test"]
     assert list(test["epoch"]) == list(range(1, epochs + 1))
     assert test["mse"].notna().all() and (test["mse"] > 0).all()
-    card = catalog.load("pretrained_encoder_card")
+    card = catalog.load("pretrained_encoder@saved")["card"]
     assert card["reconstruction"]["test_mse_per_sample"] == pytest.approx(test["mse"].min())
 
     runs = catalog.load("pretraining_mlflow_run")

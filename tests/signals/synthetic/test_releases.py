@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecg_transfer.signals.records import RHYTHMS
+from ecg_transfer.signals.chapman import RHYTHMS
 from ecg_transfer.signals.synthetic import (
     CHAPMAN_RHYTHM_COUNTS,
     DIAGNOSTICS_COLUMNS,

@@ -1,67 +1,162 @@
-"""Fine-tuning: the bootstrap samples every arm shares, and the three encoder arms
-(``random``, ``transfer``, ``transfer_frozen``) trained on them by the one engine."""
+"""Fine-tuning: the bootstrap samples every arm shares, and one node per arm that trains it at
+every fraction and trial with the one engine (study/experiment.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial, update_wrapper
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ecg_transfer.models.cae import CaeConfig
-from ecg_transfer.models.classifier import build_classifier
-from ecg_transfer.models.weights import check_pretrained_encoder
-from ecg_transfer.signals.records import RHYTHMS
+from ecg_transfer.models.classifier import build_classifier, build_feature_classifier
+from ecg_transfer.models.weights import check_card_inputs, check_pretrained_encoder, preprocessing_card
+from ecg_transfer.pipelines.configured_arms import check_arm_unchanged
+from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.bootstrap import draw_all_samples
-from ecg_transfer.study.experiment import labelled_arm_data, labelled_run_fingerprint, run_arm
+from ecg_transfer.study.experiment import (
+    ArmData,
+    FinetuningConfig,
+    HeadConfig,
+    arm_settings,
+    bootstrap_fingerprint,
+    fingerprint,
+    labelled_arm_data,
+    labelled_fingerprint,
+    run_arm,
+)
+
+ArmOutputs = tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], list[dict[str, Any]]]
 
 
 def draw_bootstrap_samples(labelled_windows, study: dict[str, Any]) -> pd.DataFrame:
-    """Every (fraction, trial) sample of the training split, drawn once for all arms."""
+    """Every (fraction, trial) sample of the training split, drawn once for all arms; a record
+    that gives several windows is drawn whole (its windows travel together)."""
     train = labelled_windows.split_indices("train")
-    labels = labelled_windows.index["label"].to_numpy(dtype=object)[train]
-    return draw_all_samples(labels, study["fractions"], int(study["n_trials"]), int(study["base_seed"]))
+    index = labelled_windows.index
+    return draw_all_samples(
+        index["label"].to_numpy(dtype=object)[train], study["fractions"], int(study["n_trials"]),
+        int(study["base_seed"]), records=index["record_id"].to_numpy(dtype=object)[train],
+    )
 
 
-def _train_encoder_arm(
-    arm: str,
+def _train_window_arm(
+    spec: ArmSpec,
     labelled_windows,
+    label_classes: list[str],
     bootstrap_samples: pd.DataFrame,
     run_checkpoints,
-    pretraining: dict[str, Any],
+    study: dict[str, Any],
     finetuning: dict[str, Any],
-    encoder_weights: dict | None = None,
-    encoder_card: dict | None = None,
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    cfg = CaeConfig.from_dict(pretraining["cae"])
-    state = None
-    if arm != "random":
-        state = check_pretrained_encoder(encoder_weights, encoder_card, cfg)
-    head = finetuning["head"]
+    pretraining: dict[str, Any],
+    preprocessing: dict[str, Any],
+    pretrained_encoder: dict[str, Any] | None = None,
+) -> ArmOutputs:
+    check_arm_unchanged(spec, study)
+    config = FinetuningConfig.from_params(finetuning)
+    cae = CaeConfig.from_dict(pretraining["cae"])
+    state, card = None, None
+    if spec.uses_encoder:
+        card = pretrained_encoder["card"]
+        source = f"arm {spec.name}: the pretrained encoder"
+        state = check_pretrained_encoder(pretrained_encoder["weights"], card, cae, source=source)
+        expected = preprocessing_card(
+            preprocessing["signal"]["target_fs"], cae.window_length, labelled_windows.index["lead"].unique()
+        )
+        check_card_inputs(card, expected, source)
 
     def make_model(seed: int):
         return build_classifier(
-            arm, cfg, state, n_classes=len(RHYTHMS), seed=seed,
-            head_hidden=int(head["hidden"]), dropout=float(head["dropout"]),
+            cae, len(label_classes), seed, init=spec.init, freeze=spec.freeze, encoder_state=state,
+            head_hidden=config.head.hidden, dropout=config.head.dropout,
         )
 
-    data = labelled_arm_data(labelled_windows)
-    data_fingerprint = labelled_run_fingerprint(
-        labelled_windows, bootstrap_samples, pretraining["cae"], finetuning, state or {}, labelled_windows.meta
+    # The card's date and torch version say when, not what: a re-published, identical encoder
+    # keeps the finished runs.
+    encoder_fingerprint = (
+        fingerprint(state, {k: v for k, v in card.items() if k not in ("date", "torch_version")})
+        if state is not None else None
     )
-    return run_arm(
-        arm, make_model, data, bootstrap_samples, finetuning["training"], run_checkpoints,
-        data_fingerprint, progress=bool(finetuning.get("progress", True)),
+    data_fingerprint = fingerprint(
+        spec.init, spec.freeze, pretraining["cae"], finetuning, label_classes, encoder_fingerprint,
+        labelled_fingerprint(labelled_windows), bootstrap_fingerprint(bootstrap_samples),
+    )
+    data = labelled_arm_data(labelled_windows, label_classes)
+    return _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samples, run_checkpoints,
+                study, config, encoder_fingerprint, data_fingerprint)
+
+
+def _standardise(data: ArmData) -> ArmData:
+    """Scale features by the training split's mean and SD (CNN activations vary in scale by
+    orders of magnitude; the test split never informs the scaling)."""
+    mean = data.train_x.mean(axis=0)
+    sd = data.train_x.std(axis=0) + 1e-6
+    return ArmData(
+        ((data.train_x - mean) / sd).astype(np.float32), data.train_y,
+        ((data.val_x - mean) / sd).astype(np.float32), data.val_y,
+        ((data.test_x - mean) / sd).astype(np.float32), data.test_y,
+        data.val_records, data.test_records,
     )
 
 
-def encoder_arm_trainer(arm: str):
-    """The node function of one encoder arm: a named function, so kedro-viz shows which."""
-    trainer = update_wrapper(partial(_train_encoder_arm, arm), _train_encoder_arm)
-    trainer.__name__ = f"train_{arm}_arm"
-    trainer.__qualname__ = trainer.__name__
-    trainer.__doc__ = f"Train the `{arm}` classifier at every fraction and trial."
-    return trainer
+def _train_spectrogram_arm(
+    spec: ArmSpec,
+    labelled_windows,
+    label_classes: list[str],
+    bootstrap_samples: pd.DataFrame,
+    run_checkpoints,
+    study: dict[str, Any],
+    finetuning: dict[str, Any],
+    image_spectrogram_features: pd.DataFrame,
+    image_transfer: dict[str, Any],
+) -> ArmOutputs:
+    check_arm_unchanged(spec, study)
+    config = FinetuningConfig.from_params(finetuning)
+    head = HeadConfig.from_params(image_transfer["head"])
+    record_ids = labelled_windows.index["record_id"].to_numpy()
+    features = image_spectrogram_features.set_index("record_id")
+    missing = set(record_ids) - set(features.index)
+    if missing:
+        raise ValueError(
+            f"image features lack {len(missing)} labelled records (e.g. {sorted(missing)[:3]}): "
+            "the cached features are stale; delete data/04_feature/spectrogram_features.parquet"
+        )
+    matrix = features.loc[record_ids].to_numpy(dtype=np.float32)
+    data = _standardise(labelled_arm_data(labelled_windows, label_classes, inputs=matrix))
+
+    def make_model(seed: int):
+        return build_feature_classifier(matrix.shape[1], len(label_classes), seed, head.hidden, head.dropout)
+
+    data_fingerprint = fingerprint(
+        image_transfer, finetuning["training"], label_classes, matrix,
+        labelled_fingerprint(labelled_windows), bootstrap_fingerprint(bootstrap_samples),
+    )
+    return _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samples, run_checkpoints,
+                study, config, None, data_fingerprint)
 
 
+def _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samples, run_checkpoints,
+         study, config: FinetuningConfig, encoder_fingerprint, data_fingerprint) -> ArmOutputs:
+    runs = run_arm(
+        spec.name, make_model, data, bootstrap_samples, config.training, label_classes, run_checkpoints,
+        data_fingerprint, progress=config.progress,
+    )
+    settings = arm_settings(
+        spec, study, config.training, label_classes, bootstrap_samples, labelled_windows,
+        encoder_fingerprint, data_fingerprint,
+    )
+    return runs.histories, runs.predictions, settings, runs.records
 
+
+def arm_trainer(spec: ArmSpec) -> Callable[..., ArmOutputs]:
+    """The node function of one arm, bound to its spec and named for kedro-viz."""
+    trainer = _train_window_arm if spec.input == "window" else _train_spectrogram_arm
+    bound = update_wrapper(partial(trainer, spec), trainer)
+    bound.__name__ = bound.__qualname__ = f"train_{spec.input}_arm"
+    bound.__doc__ = (
+        f"Train arm `{spec.name}` ({spec.label}: init {spec.init}, "
+        f"{'frozen' if spec.freeze else 'fine-tuned'}, reads {spec.input}s) at every fraction and trial."
+    )
+    return bound

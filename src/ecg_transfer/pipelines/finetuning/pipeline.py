@@ -1,23 +1,48 @@
-"""Fine-tuning: bootstrap samples, then one namespace per encoder arm (kedro-viz shows each)."""
+"""Fine-tuning: the shared bootstrap samples, then one template pipeline per arm, each in its
+own namespace (kedro-viz shows one collapsible box per arm; ``kedro run --namespaces=<arm>``
+runs one arm). The arms come from ``study.arms`` (see configured_arms.py)."""
 
-from kedro.pipeline import Pipeline, node, pipeline
+from __future__ import annotations
 
-from .nodes import draw_bootstrap_samples, encoder_arm_trainer
+from kedro.pipeline import Pipeline, node
 
-_SHARED = ["labelled_windows", "bootstrap_samples", "run_checkpoints", "params:pretraining", "params:finetuning"]
-_ENCODER = ["pretrained_encoder_weights", "pretrained_encoder_card"]
+from ecg_transfer.pipelines.configured_arms import configured_arms
+from ecg_transfer.study.arms import ArmRegistry, ArmSpec
+
+from .nodes import arm_trainer, draw_bootstrap_samples
+
+ARM_OUTPUTS = ["training_histories", "run_predictions", "arm_settings", "mlflow_runs"]
+_SHARED = ["labelled_windows", "label_classes", "bootstrap_samples", "run_checkpoints"]
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    nodes = [
-        node(draw_bootstrap_samples, ["labelled_windows", "params:study"], "bootstrap_samples",
-             name="draw_bootstrap_samples"),
-    ]
-    for arm in ("random", "transfer", "transfer_frozen"):
-        inputs = _SHARED + (_ENCODER if arm != "random" else [])
-        nodes.append(
-            node(encoder_arm_trainer(arm), inputs,
-                 [f"{arm}_training_histories", f"{arm}_mlflow_runs"],
-                 name=f"train_{arm}_arm", namespace=arm)
-        )
-    return pipeline(nodes, tags=["finetuning"])
+def arm_inputs(spec: ArmSpec) -> list[str]:
+    """What an arm's node reads: the shared data, and what its kind of arm needs besides."""
+    if spec.input == "spectrogram":
+        return [*_SHARED, "params:study", "params:finetuning", "image_spectrogram_features",
+                "params:image_transfer"]
+    extra = ["pretrained_encoder@finetuning"] if spec.uses_encoder else []
+    return [*_SHARED, "params:study", "params:finetuning", "params:pretraining", "params:preprocessing", *extra]
+
+
+def arm_pipeline(spec: ArmSpec) -> Pipeline:
+    """The template (one node, outputs named for what they hold) put in the arm's namespace:
+    its outputs become ``<arm>.training_histories`` etc., its inputs stay shared."""
+    inputs = arm_inputs(spec)
+    template = Pipeline([node(arm_trainer(spec), inputs, ARM_OUTPUTS, name="train_arm")])
+    return Pipeline(
+        template,
+        namespace=spec.name,
+        inputs={name for name in inputs if not name.startswith("params:")},
+        parameters={name for name in inputs if name.startswith("params:")},
+        tags=["finetuning", f"arm_{spec.name}"],
+    )
+
+
+def create_pipeline(arms: ArmRegistry | None = None, **kwargs) -> Pipeline:
+    arms = arms if arms is not None else configured_arms()
+    bootstrap = Pipeline(
+        [node(draw_bootstrap_samples, ["labelled_windows", "params:study"], "bootstrap_samples",
+              name="draw_bootstrap_samples")],
+        tags=["finetuning"],
+    )
+    return bootstrap + sum((arm_pipeline(spec) for spec in arms), Pipeline([]))

@@ -1,21 +1,18 @@
-"""The image-transfer arm, in its own namespace like the encoder arms."""
+"""The image-transfer baseline's features: spectrograms through the frozen ImageNet CNN, once
+for every spectrogram arm (their heads train in ``finetuning``)."""
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
-from .nodes import extract_spectrogram_features, plot_spectrogram_examples, train_image_arm
+from .nodes import extract_spectrogram_features, plot_spectrogram_examples
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
+    return Pipeline(
         [
             node(extract_spectrogram_features, ["labelled_windows", "params:image_transfer"],
-                 "image_spectrogram_features", name="extract_spectrogram_features", namespace="image"),
-            node(plot_spectrogram_examples, ["labelled_windows", "params:image_transfer"],
-                 "image_spectrogram_examples_figure", name="plot_spectrogram_examples", namespace="image"),
-            node(train_image_arm,
-                 ["image_spectrogram_features", "labelled_windows", "bootstrap_samples", "run_checkpoints",
-                  "params:image_transfer", "params:finetuning"],
-                 ["image_training_histories", "image_mlflow_runs"], name="train_image_arm", namespace="image"),
+                 "image_spectrogram_features", name="extract_spectrogram_features"),
+            node(plot_spectrogram_examples, ["labelled_windows", "label_classes", "params:image_transfer"],
+                 "image_spectrogram_examples_figure", name="plot_spectrogram_examples"),
         ],
         tags=["image_transfer"],
     )

@@ -1,44 +1,36 @@
-"""Ingestion: make the bundled data, then read every source once, keeping a manifest of
-the records that pass and a row for each one that does not, so nothing is dropped silently."""
+"""Ingestion: read every source once, keeping a manifest of the records that pass and a row
+for each one that does not, so nothing is dropped silently.
+
+The report of what became of every record (:func:`report_ingestion`) is a node of the
+preprocessing pipeline, after decide_label_classes, so it counts preprocessing's exclusions
+too."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from ecg_transfer.signals.records import ExclusionLog
-from ecg_transfer.signals.synthetic import simulate_chapman_release, simulate_monitor_corpus
+from ecg_transfer.signals.records import ExclusionLog, RecordSource, is_simulated
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["record_id", "patient_id", "label", "fs", "n_samples", "duration_s", "lead", "source"]
+MANIFEST_COLUMNS = [
+    "record_id", "patient_id", "label", "fs", "n_samples", "duration_s", "lead", "source",
+    "simulated", "nan_samples",
+]
+REPORT_COLUMNS = ["dataset", "stage", "outcome", "reason", "count"]
 
 
-def simulate_labelled_release(bundled_data: dict[str, Any]):
-    """The bundled stand-in for the Chapman-Shaoxing release, written by the catalog in its format."""
-    labelled = bundled_data["labelled"]
-    return simulate_chapman_release(
-        n_records=int(labelled["n_records"]),
-        seed=int(bundled_data["seed"]),
-        min_per_class=int(labelled["min_per_class"]),
-    )
-
-
-def simulate_unlabelled_corpus(bundled_data: dict[str, Any]):
-    """The bundled stand-in for the bedside-monitor corpus, written by the catalog as WFDB."""
-    unlabelled = bundled_data["unlabelled"]
-    return simulate_monitor_corpus(
-        n_patients=int(unlabelled["n_patients"]),
-        seconds_per_patient=float(unlabelled["seconds_per_patient"]),
-        seed=int(bundled_data["seed"]) + 1,
-        sampling_rates=tuple(int(fs) for fs in unlabelled["sampling_rates"]),
-    )
-
-
-def _scan(source, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _scan(source: RecordSource, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not isinstance(source, RecordSource):
+        raise TypeError(
+            f"{dataset}: {source!r} is not a record source (it needs .root and "
+            f".iter_records(exclusions)); check the catalog entry's type"
+        )
     exclusions = ExclusionLog()
+    simulated = is_simulated(source.root)
     rows = [
         {
             "record_id": record.record_id,
@@ -49,26 +41,72 @@ def _scan(source, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             "duration_s": record.signal.shape[0] / float(record.fs),
             "lead": record.lead,
             "source": record.source,
+            "simulated": simulated,
+            # NaN samples are gaps the reader let through (allow_nan_gaps); 0 for most readers
+            "nan_samples": int(np.isnan(record.signal).sum()),
         }
         for record in source.iter_records(exclusions)
     ]
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype(
+        {"simulated": bool, "nan_samples": "int64"}
+    )
     excluded = exclusions.to_frame()
     excluded["dataset"] = dataset
-    logger.info("%s: %d records accepted, %d excluded", dataset, len(manifest), len(excluded))
-    if manifest.empty:
-        raise ValueError(f"{dataset}: no usable record in {source!r}; see the exclusions report")
+    with_gaps = int((manifest["nan_samples"] > 0).sum())
+    logger.info(
+        "%s: %d records accepted%s, %d excluded (%s)", dataset, len(manifest),
+        f" ({with_gaps} with NaN gaps, {int(manifest['nan_samples'].sum())} NaN samples)"
+        if with_gaps else "",
+        len(excluded), "simulated data" if simulated else "no synthetic marker: real data",
+    )
     return manifest, excluded
 
 
-def scan_labelled_records(chapman_release) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every labelled record once: the manifest of usable records and the exclusions."""
-    return _scan(chapman_release, "labelled")
+def scan_labelled_records(labelled_recordings: RecordSource) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every labelled record once: the records that pass, and the exclusions."""
+    return _scan(labelled_recordings, "labelled")
 
 
-def scan_unlabelled_records(monitor_corpus) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every unlabelled recording once: the manifest of usable records and the exclusions."""
-    return _scan(monitor_corpus, "unlabelled")
+def scan_unlabelled_records(unlabelled_recordings: RecordSource) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every unlabelled recording once: the records that pass, and the exclusions."""
+    return _scan(unlabelled_recordings, "unlabelled")
+
+
+def _require_records(
+    source: RecordSource, scanned: pd.DataFrame, exclusions: pd.DataFrame, dataset: str
+) -> pd.DataFrame:
+    """The manifest, or an error when no record passed.
+
+    A node of its own, after the scan, so that the exclusions are saved before it fails and
+    the report the message points at exists.
+    """
+    if not scanned.empty:
+        return scanned
+    counts = exclusions["reason"].value_counts().sort_index()
+    found = (
+        ", ".join(f"{reason}: {count}" for reason, count in counts.items())
+        if len(counts) else "no record found at all"
+    )
+    raise ValueError(
+        f"{dataset}: no usable record in {source!r} ({found}). Every excluded record is "
+        f"listed with its file and reason in the exclusions report `{dataset}_exclusions` "
+        f"(by default data/08_reporting/ingestion/{dataset}_exclusions.csv), saved before "
+        f"this check; docs/own_data.md explains each reason"
+    )
+
+
+def check_labelled_records(
+    labelled_recordings: RecordSource, scanned: pd.DataFrame, labelled_exclusions: pd.DataFrame
+) -> pd.DataFrame:
+    """The labelled manifest, once it is known to hold at least one record."""
+    return _require_records(labelled_recordings, scanned, labelled_exclusions, "labelled")
+
+
+def check_unlabelled_records(
+    unlabelled_recordings: RecordSource, scanned: pd.DataFrame, unlabelled_exclusions: pd.DataFrame
+) -> pd.DataFrame:
+    """The unlabelled manifest, once it is known to hold at least one record."""
+    return _require_records(unlabelled_recordings, scanned, unlabelled_exclusions, "unlabelled")
 
 
 def report_ingestion(
@@ -76,17 +114,45 @@ def report_ingestion(
     labelled_exclusions: pd.DataFrame,
     unlabelled_manifest: pd.DataFrame,
     unlabelled_exclusions: pd.DataFrame,
+    labelled_class_exclusions: pd.DataFrame,
 ) -> pd.DataFrame:
-    """One table a person can read: records accepted and excluded, by dataset and reason."""
-    rows = []
+    """One table a person can read: what became of every record, by dataset, stage and reason.
+
+    ``stage`` says who decided: ``ingestion`` (the readers' checks: ``accepted``,
+    ``excluded`` per reason, ``accepted_by_label``, and ``accepted_with_gaps``, the
+    recordings let through with NaN gaps) or ``preprocessing`` (``labelled_class_exclusions``
+    from decide_label_classes: ``excluded`` as too_short or class_too_small, ``padded``,
+    then ``used`` and ``used_by_label``, the labelled records the study goes on with). So
+    every record left out is counted under its reason; the exclusion CSVs list each one.
+    """
+    rows: list[dict[str, object]] = []
+
+    def add(dataset: str, stage: str, outcome: str, reason: object, count: int) -> None:
+        rows.append({"dataset": dataset, "stage": stage, "outcome": outcome,
+                     "reason": reason, "count": int(count)})
+
     for dataset, manifest, excluded in (
         ("labelled", labelled_manifest, labelled_exclusions),
         ("unlabelled", unlabelled_manifest, unlabelled_exclusions),
     ):
-        rows.append({"dataset": dataset, "outcome": "accepted", "reason": "", "count": len(manifest)})
+        add(dataset, "ingestion", "accepted", "", len(manifest))
         for reason, count in excluded.groupby("reason", dropna=False).size().items():
-            rows.append({"dataset": dataset, "outcome": "excluded", "reason": reason, "count": int(count)})
+            add(dataset, "ingestion", "excluded", reason, count)
         if "label" in manifest and manifest["label"].notna().any():
             for label, count in manifest["label"].value_counts().sort_index().items():
-                rows.append({"dataset": dataset, "outcome": "accepted_by_label", "reason": label, "count": int(count)})
-    return pd.DataFrame(rows, columns=["dataset", "outcome", "reason", "count"])
+                add(dataset, "ingestion", "accepted_by_label", label, count)
+        if "nan_samples" in manifest:
+            with_gaps = int((manifest["nan_samples"] > 0).sum())
+            if with_gaps:
+                add(dataset, "ingestion", "accepted_with_gaps", "nan_gaps", with_gaps)
+
+    decided = labelled_class_exclusions
+    for (outcome, reason), count in decided.groupby(["outcome", "reason"], sort=True).size().items():
+        add("labelled", "preprocessing", outcome, reason, count)
+    left_out = set(decided.loc[decided["outcome"] == "excluded", "record_id"].astype(str))
+    used = labelled_manifest[~labelled_manifest["record_id"].astype(str).isin(left_out)]
+    add("labelled", "preprocessing", "used", "", len(used))
+    if "label" in used and used["label"].notna().any():
+        for label, count in used["label"].value_counts().sort_index().items():
+            add("labelled", "preprocessing", "used_by_label", label, count)
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)

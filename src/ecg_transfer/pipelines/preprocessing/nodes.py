@@ -1,43 +1,142 @@
-"""Preprocessing: patient-level splits, then the paper's signal chain (250 Hz, high-pass,
-2,048-sample windows, z-score) streamed into on-disk window stores, so the pretraining corpus
-can grow to the paper's 2.6 M windows without growing memory."""
+"""Preprocessing: the class list and the records that can be used, patient-level splits, then
+the paper's signal chain (resample, high-pass, windows, z-score) streamed into on-disk window
+stores, so the pretraining corpus can grow to the paper's 2.6 M windows without growing memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from ecg_transfer.signals.classes import (
+    DECISION_COLUMNS,
+    ClassConfig,
+    decide_classes,
+    decision_rows,
+)
 from ecg_transfer.signals.preprocess import (
     PreprocessConfig,
+    WindowingStats,
+    resampled_length,
     windows_from_labelled_records,
     windows_from_unlabelled_records,
 )
 from ecg_transfer.signals.records import EcgRecord, ExclusionLog
-from ecg_transfer.signals.splits import assign_splits
+from ecg_transfer.signals.splits import SplitConfig, assign_splits
+from ecg_transfer.typed_config import config_from_params
+
+logger = logging.getLogger(__name__)
 
 
-def _split_table(manifest: pd.DataFrame, split_params: dict[str, Any]) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _PreprocessingGroup:
+    """The top level of ``params:preprocessing``; the sub-groups are typed by their own configs."""
+
+    unlabelled_seed: int
+    signal: Any = None
+    classes: tuple[str, ...] | None = None
+    small_classes: str = "exclude"
+    labelled_splits: Any = None
+    unlabelled_splits: Any = None
+
+
+@dataclass(frozen=True)
+class PreprocessingParams:
+    """``params:preprocessing`` as typed objects, made once at the node boundary."""
+
+    signal: PreprocessConfig
+    classes: ClassConfig
+    labelled_splits: SplitConfig
+    unlabelled_splits: SplitConfig
+    unlabelled_seed: int
+
+    @classmethod
+    def from_params(cls, preprocessing: Mapping[str, Any]) -> PreprocessingParams:
+        top = config_from_params(_PreprocessingGroup, preprocessing, "preprocessing")
+        return cls(
+            signal=PreprocessConfig.from_params(top.signal, "preprocessing.signal"),
+            classes=ClassConfig(classes=top.classes, small_classes=top.small_classes),
+            labelled_splits=SplitConfig.from_params(top.labelled_splits, "preprocessing.labelled_splits"),
+            unlabelled_splits=SplitConfig.from_params(top.unlabelled_splits, "preprocessing.unlabelled_splits"),
+            unlabelled_seed=top.unlabelled_seed,
+        )
+
+
+def _short_records(manifest: pd.DataFrame, cfg: PreprocessConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records shorter than one window at cfg.target_fs, rows saying what happens to them)."""
+    lengths = pd.Series(
+        [resampled_length(int(n), float(fs), cfg.target_fs) for n, fs in zip(manifest["n_samples"], manifest["fs"])],
+        index=manifest.index,
+        dtype="int64",
+    )
+    short = manifest[lengths < cfg.window_length]
+    details = lengths[short.index].map(
+        lambda n: f"{n} samples at {cfg.target_fs:g} Hz, fewer than window_length={cfg.window_length}"
+    )
+    if cfg.pad_short:
+        return short, decision_rows(short, "padded", "padded", details + "; zero-padded")
+    return short, decision_rows(short, "excluded", "too_short", details)
+
+
+def decide_label_classes(labelled_manifest: pd.DataFrame, preprocessing: dict[str, Any]) -> tuple[list[str], pd.DataFrame]:
+    """The study's class list, and the labelled records preprocessing leaves out (or pads).
+
+    Records shorter than a window are excluded as ``too_short`` (or kept and zero-padded,
+    listed as ``padded``, with ``signal.pad_short``); then the classes follow from the
+    remaining labels (``preprocessing.classes`` or by frequency) and classes with too few
+    patients for the splits are left out as ``class_too_small`` (or refused, with
+    ``small_classes: error``).
+    """
+    params = PreprocessingParams.from_params(preprocessing)
+    short, short_rows = _short_records(labelled_manifest, params.signal)
+    usable = labelled_manifest if params.signal.pad_short else labelled_manifest.drop(index=short.index)
+    classes, class_rows = decide_classes(usable, params.classes, params.labelled_splits.min_patients_per_class)
+    if params.signal.pad_short:  # a padded record of a class left out is listed once, as left out
+        short_rows = short_rows[~short_rows["record_id"].isin(set(class_rows["record_id"]))]
+    decisions = pd.concat([d for d in (short_rows, class_rows) if len(d)] or [short_rows], ignore_index=True)
+    decisions = decisions.astype(object)[DECISION_COLUMNS]
+    if len(decisions):
+        counts = decisions.groupby(["outcome", "reason"]).size()
+        logger.info(
+            "labelled: %s (details in labelled_class_exclusions)",
+            ", ".join(f"{n} {outcome} as {reason}" for (outcome, reason), n in counts.items()),
+        )
+    if params.classes.classes is not None:
+        dropped = [c for c in params.classes.classes if c not in classes]
+        if dropped:
+            logger.warning("labelled: configured classes left out as too small to split: %s", dropped)
+    logger.info("labelled: %d classes: %s", len(classes), ", ".join(classes))
+    return classes, decisions
+
+
+def _split_table(manifest: pd.DataFrame, split: SplitConfig) -> pd.DataFrame:
     splits = assign_splits(
-        manifest[["patient_id", "label"]],
-        test_fraction=float(split_params["test_fraction"]),
-        val_fraction=float(split_params["val_fraction"]),
-        seed=int(split_params["seed"]),
+        manifest[["record_id", "patient_id", "label"]],
+        test_fraction=split.test_fraction,
+        val_fraction=split.val_fraction,
+        seed=split.seed,
     )
     return pd.DataFrame({"record_id": manifest["record_id"].to_numpy(), "split": splits.to_numpy()})
 
 
-def assign_labelled_splits(labelled_manifest: pd.DataFrame, preprocessing: dict[str, Any]) -> pd.DataFrame:
-    """Stratified 8:2 train/test by patient, with a validation split carved from train."""
-    return _split_table(labelled_manifest, preprocessing["labelled_splits"])
+def assign_labelled_splits(
+    labelled_manifest: pd.DataFrame, labelled_class_exclusions: pd.DataFrame, preprocessing: dict[str, Any]
+) -> pd.DataFrame:
+    """Stratified train/val/test by patient over the records kept by decide_label_classes."""
+    params = PreprocessingParams.from_params(preprocessing)
+    excluded = labelled_class_exclusions.loc[labelled_class_exclusions["outcome"] == "excluded", "record_id"]
+    kept = labelled_manifest[~labelled_manifest["record_id"].astype(str).isin(set(excluded.astype(str)))]
+    return _split_table(kept, params.labelled_splits)
 
 
 def assign_unlabelled_splits(unlabelled_manifest: pd.DataFrame, preprocessing: dict[str, Any]) -> pd.DataFrame:
     """8:2 train/test by patient for the CAE's early stopping (no validation split, as the paper)."""
-    manifest = unlabelled_manifest.assign(label=None)
-    return _split_table(manifest, preprocessing["unlabelled_splits"])
+    params = PreprocessingParams.from_params(preprocessing)
+    return _split_table(unlabelled_manifest.assign(label=None), params.unlabelled_splits)
 
 
 def _records_in(source, splits: pd.DataFrame) -> Iterator[EcgRecord]:
@@ -59,30 +158,76 @@ def _records_in(source, splits: pd.DataFrame) -> Iterator[EcgRecord]:
 
 
 class _SplitWindowStream:
-    """A lazy stream of (windows, index) chunks with each window's split attached."""
+    """A lazy stream of (windows, index) chunks with each window's split attached.
 
-    def __init__(self, chunks: Iterable[tuple], splits: pd.DataFrame):
+    ``meta`` (read by WindowStoreDataset once the chunks are exhausted) goes into the
+    store's meta.json: the class list, the signal settings and the counts of the run.
+    """
+
+    def __init__(
+        self,
+        chunks: Iterable[tuple],
+        splits: pd.DataFrame,
+        dataset: str,
+        cfg: PreprocessConfig,
+        stats: WindowingStats,
+        classes: list[str] | None = None,
+    ):
         self._chunks = chunks
         self._split_of = dict(zip(splits["record_id"], splits["split"]))
+        self._dataset = dataset
+        self._cfg = cfg
+        self._stats = stats
+        self._classes = None if classes is None else [str(c) for c in classes]
 
     def __iter__(self):
+        known = None if self._classes is None else set(self._classes)
         for windows, index in self._chunks:
             index = index.copy()
             index["split"] = index["record_id"].map(self._split_of)
+            if known is not None:
+                unknown = index.loc[~index["label"].isin(known), ["record_id", "label"]]
+                if len(unknown):
+                    raise ValueError(
+                        f"{self._dataset}: record {unknown['record_id'].iloc[0]!r} has label "
+                        f"{unknown['label'].iloc[0]!r}, not among the classes {self._classes}"
+                    )
             yield windows, index
+        stats = self._stats.as_dict()
+        logger.info("%s windows: %s", self._dataset, ", ".join(f"{k}={v}" for k, v in stats.items()))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {
+            "dataset": self._dataset,
+            "classes": self._classes,
+            "preprocessing": dataclasses.asdict(self._cfg),
+            "stats": self._stats.as_dict(),
+        }
 
 
-def window_labelled_records(chapman_release, labelled_splits: pd.DataFrame, preprocessing: dict[str, Any]):
-    """One z-scored 2,048-sample lead-II window per labelled record, streamed to the window store."""
-    config = PreprocessConfig(**preprocessing["signal"])
-    chunks = windows_from_labelled_records(_records_in(chapman_release, labelled_splits), config)
-    return _SplitWindowStream(chunks, labelled_splits)
-
-
-def window_unlabelled_records(monitor_corpus, unlabelled_splits: pd.DataFrame, preprocessing: dict[str, Any]):
-    """Many random z-scored windows per unlabelled recording, streamed to the window store."""
-    config = PreprocessConfig(**preprocessing["signal"])
-    chunks = windows_from_unlabelled_records(
-        _records_in(monitor_corpus, unlabelled_splits), config, seed=int(preprocessing["unlabelled_seed"])
+def window_labelled_records(
+    labelled_recordings, labelled_splits: pd.DataFrame, label_classes: list[str], preprocessing: dict[str, Any]
+):
+    """Up to ``windows_per_record`` z-scored windows per labelled record, streamed to the window store."""
+    params = PreprocessingParams.from_params(preprocessing)
+    stats = WindowingStats()
+    chunks = windows_from_labelled_records(
+        _records_in(labelled_recordings, labelled_splits), params.signal, stats=stats
     )
-    return _SplitWindowStream(chunks, unlabelled_splits)
+    return _SplitWindowStream(chunks, labelled_splits, "labelled", params.signal, stats, classes=label_classes)
+
+
+def window_unlabelled_records(unlabelled_recordings, unlabelled_splits: pd.DataFrame, preprocessing: dict[str, Any]):
+    """Many random z-scored windows per unlabelled recording (from its NaN-free stretches),
+    streamed to the window store."""
+    params = PreprocessingParams.from_params(preprocessing)
+    stats = WindowingStats()
+    chunks = windows_from_unlabelled_records(
+        _records_in(unlabelled_recordings, unlabelled_splits),
+        params.signal,
+        seed=params.unlabelled_seed,
+        exclusions=ExclusionLog(),
+        stats=stats,
+    )
+    return _SplitWindowStream(chunks, unlabelled_splits, "unlabelled", params.signal, stats)

@@ -11,10 +11,12 @@ import torch
 from matplotlib.figure import Figure
 
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder, count_parameters
-from ecg_transfer.models.weights import encoder_model_card
-from ecg_transfer.study.experiment import fingerprint
+from ecg_transfer.models.weights import encoder_model_card, preprocessing_card
+from ecg_transfer.study.experiment import fingerprint, run_record
 from ecg_transfer.study.figures import reconstruction_figure
+from ecg_transfer.training.distributed import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit, predict
+from ecg_transfer.training.tasks import ReconstructionTask
 
 
 def _autoencoder(cfg: CaeConfig, seed: int) -> ConvAutoencoder:
@@ -24,21 +26,31 @@ def _autoencoder(cfg: CaeConfig, seed: int) -> ConvAutoencoder:
 
 
 def pretrain_autoencoder(
-    pretraining_windows, run_checkpoints, pretraining: dict[str, Any]
-) -> tuple[dict, pd.DataFrame, dict, dict, list[dict[str, Any]]]:
-    """Train the CAE on the corpus's train split, keep the epoch with the lowest test MSE."""
+    unlabelled_windows, run_checkpoints, pretraining: dict[str, Any], preprocessing: dict[str, Any]
+) -> tuple[dict, pd.DataFrame, dict, list[dict[str, Any]]]:
+    """Train the CAE on the corpus's train split, keep the epoch with the lowest test MSE; the
+    encoder's card records what its inputs were (rate, window, normalisation, lead)."""
     cfg = CaeConfig.from_dict(pretraining["cae"])
-    train_config = TrainConfig(**pretraining["training"])
-    train = pretraining_windows.split_view("train")
-    test = pretraining_windows.split_view("test")
+    # nproc (processes) and the optional distributed: block change how, not what, is trained;
+    # they stay out of the run key, so a run may resume with another process count.
+    training = {k: v for k, v in pretraining["training"].items() if k != "nproc"}
+    launch = LaunchConfig.from_params(pretraining["training"].get("nproc", 1), pretraining.get("distributed"))
+    train_config = TrainConfig(**training)
+    train = unlabelled_windows.split_view("train")
+    test = unlabelled_windows.split_view("test")
     model = _autoencoder(cfg, train_config.seed)
+    keyed = {**{k: v for k, v in pretraining.items() if k != "distributed"}, "training": training}
     key = "pretraining/cae/" + fingerprint(
-        pretraining, pretraining_windows.meta, pretraining_windows.index[["record_id", "split"]].to_numpy()
+        keyed, unlabelled_windows.meta, unlabelled_windows.index[["record_id", "split"]].to_numpy()
     )
-    result = fit(
-        model, "reconstruction", train, None, {"test": (test, None)}, train_config,
-        checkpoints=run_checkpoints, run_key=key, progress=bool(pretraining.get("progress", True)),
-    )
+    progress = bool(pretraining.get("progress", True))
+    if launch.distributed:  # DDP over nproc processes (docs/models_and_training.md)
+        splits = {name: StoreSplit(str(unlabelled_windows.path), name) for name in ("train", "test")}
+        result = fit_distributed(model, ReconstructionTask(), splits["train"], {"test": splits["test"]},
+                                 train_config, launch, checkpoints=run_checkpoints, run_key=key, progress=progress)
+    else:
+        result = fit(model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config,
+                     checkpoints=run_checkpoints, run_key=key, progress=progress)
     history = result.history
     best = history[(history["split"] == "test") & (history["epoch"] == result.best_epoch)].iloc[0]
     reconstruction = {
@@ -46,11 +58,15 @@ def pretrain_autoencoder(
         "test_sse_per_window": float(best["sse_per_window"]),
         "best_epoch": int(result.best_epoch),
     }
+    inputs = preprocessing_card(
+        preprocessing["signal"]["target_fs"], cfg.window_length, unlabelled_windows.index["lead"].unique()
+    )
     card = encoder_model_card(
         model.encoder.state_dict(), cfg,
         {
+            **inputs,
             "data": {
-                "corpus": str(pretraining_windows.path),
+                "corpus": str(unlabelled_windows.path),
                 "train_windows": int(train.shape[0]),
                 "test_windows": int(test.shape[0]),
             },
@@ -59,31 +75,33 @@ def pretrain_autoencoder(
                          "stopped_early": bool(result.stopped_early), "device": result.device},
         },
     )
-    mlflow_run = {
-        "run_name": "cae-pretraining",
-        "params": {
+    mlflow_run = run_record(
+        "cae-pretraining",
+        {
             **{f"cae.{k}": v for k, v in pretraining["cae"].items()},
             **{f"train.{k}": v for k, v in pretraining["training"].items()},
             "n_train": int(train.shape[0]), "n_test": int(test.shape[0]),
             "n_parameters": count_parameters(model), "device": result.device,
         },
-        "tags": {"stage": "pretraining", "arm": "cae"},
-        "history": history,
-        "metrics": reconstruction,
-    }
+        {"stage": "pretraining", "arm": "cae"},
+        history,
+        reconstruction,
+    )
     encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
     cae_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return cae_state, history, encoder_state, card, [mlflow_run]
+    return cae_state, history, {"weights": encoder_state, "card": card}, [mlflow_run]
 
 
-def plot_reconstructions(pretraining_windows, cae_weights: dict, pretraining: dict[str, Any]) -> Figure:
+def plot_reconstructions(
+    unlabelled_windows, cae_weights: dict, pretraining: dict[str, Any], preprocessing: dict[str, Any]
+) -> Figure:
     """Original vs reconstructed test windows (the paper's Fig. 4)."""
     cfg = CaeConfig.from_dict(pretraining["cae"])
     model = ConvAutoencoder(cfg)
     model.load_state_dict(cae_weights)
-    test_rows = pretraining_windows.split_indices("test")
+    test_rows = unlabelled_windows.split_indices("test")
     rng = np.random.default_rng(int(pretraining["training"].get("seed", 0)))
     chosen = np.sort(rng.choice(test_rows, size=min(4, test_rows.size), replace=False))
-    originals = pretraining_windows.take(chosen)
+    originals = unlabelled_windows.take(chosen)
     reconstructions = predict(model, originals, device="cpu")
-    return reconstruction_figure(originals, reconstructions, fs=250.0)
+    return reconstruction_figure(originals, reconstructions, fs=float(preprocessing["signal"]["target_fs"]))

@@ -1,42 +1,83 @@
-"""Statistics: from the per-epoch histories of every run to the paper's tables, the figures,
-the comparisons the paper did not make, and a report that sets our numbers beside the paper's."""
+"""Statistics: from the per-epoch histories and predictions of every run to the paper's tables,
+the figures, the comparisons the paper did not make, and a report that says what data and runs
+the numbers come from.
+
+Per-arm inputs arrive as positional lists in the arm registry's order (``study.arms``); the
+first node checks that every arm ran under one study configuration before anything is combined.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from ecg_transfer.study import figures, tables
-from ecg_transfer.study.report import study_report
-from ecg_transfer.study.statistics import compare_arms
+from ecg_transfer.study.arms import arm_registry
+from ecg_transfer.study.bootstrap import sample_sizes
+from ecg_transfer.study.floor import floor_for, floor_scores
+from ecg_transfer.study.report import labelled_split_text, study_report
+from ecg_transfer.study.run_settings import check_arm_settings, check_histories_match, describe_run
+from ecg_transfer.study.statistics import compare_arms, record_bootstrap_comparisons
 from ecg_transfer.study.summaries import summarise_runs
-from ecg_transfer.training.engine import resolve_device
 
-# The Table-2 variants: the paper's optimistic protocol (best test F1 over epochs) and the
-# honest one (test F1 at the best-validation epoch), for weighted and macro F1.
+# The Table-2 variants: the paper's optimistic protocol (best test score over epochs) and the
+# honest one (test score at the best-validation epoch), for weighted F1, macro F1, macro AUROC.
 TABLE2_METRICS = {
     "table2_f1_weighted": "best_test_f1_weighted",
     "table2_f1_weighted_honest": "honest_test_f1_weighted",
     "table2_f1_macro": "best_test_f1_macro",
     "table2_f1_macro_honest": "honest_test_f1_macro",
+    "table2_auroc_macro": "best_test_auroc_macro",
+    "table2_auroc_macro_honest": "honest_test_auroc_macro",
+}
+# Table 3: the paper's LCI and the bounded variant that survives curves without a drop.
+TABLE3_METRICS = {"table3_lci": "lci", "table3_lci_bounded": "lci_bounded"}
+COMPARED_METRICS = (*TABLE2_METRICS.values(), *TABLE3_METRICS.values())
+REPORT_TABLES = {
+    "Table 2 (weighted F1, optimistic: the paper's protocol)": "table2_f1_weighted",
+    "Table 2 (weighted F1, honest)": "table2_f1_weighted_honest",
+    "Table 3 (LCI, the paper's formula)": "table3_lci",
+    "Table 3 (bounded LCI)": "table3_lci_bounded",
 }
 
 
-def combine_histories(*arm_histories: pd.DataFrame) -> pd.DataFrame:
-    """All runs' per-epoch histories in one long table."""
-    return pd.concat(arm_histories, ignore_index=True)
+def check_study_runs(study: dict[str, Any], *arm_settings: dict[str, Any]) -> dict[str, Any]:
+    """The run settings all arms share; an error naming the arms and settings if they differ."""
+    registry = arm_registry(study["arms"])
+    specs = {arm.name: {"init": arm.init, "freeze": arm.freeze, "input": arm.input} for arm in registry}
+    return check_arm_settings(list(arm_settings), registry.names, specs)
+
+
+def combine_histories(study_runs: dict[str, Any], *arm_histories: pd.DataFrame) -> pd.DataFrame:
+    """All runs' per-epoch histories in one long table, checked against the run settings."""
+    if len(arm_histories) != len(study_runs["arms"]):
+        raise ValueError(
+            f"combine_histories: {len(arm_histories)} histories for the arms {study_runs['arms']}"
+        )
+    histories = pd.concat(arm_histories, ignore_index=True)
+    check_histories_match(histories, study_runs)
+    return histories
 
 
 def summarise_study_runs(training_histories: pd.DataFrame, statistics: dict[str, Any]) -> pd.DataFrame:
-    """One row per (fraction, arm, trial): best and honest test F1, LCI, per-class F1."""
+    """One row per (fraction, arm, trial): best and honest test scores, LCI, per-class F1."""
     return summarise_runs(training_histories, lci_eps=float(statistics["lci_eps"]))
 
 
-def compare_study_arms(run_summary: pd.DataFrame, statistics: dict[str, Any]) -> pd.DataFrame:
-    """Welch and paired tests, Hedges' g, bootstrap CIs and Holm-adjusted p for every metric."""
-    comparisons = [tuple(pair) for pair in statistics["comparisons"]]
+def _comparisons(study: dict[str, Any], statistics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return arm_registry(study["arms"]).check_comparisons(statistics["comparisons"])
+
+
+def compare_study_arms(
+    run_summary: pd.DataFrame, study: dict[str, Any], statistics: dict[str, Any]
+) -> pd.DataFrame:
+    """Welch and paired tests, Hedges' g, bootstrap CIs over trials and Holm-adjusted p for every
+    metric of Tables 2 and 3 (macro AUROC when the histories hold it)."""
+    comparisons = _comparisons(study, statistics)
     frames = [
         compare_arms(
             run_summary,
@@ -46,65 +87,217 @@ def compare_study_arms(run_summary: pd.DataFrame, statistics: dict[str, Any]) ->
             confidence=float(statistics["confidence"]),
             seed=int(statistics["seed"]),
         ).assign(metric=metric)
-        for metric in [*TABLE2_METRICS.values(), "lci"]
+        for metric in COMPARED_METRICS
+        if metric in run_summary.columns and run_summary[metric].notna().any()
     ]
     return pd.concat(frames, ignore_index=True)
 
 
-def make_tables(run_summary: pd.DataFrame) -> dict[str, Any]:
-    """Table 2 (four variants) and Table 3 (LCI), each as CSV and Markdown, laid out like the paper."""
+def compare_on_test_records(
+    study: dict[str, Any], statistics: dict[str, Any], study_runs: dict[str, Any], *arm_predictions: pd.DataFrame
+) -> pd.DataFrame:
+    """Per comparison and fraction, a paired bootstrap over test records of the honest weighted
+    F1 difference, pooled over trials (docs/statistics.md, section 4)."""
+    if len(arm_predictions) != len(study_runs["arms"]):
+        raise ValueError(
+            f"compare_on_test_records: {len(arm_predictions)} prediction tables for the arms {study_runs['arms']}"
+        )
+    return record_bootstrap_comparisons(
+        pd.concat(arm_predictions, ignore_index=True),
+        classes=study_runs["classes"],
+        comparisons=_comparisons(study, statistics),
+        selection="honest",
+        split="test",
+        n_boot=int(statistics.get("record_n_boot", 2000)),
+        confidence=float(statistics["confidence"]),
+        seed=int(statistics["seed"]),
+    )
+
+
+def _labelled_index(labelled_windows) -> pd.DataFrame:
+    index = labelled_windows.index
+    missing = {"record_id", "label", "split"} - set(index.columns)
+    if missing:
+        raise ValueError(f"labelled_windows: the index lacks columns {sorted(missing)}")
+    return index
+
+
+def size_bootstrap_samples(bootstrap_samples: pd.DataFrame, labelled_windows) -> pd.DataFrame:
+    """Per fraction: records drawn and unique training records a bootstrap sample holds."""
+    index = _labelled_index(labelled_windows)
+    train_records = index.loc[index["split"] == "train", "record_id"].to_numpy(dtype=object)
+    return sample_sizes(bootstrap_samples, train_records)
+
+
+def score_floor(labelled_windows) -> pd.DataFrame:
+    """Test scores of the majority-class classifier and of a stratified random guess."""
+    index = _labelled_index(labelled_windows)
+    return floor_scores(
+        index.loc[index["split"] == "train", "label"].to_numpy(dtype=object),
+        index.loc[index["split"] == "test", "label"].to_numpy(dtype=object),
+    )
+
+
+def make_tables(
+    run_summary: pd.DataFrame,
+    study: dict[str, Any],
+    statistics: dict[str, Any],
+    score_floor: pd.DataFrame,
+    bootstrap_sample_sizes: pd.DataFrame,
+    study_meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Tables 2 (six variants) and 3 (two), each as CSV and Markdown, laid out like the paper, with
+    every arm in registry order and one Welch p row per declared comparison."""
+    registry = arm_registry(study["arms"])
+    comparisons = _comparisons(study, statistics)
+    split = labelled_split_text(study_meta.get("labelled_split"))
     outputs: dict[str, Any] = {}
     for name, metric in TABLE2_METRICS.items():
-        table = tables.table2(run_summary, metric=metric)
+        if metric in run_summary.columns and run_summary[metric].notna().any():
+            table = tables.table2(
+                run_summary, metric=metric, arms=registry, comparisons=comparisons,
+                floor=floor_for(metric, score_floor), sample_sizes=bootstrap_sample_sizes, labelled_split=split,
+            )
+        else:
+            table = _note_table(metric, "the training histories hold no scores for this metric")
         outputs[f"{name}_table_csv"] = table
         outputs[f"{name}_table_markdown"] = tables.to_markdown(table)
-    table = tables.table3(run_summary)
-    outputs["table3_lci_table_csv"] = table
-    outputs["table3_lci_table_markdown"] = tables.to_markdown(table)
+    for name, metric in TABLE3_METRICS.items():
+        table = tables.table3(run_summary, metric=metric, arms=registry, comparisons=comparisons)
+        outputs[f"{name}_table_csv"] = table
+        outputs[f"{name}_table_markdown"] = tables.to_markdown(table)
     return outputs
 
 
-def plot_study(run_summary: pd.DataFrame, training_histories: pd.DataFrame) -> tuple[Figure, Figure, Figure, Figure]:
-    """F1 against training fraction per arm, learning curves (the paper's Fig. 5), per-class F1."""
+def _note_table(metric: str, note: str) -> pd.DataFrame:
+    table = pd.DataFrame({"note": [note]}, index=["-"])
+    table.index.name = metric
+    return table
+
+
+def plot_study(
+    run_summary: pd.DataFrame, training_histories: pd.DataFrame, study: dict[str, Any], score_floor: pd.DataFrame
+) -> tuple[Figure, Figure, Figure, Figure]:
+    """F1 against training fraction per arm (with the floor), learning curves (the paper's
+    Fig. 5), per-class F1."""
+    registry = arm_registry(study["arms"])
     return (
-        figures.f1_vs_fraction(run_summary, metric="best_test_f1_weighted"),
-        figures.f1_vs_fraction(run_summary, metric="honest_test_f1_weighted"),
-        figures.learning_curves(training_histories, split="test"),
-        figures.per_class_f1(run_summary),
+        figures.f1_vs_fraction(run_summary, "best_test_f1_weighted", registry,
+                               floor_for("f1_weighted", score_floor)),
+        figures.f1_vs_fraction(run_summary, "honest_test_f1_weighted", registry,
+                               floor_for("f1_weighted", score_floor)),
+        figures.learning_curves(training_histories, split="test", arms=registry),
+        figures.per_class_f1(run_summary, arms=registry),
     )
+
+
+def describe_study(
+    study_runs: dict[str, Any],
+    labelled_windows,
+    unlabelled_windows,
+    labelled_manifest: pd.DataFrame,
+    unlabelled_manifest: pd.DataFrame,
+    preprocessing: dict[str, Any],
+    pretraining: dict[str, Any],
+    image_transfer: dict[str, Any],
+) -> dict[str, Any]:
+    """What the numbers came from, for the report and the MLflow parent run: the data (source,
+    size, classes, simulated or real, from the manifests), the backbone, the labelled split, and
+    the run settings the arms share."""
+    index = _labelled_index(labelled_windows)
+    labelled = {
+        "source": _source(labelled_manifest),
+        "records": int(len(labelled_manifest)),
+        "windows": int(len(index)),
+        "split_sizes": {str(k): int(v) for k, v in index["split"].value_counts().sort_index().items()},
+        "class_counts": {str(k): int(v) for k, v in index["label"].value_counts().items()},
+        "simulated": _simulated(labelled_manifest),
+    }
+    unlabelled = {
+        "source": _source(unlabelled_manifest),
+        "records": int(len(unlabelled_manifest)),
+        "windows": int(len(unlabelled_windows)),
+        "simulated": _simulated(unlabelled_manifest),
+    }
+    flags = {labelled["simulated"], unlabelled["simulated"]}
+    synthetic = True if True in flags else (False if flags == {False} else None)
+    run = describe_run(study_runs)
+    cae = pretraining.get("cae", {})
+    return {
+        "labelled": labelled,
+        "unlabelled": unlabelled,
+        "classes": run["classes"],
+        "n_classes": len(run["classes"]),
+        "synthetic": synthetic,
+        "backbone": (
+            f"CAE encoder, {cae.get('n_blocks')} residual blocks, kernel {cae.get('kernel_size')}, "
+            f"channels {list(cae.get('channels', []))}, {cae.get('bottleneck')} features"
+        ),
+        "image_backbone": str(image_transfer.get("backbone", {}).get("name", "not recorded")),
+        "labelled_split": _labelled_split(preprocessing),
+        "run": run,
+        "arms": {arm: spec for arm, spec in study_runs["specs"].items()},
+        "fractions": run["fractions"],
+        "n_trials": run["n_trials"],
+        "epochs": run["epochs"],
+    }
+
+
+def _source(manifest: pd.DataFrame) -> str:
+    """The folder the records came from (common path of their sources), or 'not recorded'."""
+    if "source" not in manifest.columns or manifest.empty:
+        return "not recorded"
+    paths = [str(p) for p in manifest["source"].dropna().unique()]
+    if not paths:
+        return "not recorded"
+    try:
+        common = os.path.commonpath(paths)
+    except ValueError:  # mixed absolute and relative paths
+        return f"{len(paths)} sources"
+    return common if len(paths) > 1 else os.path.dirname(common) or common
+
+
+def _simulated(manifest: pd.DataFrame) -> bool | None:
+    """True if any record is simulated, False if none is, None if the manifest does not say."""
+    if "simulated" not in manifest.columns:
+        return None
+    values = manifest["simulated"].dropna()
+    if values.empty:
+        return None
+    return bool(values.astype(bool).any())
+
+
+def _labelled_split(preprocessing: dict[str, Any]) -> dict[str, float] | None:
+    splits = (preprocessing or {}).get("labelled_splits")
+    if not splits or "test_fraction" not in splits:
+        return None
+    test = float(splits["test_fraction"])
+    val = float(splits.get("val_fraction", 0.0))
+    return {"train": round(1.0 - test - val, 6), "val": val, "test": test}
 
 
 def write_study_report(
     run_summary: pd.DataFrame,
     arm_comparisons: pd.DataFrame,
+    record_comparisons: pd.DataFrame,
     table2: pd.DataFrame,
+    table2_honest: pd.DataFrame,
     table3: pd.DataFrame,
+    table3_bounded: pd.DataFrame,
+    score_floor: pd.DataFrame,
+    bootstrap_sample_sizes: pd.DataFrame,
     cae_history: pd.DataFrame,
     study_meta: dict[str, Any],
+    study: dict[str, Any],
 ) -> str:
-    """A Markdown report with our numbers beside the paper's, and what they do and do not show."""
+    """A Markdown report: the data and runs, the floor, our numbers (beside the paper's on its
+    task), Tables 2-3, and the comparisons with what each interval covers."""
     meta = dict(study_meta)
     test_mse = cae_history.loc[cae_history["split"] == "test"]
     if not test_mse.empty:
-        meta["cae_test_mse_per_sample"] = float(test_mse["loss"].min())
-    return study_report(run_summary, arm_comparisons, table2, table3, meta)
-
-
-def describe_study(
-    labelled_windows, pretraining_windows, study: dict[str, Any], finetuning: dict[str, Any],
-    image_transfer: dict[str, Any],
-) -> dict[str, Any]:
-    """What the numbers came from, for the report and the MLflow parent run."""
-    labelled = labelled_windows.index
-    return {
-        "labelled_windows": int(len(labelled)),
-        "labelled_split_sizes": {k: int(v) for k, v in labelled["split"].value_counts().items()},
-        "labelled_class_counts": {str(k): int(v) for k, v in labelled["label"].value_counts().items()},
-        "pretraining_windows": int(len(pretraining_windows)),
-        "fractions": [float(f) for f in study["fractions"]],
-        "n_trials": int(study["n_trials"]),
-        "epochs": int(finetuning["training"]["epochs"]),
-        "device": str(resolve_device(str(finetuning["training"].get("device", "auto")))),
-        "image_backbone": str(image_transfer["backbone"]["name"]),
-        "synthetic": bool(study.get("synthetic", True)),
-    }
+        meta["cae_test_mse_per_sample"] = float(np.min(test_mse["loss"]))
+    report_tables = dict(zip(REPORT_TABLES, (table2, table2_honest, table3, table3_bounded)))
+    return study_report(
+        run_summary, arm_comparisons, report_tables, meta, registry=arm_registry(study["arms"]),
+        record_comparisons=record_comparisons, floor=score_floor, sample_sizes=bootstrap_sample_sizes,
+    )

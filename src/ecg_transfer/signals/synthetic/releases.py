@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ecg_transfer.signals.records import RHYTHMS, EcgRecord
+from ecg_transfer.signals.records import EcgRecord
 from ecg_transfer.signals.synthetic.morphology import (
     ELECTRODES,
     PatientMorphology,
@@ -38,7 +38,11 @@ from ecg_transfer.signals.synthetic.noise import (
     electrode_noise,
     respiratory_gain,
 )
-from ecg_transfer.signals.synthetic.rhythms import CardiacActivity, simulate_rhythm
+from ecg_transfer.signals.synthetic.rhythms import (
+    SYNTHETIC_RHYTHMS,
+    CardiacActivity,
+    simulate_rhythm,
+)
 
 # Record counts of the public release (Zheng et al. 2020, Table 2); shares are these / 10,646.
 CHAPMAN_RHYTHM_COUNTS: dict[str, int] = {
@@ -81,12 +85,12 @@ def allocate_class_counts(n_records: int, class_shares: dict[str, float], min_pe
     The floor comes first, the rest is shared out by largest remainder in proportion to how far
     each class's proportional count exceeds the floor, so the common classes keep their ratios.
     """
-    unknown = sorted(set(class_shares) - set(RHYTHMS))
+    unknown = sorted(set(class_shares) - set(SYNTHETIC_RHYTHMS))
     if unknown:
-        raise ValueError(f"class_shares names unknown rhythms {unknown}; expected some of {RHYTHMS}")
+        raise ValueError(f"class_shares names unknown rhythms {unknown}; expected some of {SYNTHETIC_RHYTHMS}")
     if any((not np.isfinite(v)) or v < 0 for v in class_shares.values()):
         raise ValueError(f"class_shares must be finite and non-negative, got {class_shares}")
-    classes = [r for r in RHYTHMS if class_shares.get(r, 0) > 0]
+    classes = [r for r in SYNTHETIC_RHYTHMS if class_shares.get(r, 0) > 0]
     if not classes:
         raise ValueError("class_shares gives no class a positive share")
     if min_per_class < 0:

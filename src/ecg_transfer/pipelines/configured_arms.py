@@ -1,0 +1,52 @@
+"""The arms a `kedro run` builds its pipelines for.
+
+Kedro builds pipelines before a run's parameters exist, yet there is one namespace per arm, so
+the arms are read here from the project's configuration (conf/base, then conf/local, then the
+environment in ``KEDRO_ENV``). Every arm node checks, at run time, that the run's own
+``study.arms`` still describes it (:func:`check_arm_unchanged`): an ``--env`` or ``--params``
+that changes the arms fails loudly instead of running the wrong study.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+from kedro.utils import find_kedro_project
+
+from ecg_transfer.study.arms import ArmRegistry, ArmSpec, arm_registry
+
+_PACKAGE_PROJECT = Path(__file__).resolve().parents[3]
+
+
+def _project_root() -> Path:
+    found = find_kedro_project(Path.cwd())
+    return Path(found) if found else _PACKAGE_PROJECT
+
+
+def configured_arms(project_path: str | os.PathLike | None = None, env: str | None = None) -> ArmRegistry:
+    """The registry from ``study.arms`` in the project's parameters (base, local, ``env``)."""
+    conf = Path(project_path or _project_root()) / "conf"
+    env = env or os.environ.get("KEDRO_ENV") or "local"
+    loader = OmegaConfigLoader(
+        conf_source=str(conf), base_env="base", default_run_env="local", env=env,
+        merge_strategy={"parameters": "soft"},
+    )
+    study = loader["parameters"].get("study") or {}
+    if "arms" not in study:
+        raise ValueError(f"{conf}: the parameters have no study.arms block (conf/base/parameters_study.yml)")
+    return arm_registry(study["arms"])
+
+
+def check_arm_unchanged(spec: ArmSpec, study: dict[str, Any]) -> None:
+    """Fail if the run's parameters describe arm ``spec.name`` otherwise than the pipeline."""
+    registry = arm_registry(study["arms"])
+    if spec.name not in registry or registry[spec.name] != spec:
+        raise ValueError(
+            f"arm {spec.name!r}: the pipeline was built for {spec} but this run's study.arms has "
+            f"{registry[spec.name] if spec.name in registry else 'no such arm'}. Arms shape the "
+            "pipeline, so set them in conf/base or conf/local (or export KEDRO_ENV=<env> for an "
+            "environment), not with --params or --env alone."
+        )

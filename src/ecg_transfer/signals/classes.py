@@ -1,0 +1,131 @@
+"""The study's class list, decided from the labelled data: which labels are classes, in what order.
+
+The class list is data, not a constant: readers hand over whatever label strings the
+user's data has (after the reader's ``label_map`` / ``exclude_labels``), and the study's
+classes follow from the labelled manifest. Class index = position in the list, so the
+order fixes the classifier's output units and the metric columns (``f1_<class>``).
+
+Order: the configured ``classes`` list when given (a label present in the data but not in
+the list is an error, not a silent drop); otherwise by descending record count, ties in
+alphabetical order (the bundled Chapman data then gives the 11 rhythms in the release's
+own order, SB first, SAAWR last).
+
+A class with fewer patients than a patient-level stratified split needs
+(:func:`ecg_transfer.signals.splits.min_patients_per_class`) is excluded with its records
+counted as ``class_too_small`` (``small_classes="exclude"``, the default) or refused with
+an error naming the class and its patient count (``small_classes="error"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ecg_transfer.typed_config import config_from_params
+
+SMALL_CLASS_RULES = ("exclude", "error")
+
+# Columns of the tables of records that preprocessing leaves out (or pads): the ExclusionLog's
+# columns plus the outcome ("excluded" or "padded"), so ingestion's tables and these concatenate.
+DECISION_COLUMNS = ["dataset", "record_id", "source", "outcome", "reason", "detail"]
+
+
+@dataclass(frozen=True)
+class ClassConfig:
+    """``classes``: the class list in order, or None to take every label by frequency;
+    ``small_classes``: what to do with a class too small to split ("exclude" or "error")."""
+
+    classes: tuple[str, ...] | None = None
+    small_classes: str = "exclude"
+
+    def __post_init__(self) -> None:
+        if self.small_classes not in SMALL_CLASS_RULES:
+            raise ValueError(
+                f"ClassConfig: small_classes must be one of {SMALL_CLASS_RULES}, got {self.small_classes!r}"
+            )
+        if self.classes is not None:
+            if not self.classes:
+                raise ValueError("ClassConfig: classes is an empty list; give the class names or null")
+            duplicated = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            if duplicated:
+                raise ValueError(f"ClassConfig: classes lists {duplicated} more than once")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None, where: str = "classes") -> ClassConfig:
+        return config_from_params(cls, params, where)
+
+
+def decision_rows(
+    manifest: pd.DataFrame, outcome: str, reason: str, details: pd.Series | str, dataset: str = "labelled"
+) -> pd.DataFrame:
+    """Rows of DECISION_COLUMNS for the records of ``manifest`` (columns record_id, source)."""
+    source = manifest["source"].astype(str) if "source" in manifest else pd.Series("", index=manifest.index)
+    return pd.DataFrame(
+        {
+            "dataset": dataset,
+            "record_id": manifest["record_id"].astype(str).to_numpy(),
+            "source": source.to_numpy(),
+            "outcome": outcome,
+            "reason": reason,
+            "detail": details.to_numpy() if isinstance(details, pd.Series) else details,
+        },
+        columns=DECISION_COLUMNS,
+    )
+
+
+def decide_classes(
+    manifest: pd.DataFrame, cfg: ClassConfig, min_patients: int, dataset: str = "labelled"
+) -> tuple[list[str], pd.DataFrame]:
+    """(class list, rows of the records left out as ``class_too_small``) for a labelled manifest.
+
+    ``manifest`` needs record_id, patient_id and label (and source, copied into the rows).
+    Patients of a class = distinct patient_id among its records.
+    """
+    missing = [c for c in ("record_id", "patient_id", "label") if c not in manifest.columns]
+    if missing:
+        raise KeyError(f"decide_classes: the manifest lacks column(s) {missing} (has {list(manifest.columns)})")
+    unlabelled = manifest["label"].isna()
+    if unlabelled.any():
+        named = manifest.loc[unlabelled, "record_id"].astype(str).tolist()
+        raise ValueError(f"decide_classes: {len(named)} labelled record(s) have no label, e.g. {named[:5]}")
+    labels = manifest["label"].astype(str)
+    records = labels.value_counts()
+    patients = manifest.groupby(labels)["patient_id"].nunique()
+
+    if cfg.classes is not None:
+        unknown = sorted(set(records.index) - set(cfg.classes))
+        if unknown:
+            counts = ", ".join(f"{label} ({records[label]} records)" for label in unknown)
+            raise ValueError(
+                f"{dataset}: label(s) not among the configured preprocessing.classes {list(cfg.classes)}: {counts}. "
+                "Add them to `classes`, or leave them out at the reader with its `exclude_labels` option "
+                "(or merge them with `label_map`)"
+            )
+        ordered = list(cfg.classes)
+    else:
+        ordered = sorted(records.index, key=lambda label: (-int(records[label]), label))
+
+    small = {c: int(patients.get(c, 0)) for c in ordered if int(patients.get(c, 0)) < min_patients}
+    if small and cfg.small_classes == "error":
+        listed = ", ".join(f"{c} ({n} patient{'s' if n != 1 else ''})" for c, n in small.items())
+        raise ValueError(
+            f"{dataset}: class(es) with fewer than {min_patients} patients, the fewest that a patient-level "
+            f"stratified split into train/val/test needs: {listed}. Set preprocessing.small_classes: exclude "
+            "to leave their records out (counted), merge them with the reader's `label_map`, or lower the split "
+            "fractions"
+        )
+    kept = [c for c in ordered if c not in small]
+    dropped = manifest[labels.isin(list(small))]
+    details = labels[dropped.index].map(
+        lambda c: f"class {c} has {small[c]} patient(s), fewer than the {min_patients} a stratified split needs"
+    )
+    exclusions = decision_rows(dropped, "excluded", "class_too_small", details, dataset)
+    if len(kept) < 2:
+        raise ValueError(
+            f"{dataset}: {len(kept)} class(es) left ({kept}) after leaving out the classes too small to split "
+            f"({sorted(small)}); a classifier needs at least 2"
+        )
+    return kept, exclusions

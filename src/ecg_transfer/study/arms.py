@@ -1,0 +1,145 @@
+"""The study's arms as data: one YAML block (``study.arms``) read once into typed specs.
+
+An arm is defined by what the paper varies and nothing else: how the network starts
+(``init``), whether the pretrained part trains (``freeze``) and what it reads (``input``).
+Pipelines, tables, figures, the report and the comparisons iterate over this registry, so a
+new arm is one YAML entry; see docs/models_and_training.md ("Adding an arm").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+INITS = ("random", "pretrained")
+INPUTS = ("window", "spectrogram")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One arm. ``init: pretrained`` with ``input: window`` starts from the CAE's encoder;
+    with ``input: spectrogram`` it uses the frozen ImageNet CNN (which must be frozen)."""
+
+    name: str
+    init: str
+    freeze: bool
+    input: str
+    label: str
+    colour: str
+
+    def __post_init__(self) -> None:
+        where = f"study.arms.{self.name}"
+        if not _NAME.match(self.name):
+            raise ValueError(f"{where}: an arm name is lower-case letters, digits and '_', got {self.name!r}")
+        if self.init not in INITS:
+            raise ValueError(f"{where}: init must be one of {INITS}, got {self.init!r}")
+        if self.input not in INPUTS:
+            raise ValueError(f"{where}: input must be one of {INPUTS}, got {self.input!r}")
+        if not isinstance(self.freeze, bool):
+            raise ValueError(f"{where}: freeze must be true or false, got {self.freeze!r}")
+        if self.input == "spectrogram" and not (self.init == "pretrained" and self.freeze):
+            raise ValueError(
+                f"{where}: a spectrogram arm reads a frozen ImageNet CNN's features, so it needs "
+                "init: pretrained and freeze: true"
+            )
+
+    @property
+    def uses_encoder(self) -> bool:
+        """Whether the arm starts from the pretrained CAE encoder."""
+        return self.input == "window" and self.init == "pretrained"
+
+
+@dataclass(frozen=True)
+class ArmRegistry:
+    """The arms in display order (the YAML order), looked up by name."""
+
+    arms: tuple[ArmSpec, ...]
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise ValueError("study.arms: at least one arm is needed")
+        names = [arm.name for arm in self.arms]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"study.arms: arm names must be unique, {duplicated} repeat")
+
+    def __iter__(self) -> Iterator[ArmSpec]:
+        return iter(self.arms)
+
+    def __len__(self) -> int:
+        return len(self.arms)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(arm.name for arm in self.arms)
+
+    def __getitem__(self, name: str) -> ArmSpec:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(f"unknown arm {name!r}; the study's arms are {list(self.names)}")
+
+    def ordered(self, present: Iterable[str]) -> list[str]:
+        """``present`` arm names in registry order; names the registry lacks come last, sorted."""
+        present = set(present)
+        known = [name for name in self.names if name in present]
+        return known + sorted(present - set(known))
+
+    def label(self, name: str) -> str:
+        return self[name].label if name in self else name
+
+    def colour(self, name: str) -> str | None:
+        return self[name].colour if name in self else None
+
+    def check_comparisons(self, pairs: Sequence[Sequence[str]], where: str = "statistics.comparisons") -> tuple[tuple[str, str], ...]:
+        """Validated (a, b) pairs; an unknown arm is an error listing the known ones."""
+        checked = []
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"{where}: each comparison is a pair [a, b], got {list(pair)}")
+            a, b = (str(name) for name in pair)
+            unknown = [name for name in (a, b) if name not in self]
+            if unknown:
+                raise ValueError(
+                    f"{where}: comparison [{a}, {b}] names unknown arm(s) {unknown}; "
+                    f"the study's arms are {list(self.names)}"
+                )
+            if a == b:
+                raise ValueError(f"{where}: comparison [{a}, {b}] compares an arm with itself")
+            checked.append((a, b))
+        return tuple(checked)
+
+
+def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
+    """The registry from the ``study.arms`` parameter block (name -> spec fields)."""
+    if not isinstance(arms, Mapping) or not arms:
+        raise ValueError(f"study.arms must be a mapping of arm name -> settings, got {arms!r}")
+    fields = {"init", "freeze", "input", "label", "colour"}
+    specs = []
+    for name, settings in arms.items():
+        settings = dict(settings or {})
+        missing = sorted({"init", "freeze", "input"} - set(settings))
+        unknown = sorted(set(settings) - fields)
+        if missing or unknown:
+            raise ValueError(
+                f"study.arms.{name}: "
+                + "; ".join(filter(None, [missing and f"missing {missing}", unknown and f"unknown keys {unknown}"]))
+                + f" (allowed: {sorted(fields)})"
+            )
+        specs.append(
+            ArmSpec(
+                name=str(name),
+                init=str(settings["init"]),
+                freeze=settings["freeze"],
+                input=str(settings["input"]),
+                label=str(settings.get("label", name)),
+                colour=str(settings.get("colour", "tab:gray")),
+            )
+        )
+    return ArmRegistry(tuple(specs))

@@ -1,0 +1,184 @@
+"""What differs between training tasks, as one small strategy object per task.
+
+The loop in :mod:`ecg_transfer.training.engine` never asks which task it runs. It asks the task:
+
+- ``check_labels(y, n_rows)``: validate and normalise a split's labels (None when unused);
+- ``loss(output, inputs, labels, reduction)``: the batch loss ("mean" to train, "sum" to score);
+- ``keeps_outputs``: whether the loop collects each batch's outputs for the epoch's metrics;
+- ``train_row``/``eval_row``: an epoch's history row from the loss sum and collected outputs;
+- ``probabilities(outputs)``: class probabilities kept as predictions (None: the task has none);
+- ``metric_columns``, ``default_monitor`` and ``lower_is_better(metric)``: what may be monitored;
+- ``supports_records`` and ``record_labels``: whether a split may be scored per record.
+
+A new task is one subclass of :class:`Task` (docs/models_and_training.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from ecg_transfer.training.metrics import classification_metrics
+
+
+@dataclass(frozen=True)
+class RecordIndex:
+    """Which record each window of a split belongs to: ``ids`` (unique, in order of first
+    appearance) and ``inverse`` (N,), the position in ``ids`` of every window."""
+
+    ids: np.ndarray
+    inverse: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def build(cls, record_ids, n_rows: int) -> RecordIndex:
+        values = np.asarray(record_ids)
+        if values.shape != (n_rows,):
+            raise ValueError(f"has {n_rows} windows but record ids of shape {values.shape}")
+        inverse, ids = pd.factorize(values, sort=False)
+        if (inverse < 0).any():
+            raise ValueError(f"has a missing record id at window {int(np.flatnonzero(inverse < 0)[0])}")
+        return cls(np.asarray(ids), inverse.astype(np.int64), np.bincount(inverse, minlength=len(ids)))
+
+    @property
+    def size(self) -> int:
+        return int(self.ids.size)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-record mean of the rows of ``values`` (N, C), summed in float64, as float32."""
+        sums = np.zeros((self.size, values.shape[1]), dtype=np.float64)
+        np.add.at(sums, self.inverse, values.numpy().astype(np.float64))
+        return torch.from_numpy((sums / self.counts[:, None]).astype(np.float32))
+
+
+class Task:
+    """Base class of the task strategies; see the module docstring for the contract."""
+
+    name: str = "task"
+    metric_columns: tuple[str, ...] = ()
+    default_monitor: str = "loss"
+    keeps_outputs: bool = False
+    supports_records: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        """Plain description stored in checkpoints: a run resumes only under the same task."""
+        return {"name": self.name}
+
+    def lower_is_better(self, metric: str) -> bool:
+        return metric == "loss"
+
+    def check_labels(self, y, n_rows: int) -> np.ndarray | None:
+        return None
+
+    def loss(self, output: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor | None,
+             reduction: str = "mean") -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_row(self, loss_sum: float, n: int, length: int, outputs: torch.Tensor | None, labels) -> dict:
+        """``loss_sum``: the sum over batches of (batch-mean loss x batch size)."""
+        raise NotImplementedError
+
+    def eval_row(self, loss_sum: float, n: int, length: int, outputs: torch.Tensor | None, labels) -> dict:
+        """``loss_sum``: the loss summed over the split (reduction="sum")."""
+        raise NotImplementedError
+
+    def probabilities(self, outputs: torch.Tensor | None) -> torch.Tensor | None:
+        return None
+
+    def record_labels(self, y: np.ndarray, records: RecordIndex) -> np.ndarray:
+        """One label per record (only for tasks with ``supports_records``)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ClassificationTask(Task):
+    """Cross-entropy on integer labels indexing ``classes``; F1s, accuracy and macro AUROC."""
+
+    name = "classification"
+    default_monitor = "f1_weighted"
+    keeps_outputs = True
+    supports_records = True
+
+    def __init__(self, classes: Sequence[str]):
+        if isinstance(classes, str):
+            raise TypeError(f"ClassificationTask: classes must be a sequence of names, got the string {classes!r}")
+        self.classes = tuple(str(name) for name in classes)
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"ClassificationTask needs at least 2 distinct class names, got {list(self.classes)}")
+        self.metric_columns = (
+            "f1_weighted", "f1_macro", "accuracy", *(f"f1_{name}" for name in self.classes), "auroc_macro",
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "classes": list(self.classes)}
+
+    def __repr__(self) -> str:
+        return f"ClassificationTask({list(self.classes)})"
+
+    def check_labels(self, y, n_rows: int) -> np.ndarray:
+        if y is None:
+            raise ValueError("has no labels for a classification task")
+        y = np.asarray(y)
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+        if y.shape != (n_rows,):
+            raise ValueError(f"has {n_rows} windows but labels of shape {y.shape}")
+        if y.min() < 0 or y.max() >= len(self.classes):
+            raise ValueError(f"labels fall outside 0..{len(self.classes) - 1} (classes {list(self.classes)})")
+        return y.astype(np.int64)
+
+    def loss(self, output, inputs, labels, reduction="mean"):
+        return F.cross_entropy(output, labels, reduction=reduction)
+
+    def _row(self, loss: float, outputs: torch.Tensor, labels) -> dict:
+        predicted = outputs.argmax(dim=1).numpy()
+        probabilities = self.probabilities(outputs).numpy()
+        return {"loss": loss, **classification_metrics(labels, predicted, self.classes, probabilities)}
+
+    def train_row(self, loss_sum, n, length, outputs, labels):
+        return self._row(loss_sum / n, outputs, labels)
+
+    def eval_row(self, loss_sum, n, length, outputs, labels):
+        return self._row(loss_sum / n, outputs, labels)
+
+    def probabilities(self, outputs):
+        return torch.softmax(outputs.float(), dim=1)
+
+    def record_labels(self, y: np.ndarray, records: RecordIndex) -> np.ndarray:
+        """One label per record; every window of a record must carry it."""
+        labels = np.empty(records.size, dtype=np.int64)
+        labels[records.inverse[::-1]] = y[::-1]  # the first window's label
+        clash = np.flatnonzero(labels[records.inverse] != y)
+        if clash.size:
+            record = records.inverse[clash[0]]
+            found = sorted({self.classes[c] for c in y[records.inverse == record]})
+            raise ValueError(f"record {records.ids[record : record + 1].tolist()[0]!r} has windows labelled {found}; a record has one label")
+        return labels
+
+
+class ReconstructionTask(Task):
+    """MSE between a window and its reconstruction; history adds mse and sse_per_window."""
+
+    name = "reconstruction"
+    metric_columns = ("mse", "sse_per_window")
+    default_monitor = "loss"
+
+    def lower_is_better(self, metric: str) -> bool:
+        return metric in ("loss", "mse", "sse_per_window")
+
+    def loss(self, output, inputs, labels, reduction="mean"):
+        return F.mse_loss(output, inputs, reduction=reduction)
+
+    def train_row(self, loss_sum, n, length, outputs, labels):
+        return {"loss": loss_sum / n, "mse": loss_sum / n, "sse_per_window": loss_sum / n * length}
+
+    def eval_row(self, loss_sum, n, length, outputs, labels):
+        return {"loss": loss_sum / (n * length), "mse": loss_sum / (n * length), "sse_per_window": loss_sum / n}

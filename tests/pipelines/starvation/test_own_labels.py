@@ -1,0 +1,89 @@
+"""Issue 9's user: their own labelled WFDB folder (360 Hz, lead MLII, a header-less CSV with four
+classes named unlike Chapman's, one class too small) through the whole `study` pipeline on the
+tiny test configuration, and the same data as a binary task. The class names must reach every
+table, per-class column and MLflow run, and every record left out must be counted."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import make_project_copy
+
+
+def _study(project, labelled_entry):
+    (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"labelled_recordings": labelled_entry}))
+    bootstrap_project(project)
+    # The unlabelled corpus: the bundled simulated one, written once (docs/own_data.md, step 3).
+    with KedroSession.create(project_path=project, env="test") as session:
+        session.run(pipeline_name="bundled_data", node_names=["simulate_unlabelled_corpus"])
+    with KedroSession.create(project_path=project, env="test") as session:
+        session.run(pipeline_name="study")
+
+
+@pytest.fixture(scope="module")
+def own_study(own_labelled_folder, tmp_path_factory):
+    project = make_project_copy(tmp_path_factory.mktemp("own") / "project")
+    previous = os.getcwd()
+    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
+    os.chdir(project)
+    try:
+        _study(project, own_labelled_folder.catalog_entry())
+        yield project
+    finally:
+        os.chdir(previous)
+
+
+def test_the_tables_and_per_class_columns_carry_the_users_class_names(own_study):
+    study = own_study / "data" / "08_reporting" / "study"
+    classes = ["normal", "afib", "other"]  # by frequency; "noisy" (2 patients) is too small
+    assert (own_study / "data/03_primary/label_classes.json").read_text().count('"') == 2 * len(classes)
+    summary = pd.read_csv(study / "run_summary.csv")
+    assert {f"honest_test_f1_{name}" for name in classes} <= set(summary.columns)
+    assert not [c for c in summary.columns if c.endswith(("_SB", "_AFIB", "_noisy"))]
+    table2 = pd.read_csv(study / "table2_f1_weighted_honest.csv", index_col=0)
+    assert "100% transfer" in table2.columns
+    report = (study / "report.md").read_text()
+    assert "afib" in report and "0.857 ± 0.004" not in report  # the paper's 11-class numbers are another task
+    assert "simulated" in report.lower() or "synthetic" in report.lower()  # the unlabelled corpus is
+
+
+def test_every_record_left_out_is_counted_with_its_reason(own_study, own_labelled_folder):
+    report = pd.read_csv(own_study / "data/08_reporting/ingestion/ingestion_report.csv", keep_default_na=False)
+    labelled = report[report["dataset"] == "labelled"]
+    excluded = dict(zip(labelled.loc[labelled["outcome"] == "excluded", "reason"],
+                        labelled.loc[labelled["outcome"] == "excluded", "count"]))
+    assert excluded.get("unlabelled_record") == 1 and excluded.get("missing_file") == 1
+    assert excluded.get("class_too_small") == own_labelled_folder.counts()["noisy"]
+    accepted = int(labelled.loc[labelled["outcome"] == "accepted", "count"].sum())
+    assert accepted == len(own_labelled_folder.labels)
+
+
+def test_mlflow_runs_carry_the_class_names(own_study):
+    client = MlflowClient(tracking_uri=f"sqlite:///{own_study / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ecg_transfer")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'finetuning'")
+    assert runs
+    one = runs[0]
+    assert {"test_f1_afib", "test_f1_normal", "test_f1_other", "test_auroc_macro"} <= set(one.data.metrics)
+
+
+def test_a_binary_task_runs_end_to_end_and_reports_auroc(own_labelled_folder, tmp_path, monkeypatch):
+    project = make_project_copy(tmp_path / "project")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    entry = own_labelled_folder.catalog_entry(
+        label_map={"afib": "AF", "normal": "non-AF", "other": "non-AF"}, exclude_labels=["noisy"],
+    )
+    _study(project, entry)
+    study = project / "data" / "08_reporting" / "study"
+    summary = pd.read_csv(study / "run_summary.csv")
+    assert {"honest_test_f1_AF", "honest_test_f1_non-AF"} <= set(summary.columns)
+    assert summary["honest_test_auroc_macro"].between(0, 1).all()
+    assert "auroc" in (study / "report.md").read_text().lower()

@@ -1,0 +1,43 @@
+import pytest
+
+from ecg_transfer.study.arms import arm_registry
+
+ARMS = {
+    "random": {"init": "random", "freeze": False, "input": "window", "label": "random init", "colour": "tab:grey"},
+    "image": {"init": "pretrained", "freeze": True, "input": "spectrogram"},
+    "transfer": {"init": "pretrained", "freeze": False, "input": "window"},
+}
+
+
+def test_the_registry_keeps_the_yaml_order_and_looks_arms_up():
+    registry = arm_registry(ARMS)
+    assert registry.names == ("random", "image", "transfer")
+    assert registry["transfer"].uses_encoder and not registry["image"].uses_encoder
+    assert not registry["random"].uses_encoder
+    assert registry.label("random") == "random init" and registry.label("transfer") == "transfer"
+    assert registry.colour("random") == "tab:grey" and registry.colour("nope") is None
+    assert registry.ordered({"transfer", "zeta", "random"}) == ["random", "transfer", "zeta"]
+    with pytest.raises(KeyError, match="unknown arm 'nope'"):
+        registry["nope"]
+
+
+def test_arm_specs_are_checked():
+    with pytest.raises(ValueError, match="init must be one of"):
+        arm_registry({"x": {"init": "imagenet", "freeze": False, "input": "window"}})
+    with pytest.raises(ValueError, match="frozen ImageNet CNN"):
+        arm_registry({"x": {"init": "random", "freeze": False, "input": "spectrogram"}})
+    with pytest.raises(ValueError, match="missing \\['freeze'\\]"):
+        arm_registry({"x": {"init": "random", "input": "window"}})
+    with pytest.raises(ValueError, match="freeze must be true or false"):
+        arm_registry({"x": {"init": "random", "freeze": "no", "input": "window"}})
+    with pytest.raises(ValueError, match="lower-case"):
+        arm_registry({"Bad-Name": {"init": "random", "freeze": False, "input": "window"}})
+
+
+def test_comparisons_naming_an_unknown_arm_are_an_error_listing_the_known_ones():
+    registry = arm_registry(ARMS)
+    assert registry.check_comparisons([["transfer", "random"]]) == (("transfer", "random"),)
+    with pytest.raises(ValueError, match=r"unknown arm\(s\) \['nope'\].*\['random', 'image', 'transfer'\]"):
+        registry.check_comparisons([["random", "nope"]])
+    with pytest.raises(ValueError, match="with itself"):
+        registry.check_comparisons([["random", "random"]])

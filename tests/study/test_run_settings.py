@@ -1,0 +1,64 @@
+import pytest
+
+from ecg_transfer.study.run_settings import check_arm_settings, check_histories_match, describe_run
+from tests.study.histories import make_arm_settings, make_histories
+
+ARMS = ["random", "image", "transfer"]
+
+
+def test_equal_settings_combine_into_the_run_description():
+    settings = check_arm_settings([make_arm_settings(a) for a in ARMS], ARMS)
+    assert settings["arms"] == ARMS and settings["n_trials"] == 3 and settings["fractions"] == [1.0, 0.5]
+    assert settings["fingerprints"]["random"] == {"run": "run-random", "encoder": None}
+    run = describe_run(settings)
+    assert run["epochs"] == 6 and run["classes"] == ["SB", "SR", "AFIB"]
+
+
+def test_a_rerun_arm_with_other_parameters_is_refused_naming_arms_and_settings():
+    # issue 13: finetuning re-run with 3 epochs and 2 trials, the image arm left at 6 and 3
+    settings = [
+        make_arm_settings("random", n_trials=2, training={"epochs": 3}),
+        make_arm_settings("image"),
+        make_arm_settings("transfer", n_trials=2, training={"epochs": 3}),
+    ]
+    with pytest.raises(ValueError, match="not made under one study configuration") as error:
+        check_arm_settings(settings, ARMS)
+    message = str(error.value)
+    assert "n_trials differs: 2 (random, transfer); 3 (image)" in message
+    assert "training.epochs differs: 3 (random, transfer); 6 (image)" in message
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("fractions", [1.0]), ("classes", ["A", "B"]), ("bootstrap_fingerprint", "other"),
+     ("labelled_fingerprint", "other")],
+)
+def test_every_shared_setting_is_checked(key, value):
+    settings = [make_arm_settings("random"), make_arm_settings("image", **{key: value})]
+    with pytest.raises(ValueError, match=f"{key} differs"):
+        check_arm_settings(settings, ["random", "image"])
+
+
+def test_settings_of_another_arm_or_spec_are_refused():
+    with pytest.raises(ValueError, match="describes the arm 'image'"):
+        check_arm_settings([make_arm_settings("image")], ["random"])
+    specs = {"transfer": {"init": "pretrained", "freeze": True, "input": "window"}}
+    with pytest.raises(ValueError, match="transfer ran as .* but study.arms now says"):
+        check_arm_settings([make_arm_settings("transfer")], ["transfer"], specs)
+    with pytest.raises(ValueError, match="2 arm_settings for the 1 arms"):
+        check_arm_settings([make_arm_settings("random")] * 2, ["random"])
+    incomplete = make_arm_settings("random")
+    del incomplete["classes"]
+    with pytest.raises(ValueError, match="lacks \\['classes'\\]"):
+        check_arm_settings([incomplete], ["random"])
+
+
+def test_histories_must_hold_the_settings_runs():
+    settings = check_arm_settings([make_arm_settings(a) for a in ARMS], ARMS)
+    check_histories_match(make_histories(arms=ARMS), settings)
+    with pytest.raises(ValueError, match="image: trials \\[1, 2\\], its settings say 1..3"):
+        check_histories_match(make_histories(arms=ARMS).query("not (arm == 'image' and trial == 3)"), settings)
+    with pytest.raises(ValueError, match="transfer: no runs"):
+        check_histories_match(make_histories(arms=["random", "image"]), settings)
+    with pytest.raises(ValueError, match="fractions"):
+        check_histories_match(make_histories(arms=ARMS, fractions=(1.0,)), settings)
