@@ -100,7 +100,54 @@ def make_catalog(
         datasets[f"params:{group}"] = MemoryDataset(value, copy_mode="deepcopy")
     for name, value in data.items():
         datasets[name] = value if isinstance(value, AbstractDataset) else KeptMemoryDataset(value)
+    datasets.setdefault("run_tracker", KeptMemoryDataset(RecordingTracker()))
     return DataCatalog(datasets)
+
+
+class RecordingTracker:
+    """A stand-in for the MLflow run tracker (ecg_transfer.tracking) that remembers what a node
+    tracked: ``live`` runs with the epochs they logged as training went, and ``whole`` records of
+    reused runs."""
+
+    def __init__(self) -> None:
+        self.live: list[dict[str, Any]] = []
+        self.whole: list[dict[str, Any]] = []
+
+    def start(self, run_name, params=None, tags=None):
+        run = _RecordedRun(run_name, dict(params or {}), dict(tags or {}))
+        self.live.append(run.__dict__)
+        return run
+
+    def log_record(self, record):
+        self.whole.append(dict(record))
+
+    def log_finished(self, run_name, params=None, tags=None, history=None, metrics=None, **kwargs):
+        self.whole.append({"run_name": run_name, "params": params, "tags": tags, "history": history,
+                           "metrics": metrics})
+
+
+class _RecordedRun:
+    def __init__(self, run_name, params, tags):
+        self.run_name, self.params, self.tags = run_name, params, tags
+        self.epochs: list[int] = []
+        self.metrics: dict[str, Any] = {}
+        self.status: str | None = None
+
+    def on_epoch_end(self, epoch, history_so_far):
+        self.epochs.append(int(epoch))
+
+    def finish(self, metrics=None, params=None, tags=None, status="FINISHED"):
+        self.metrics.update(metrics or {})
+        self.params.update(params or {})
+        self.tags.update(tags or {})
+        self.status = status
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.status is None:
+            self.status = "FINISHED" if exc_type is None else "FAILED"
 
 
 def run(pipeline: Pipeline, catalog: DataCatalog) -> DataCatalog:

@@ -20,6 +20,13 @@ from torch import nn
 
 from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.summaries import summarise_runs
+from ecg_transfer.training.batched import (
+    auto_batch_trials,
+    fit_trials,
+    parse_batch_trials,
+    run_groups_once,
+    unsupported_reason,
+)
 from ecg_transfer.training.checkpoints import CheckpointStore, run_once
 from ecg_transfer.training.engine import FitResult, TrainConfig, fit
 from ecg_transfer.training.tasks import ClassificationTask
@@ -121,9 +128,16 @@ def run_arm(
     checkpoints: CheckpointStore | None,
     data_fingerprint: str,
     progress: bool = True,
+    batch_trials: int | str = 1,
 ) -> ArmRuns:
     """Train `arm` on every (fraction, trial) sample. Finished runs found in `checkpoints` are
-    not trained again, and an interrupted one continues from its last epoch."""
+    not trained again, and an interrupted one continues from its last epoch.
+
+    ``batch_trials`` (``study.batch_trials``): 1 trains the runs one after another with
+    :func:`~ecg_transfer.training.engine.fit`; K trains the trials of a fraction in groups of K
+    as one stacked model (:func:`~ecg_transfer.training.batched.fit_trials`, same results to
+    float rounding, same checkpoints); "auto" picks K from the training device's free memory.
+    """
     task = ClassificationTask(tuple(classes))
     evals = {split: data.eval_split(split) for split in ("val", "test")}
     groups = bootstrap_samples.groupby(["fraction", "trial"], sort=False)
@@ -135,26 +149,49 @@ def run_arm(
     outcome: dict[int, str] = {}
     done_at_start = {key for key in keys if checkpoints is not None and checkpoints.is_done(key)}
 
-    def train(index: int) -> tuple[FitResult, TrainConfig]:
-        fraction, trial, seed, positions = plan[index]
-        config = TrainConfig(**{**asdict(train_config), "seed": seed})
-        done_before = checkpoints is not None and checkpoints.is_done(keys[index])
-        logger.debug("%s: fraction %g, trial %d (%d training windows)", arm, fraction, trial, positions.size)
-        result = fit(
-            make_model(seed), task, _take(data.train_x, positions), data.train_y[positions], evals, config,
-            checkpoints=checkpoints, run_key=keys[index], progress=progress,
-        )
+    def note(index: int, result: FitResult, done_before: bool) -> None:
         if done_before:
             outcome[index] = "reused" if keys[index] in done_at_start else "collected"
         elif result.resumed_from_epoch is not None:
             outcome[index] = f"resumed:{result.resumed_from_epoch}"
         else:
             outcome[index] = "trained"
+
+    def config_of(index: int) -> TrainConfig:
+        return TrainConfig(**{**asdict(train_config), "seed": plan[index][2]})
+
+    def train(index: int) -> tuple[FitResult, TrainConfig]:
+        fraction, trial, seed, positions = plan[index]
+        config = config_of(index)
+        done_before = checkpoints is not None and checkpoints.is_done(keys[index])
+        logger.debug("%s: fraction %g, trial %d (%d training windows)", arm, fraction, trial, positions.size)
+        result = fit(
+            make_model(seed), task, _take(data.train_x, positions), data.train_y[positions], evals, config,
+            checkpoints=checkpoints, run_key=keys[index], progress=progress,
+        )
+        note(index, result, done_before)
         return result, config
+
+    def train_group(indices: list[int]) -> list[tuple[FitResult, TrainConfig]]:
+        done_before = [checkpoints is not None and checkpoints.is_done(keys[i]) for i in indices]
+        seeds = [plan[i][2] for i in indices]
+        logger.debug("%s: fraction %g, trials %s together", arm, plan[indices[0]][0], [plan[i][1] for i in indices])
+        results = fit_trials(
+            [make_model(seed) for seed in seeds], task, data.train_x, data.train_y, [plan[i][3] for i in indices],
+            evals, train_config, seeds, checkpoints=checkpoints, run_keys=[keys[i] for i in indices],
+            progress=progress,
+        )
+        for index, result, before in zip(indices, results, done_before):
+            note(index, result, before)
+        return [(result, config_of(index)) for index, result in zip(indices, results)]
 
     # Parallel workers on one folder split the runs (a claim per run key); this worker still
     # returns every run, collecting those trained elsewhere.
-    results = run_once(checkpoints, keys, train)
+    at_once = _trials_at_once(batch_trials, arm, make_model, plan, data, train_config)
+    if at_once == 1:
+        results = run_once(checkpoints, keys, train)
+    else:
+        results = run_groups_once(checkpoints, keys, trial_groups(plan, at_once), train_group)
     histories, predictions, records = [], [], []
     for (fraction, trial, seed, positions), (result, config) in zip(plan, results):
         history = result.history.assign(fraction=fraction, arm=arm, trial=trial)
@@ -169,6 +206,33 @@ def run_arm(
         predictions=pd.concat(predictions, ignore_index=True),
         records=records,
     )
+
+
+def trial_groups(plan: Sequence[tuple], size: int) -> list[list[int]]:
+    """Plan indices in groups of at most ``size`` that can train together: the trials of one
+    fraction with the same number of training windows (a record-drawn bootstrap may give
+    trials of one fraction different sizes), in plan order."""
+    same = {}
+    for index, (fraction, _trial, _seed, positions) in enumerate(plan):
+        same.setdefault((fraction, positions.size), []).append(index)
+    return [indices[i : i + size] for indices in same.values() for i in range(0, len(indices), size)]
+
+
+def _trials_at_once(batch_trials, arm, make_model, plan, data: ArmData, train_config: TrainConfig) -> int:
+    setting = parse_batch_trials(batch_trials)
+    if setting == 1 or not plan:
+        return 1
+    largest = max(len(group) for group in trial_groups(plan, len(plan)))
+    if setting != "auto":
+        return min(setting, largest)
+    probe = make_model(plan[0][2])
+    reason = unsupported_reason(probe)
+    if reason:
+        logger.info("%s: trials train one at a time (%s)", arm, reason)
+        return 1
+    at_once = auto_batch_trials(probe, data.train_x.shape[1], train_config, largest)
+    logger.info("%s: %d trials of a fraction train at once (batch_trials: auto)", arm, at_once)
+    return at_once
 
 
 def describe_outcomes(outcomes: Sequence[str]) -> str:

@@ -104,11 +104,11 @@ class _StackedBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        raise RuntimeError("_StackedBatchNormFunction runs only under torch.func.vmap (batched trials)")
+        pass  # reached when no input is batched: a frozen layer in eval mode, nothing to differentiate
 
     @staticmethod
-    def backward(ctx, grad):  # pragma: no cover - setup_context refuses first
-        raise RuntimeError("_StackedBatchNormFunction runs only under torch.func.vmap (batched trials)")
+    def backward(ctx, grad):
+        raise RuntimeError("batched trials: gradients flow through a BatchNorm only when its trials are stacked")
 
     @staticmethod
     def vmap(info, in_dims, x, running_mean, running_var, weight, bias, training, momentum, eps):
@@ -676,10 +676,12 @@ def parse_batch_trials(value: int | str) -> int | str:
     return number
 
 
-def trial_memory_bytes(model: nn.Module, sample_shape: tuple[int, ...], cfg: TrainConfig) -> int:
+def trial_memory_bytes(model: nn.Module, width: int, cfg: TrainConfig) -> int:
     """A generous estimate of what one more stacked trial costs: weights, gradients and
     Adam's two moments, plus the activations of a training batch (kept for the backward
-    pass, their gradients and temporaries: 3x the forward outputs) and of an eval batch."""
+    pass, their gradients and temporaries: 3x the forward outputs) and of an eval batch.
+    ``width``: samples per window (window models) or features per row (feature heads)."""
+    sample_shape = (1, width) if getattr(model, "input_length", None) is not None else (width,)
     tensors = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     per_window = 0
@@ -712,12 +714,12 @@ def free_memory_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def auto_batch_trials(model: nn.Module, sample_shape: tuple[int, ...], cfg: TrainConfig, n_trials: int) -> int:
+def auto_batch_trials(model: nn.Module, width: int, cfg: TrainConfig, n_trials: int) -> int:
     """``batch_trials: auto``: as many trials of a fraction as fit in a share of the free
     memory of the training device (all of them, for the default study on a CPU)."""
     device = _prepare_device(cfg)
     budget = free_memory_bytes(device) * AUTO_MEMORY_SHARE.get(device.type, 0.25)
-    fits = int(budget // max(1, trial_memory_bytes(model, sample_shape, cfg)))
+    fits = int(budget // max(1, trial_memory_bytes(model, width, cfg)))
     return max(1, min(n_trials, fits))
 
 

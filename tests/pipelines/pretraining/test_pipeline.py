@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import pandas as pd
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -84,14 +83,18 @@ def test_the_history_holds_the_test_mse_and_one_mlflow_run_is_recorded(pretraine
     card = catalog.load("pretrained_encoder@saved")["card"]
     assert card["reconstruction"]["test_mse_per_sample"] == pytest.approx(test["mse"].min())
 
-    runs = catalog.load("pretraining_mlflow_run")
-    assert len(runs) == 1
-    (record,) = runs
+    # One MLflow child run, opened when training started and fed every epoch as it ended.
+    tracker = catalog.load("run_tracker")
+    assert tracker.whole == [] and len(tracker.live) == 1
+    (record,) = tracker.live
     assert record["tags"] == {"stage": "pretraining", "arm": "cae"}
+    assert record["epochs"] == list(range(1, epochs + 1)) and record["status"] == "FINISHED"
     assert record["params"]["cae.channels"] == params["pretraining"]["cae"]["channels"]
-    assert record["params"]["n_train"] == card["data"]["train_windows"]
+    assert record["params"]["n_train"] == card["data"]["train_windows"] and record["params"]["device"] == "cpu"
     assert record["metrics"]["test_mse_per_sample"] == card["reconstruction"]["test_mse_per_sample"]
-    pd.testing.assert_frame_equal(record["history"], history)
+    model, saved = catalog.load("pretrained_encoder_model"), catalog.load("pretrained_encoder@saved")
+    assert model["card"] == saved["card"]
+    assert all(torch.equal(model["weights"][key], saved["weights"][key]) for key in saved["weights"])
 
 
 def test_plot_reconstructions_returns_a_figure(pretrained):

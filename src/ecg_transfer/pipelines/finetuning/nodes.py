@@ -141,7 +141,7 @@ def _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samp
          study, config: FinetuningConfig, encoder_fingerprint, data_fingerprint) -> ArmOutputs:
     runs = run_arm(
         spec.name, make_model, data, bootstrap_samples, config.training, label_classes, run_checkpoints,
-        data_fingerprint, progress=config.progress,
+        data_fingerprint, progress=config.progress, batch_trials=study.get("batch_trials", "auto"),
     )
     settings = arm_settings(
         spec, study, config.training, label_classes, bootstrap_samples, labelled_windows,

@@ -14,6 +14,7 @@ from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder, count_parameters
 from ecg_transfer.models.weights import encoder_model_card, preprocessing_card
 from ecg_transfer.study.experiment import fingerprint, run_record
 from ecg_transfer.study.figures import reconstruction_figure
+from ecg_transfer.tracking import epoch_logger
 from ecg_transfer.training.distributed import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit, predict
 from ecg_transfer.training.tasks import ReconstructionTask
@@ -26,10 +27,11 @@ def _autoencoder(cfg: CaeConfig, seed: int) -> ConvAutoencoder:
 
 
 def pretrain_autoencoder(
-    unlabelled_windows, run_checkpoints, pretraining: dict[str, Any], preprocessing: dict[str, Any]
-) -> tuple[dict, pd.DataFrame, dict, list[dict[str, Any]]]:
+    unlabelled_windows, run_checkpoints, run_tracker, pretraining: dict[str, Any], preprocessing: dict[str, Any]
+) -> tuple[dict, pd.DataFrame, dict, dict]:
     """Train the CAE on the corpus's train split, keep the epoch with the lowest test MSE; the
-    encoder's card records what its inputs were (rate, window, normalisation, lead)."""
+    encoder's card records what its inputs were (rate, window, normalisation, lead). The MLflow
+    child run `cae-pretraining` opens when training starts and logs every epoch as it ends."""
     cfg = CaeConfig.from_dict(pretraining["cae"])
     # nproc (processes) and the optional distributed: block change how, not what, is trained;
     # they stay out of the run key, so a run may resume with another process count.
@@ -44,20 +46,31 @@ def pretrain_autoencoder(
         keyed, unlabelled_windows.meta, unlabelled_windows.index[["record_id", "split"]].to_numpy()
     )
     progress = bool(pretraining.get("progress", True))
+    params = {
+        **{f"cae.{k}": v for k, v in pretraining["cae"].items()},
+        **{f"train.{k}": v for k, v in pretraining["training"].items()},
+        "n_train": int(train.shape[0]), "n_test": int(test.shape[0]), "n_parameters": count_parameters(model),
+    }
+    tags = {"stage": "pretraining", "arm": "cae"}
+    live = not launch.distributed and not (run_checkpoints is not None and run_checkpoints.is_done(key))
     if launch.distributed:  # DDP over nproc processes (docs/models_and_training.md)
         splits = {name: StoreSplit(str(unlabelled_windows.path), name) for name in ("train", "test")}
         result = fit_distributed(model, ReconstructionTask(), splits["train"], {"test": splits["test"]},
                                  train_config, launch, checkpoints=run_checkpoints, run_key=key, progress=progress)
-    else:
+    elif live:
+        with run_tracker.start("cae-pretraining", params, tags) as run:
+            result = fit(model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config,
+                         checkpoints=run_checkpoints, run_key=key, progress=progress,
+                         on_epoch_end=epoch_logger(run))
+            run.finish(_reconstruction(result), params={"device": result.device})
+    else:  # finished earlier: reused, logged whole
         result = fit(model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config,
                      checkpoints=run_checkpoints, run_key=key, progress=progress)
     history = result.history
-    best = history[(history["split"] == "test") & (history["epoch"] == result.best_epoch)].iloc[0]
-    reconstruction = {
-        "test_mse_per_sample": float(best["mse"]),
-        "test_sse_per_window": float(best["sse_per_window"]),
-        "best_epoch": int(result.best_epoch),
-    }
+    reconstruction = _reconstruction(result)
+    if not live:
+        run_tracker.log_record(run_record("cae-pretraining", {**params, "device": result.device}, tags,
+                                          history, reconstruction))
     inputs = preprocessing_card(
         preprocessing["signal"]["target_fs"], cfg.window_length, unlabelled_windows.index["lead"].unique()
     )
@@ -75,21 +88,21 @@ def pretrain_autoencoder(
                          "stopped_early": bool(result.stopped_early), "device": result.device},
         },
     )
-    mlflow_run = run_record(
-        "cae-pretraining",
-        {
-            **{f"cae.{k}": v for k, v in pretraining["cae"].items()},
-            **{f"train.{k}": v for k, v in pretraining["training"].items()},
-            "n_train": int(train.shape[0]), "n_test": int(test.shape[0]),
-            "n_parameters": count_parameters(model), "device": result.device,
-        },
-        {"stage": "pretraining", "arm": "cae"},
-        history,
-        reconstruction,
-    )
     encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
     cae_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return cae_state, history, {"weights": encoder_state, "card": card}, [mlflow_run]
+    encoder = {"weights": encoder_state, "card": card}
+    return cae_state, history, encoder, encoder
+
+
+def _reconstruction(result) -> dict[str, float]:
+    """The paper's two numbers at the kept (lowest held-out MSE) epoch."""
+    history = result.history
+    best = history[(history["split"] == "test") & (history["epoch"] == result.best_epoch)].iloc[0]
+    return {
+        "test_mse_per_sample": float(best["mse"]),
+        "test_sse_per_window": float(best["sse_per_window"]),
+        "best_epoch": int(result.best_epoch),
+    }
 
 
 def plot_reconstructions(

@@ -9,8 +9,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
             node(pretrain_autoencoder,
-                 ["unlabelled_windows", "run_checkpoints", "params:pretraining", "params:preprocessing"],
-                 ["cae_weights", "cae_history", "pretrained_encoder@saved", "pretraining_mlflow_run"],
+                 ["unlabelled_windows", "run_checkpoints", "run_tracker", "params:pretraining",
+                  "params:preprocessing"],
+                 ["cae_weights", "cae_history", "pretrained_encoder@saved", "pretrained_encoder_model"],
                  name="pretrain_autoencoder"),
             node(plot_reconstructions,
                  ["unlabelled_windows", "cae_weights", "params:pretraining", "params:preprocessing"],
