@@ -36,7 +36,7 @@ def test_every_configured_arm_gets_its_own_namespace_and_outputs():
         nodes = [n for n in pipeline.nodes if n.namespace == arm.name]
         assert [n.name for n in nodes] == [f"{arm.name}.train_arm"]
         assert set(nodes[0].outputs) == {
-            f"{arm.name}.{name}" for name in ("training_histories", "run_predictions", "arm_settings", "mlflow_runs")
+            f"{arm.name}.{name}" for name in ("training_histories", "run_predictions", "arm_settings")
         }
         assert ("pretrained_encoder@finetuning" in nodes[0].inputs) == arm.uses_encoder
         assert ("image_spectrogram_features" in nodes[0].inputs) == (arm.input == "spectrogram")

@@ -32,11 +32,19 @@ def test_config_loads(project_copy, env):
     assert uri == f"sqlite:///{project_copy / 'mlflow.db'}"  # the copy's own store (tests/conftest.py)
 
 
-def test_mlflow_tracks_to_sqlite_in_the_project():
-    """MLflow 3 refuses the old file store; the project's store is a SQLite file beside conf/."""
+def test_mlflow_tracks_to_sqlite_in_the_project(project_copy, monkeypatch, tmp_path):
+    """MLflow 3 refuses the old file store; the project's store is a SQLite file beside conf/,
+    unless MLFLOW_TRACKING_URI names a tracking server (docs/tracking.md)."""
     config = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "mlflow.yml").read_text())
-    assert config["server"]["mlflow_tracking_uri"] == "sqlite:///mlflow.db"
+    assert config["server"]["mlflow_tracking_uri"] == "${oc.env:MLFLOW_TRACKING_URI,'sqlite:///mlflow.db'}"
     assert "mlflow.db" in (PROJECT_ROOT / ".gitignore").read_text().split()
+    bootstrap_project(project_copy)
+    (project_copy / "conf" / "local" / "mlflow.yml").unlink()  # the copy's own override
+    other = f"sqlite:///{tmp_path / 'team.db'}"  # an http:// server URI works the same way
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    with KedroSession.create(project_path=project_copy) as session:
+        uri = session.load_context().config_loader["mlflow"]["server"]["mlflow_tracking_uri"]
+    assert uri == other
 
 
 _NO_NETWORK = """

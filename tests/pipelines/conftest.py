@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from kedro.config import OmegaConfigLoader
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
+from ecg_transfer import settings
 from ecg_transfer.pipelines.bundled_data.pipeline import create_pipeline as bundled_data
 from ecg_transfer.pipelines.ingestion.pipeline import create_pipeline as ingestion
 from ecg_transfer.pipelines.preprocessing.pipeline import create_pipeline as preprocessing
@@ -40,9 +40,9 @@ def load_parameters() -> dict[str, Any]:
 def _test_parameters() -> dict[str, Any]:
     with warnings.catch_warnings():  # omegaconf's deprecation notice about Kedro's own resolvers
         warnings.simplefilter("ignore", UserWarning)
-        loader = OmegaConfigLoader(
-            str(CONF), base_env="base", default_run_env="test", merge_strategy={"parameters": "soft"}
-        )
+        # The project's loader settings: a bare loader would unregister the project's resolvers
+        # (oc.env) for every later test in the process.
+        loader = settings.CONFIG_LOADER_CLASS(str(CONF), env="test", **settings.CONFIG_LOADER_ARGS)
         return dict(loader["parameters"])
 
 

@@ -16,8 +16,10 @@ ARMS = {
                  "colour": "tab:blue"},
     "transfer_frozen": {"init": "pretrained", "freeze": True, "input": "window",
                         "label": "CAE transfer, frozen encoder", "colour": "tab:cyan"},
+    "random_frozen": {"init": "random", "freeze": True, "input": "window",
+                      "label": "random init, frozen encoder", "colour": "tab:brown"},
 }
-OFFSETS = {"random": 0.0, "transfer": 0.05, "image": -0.02, "transfer_frozen": 0.01}
+OFFSETS = {"random": 0.0, "transfer": 0.05, "image": -0.02, "transfer_frozen": 0.01, "random_frozen": -0.1}
 
 
 def registry(arms=tuple(ARMS)):

@@ -1,16 +1,15 @@
 import logging
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 import torch
-
-from ecg_transfer.models.classifier import FeatureClassifier
 from sklearn.metrics import f1_score
 
+from ecg_transfer.models.classifier import FeatureClassifier
 from ecg_transfer.study.experiment import ArmData, describe_outcomes, fingerprint, run_arm, run_key
-from ecg_transfer.training.engine import TrainConfig
 from ecg_transfer.training.checkpoints import CheckpointStore
+from ecg_transfer.training.engine import TrainConfig
 
 
 def test_fingerprint_is_stable_for_equal_content_and_changes_with_it():

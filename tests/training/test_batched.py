@@ -4,6 +4,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -42,8 +43,10 @@ def native_convolutions():
     the validation loss after a few epochs, as much as the engine's own 1- vs 2-thread
     difference. With the native kernels both paths round alike and agree to ~1e-7, which
     tests the batching itself (docs/models_and_training.md, "Batched trials")."""
-    with torch.backends.mkldnn.flags(enabled=False):
-        yield
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 def _windows(n, length=256, seed=0):
@@ -274,6 +277,9 @@ def test_run_arm_batched_equals_sequential_and_shares_finished_runs(tmp_path, ca
     pd.testing.assert_frame_equal(sequential.histories[columns], batched.histories[columns], atol=1e-5, rtol=0)
     pd.testing.assert_frame_equal(sequential.predictions, batched.predictions, atol=1e-5, rtol=0)
     assert [r["run_name"] for r in sequential.records] == [r["run_name"] for r in batched.records]
+    auto = run_arm("image", make_model, data, samples, cfg, TASK.classes, None, "abc", progress=False,
+                   batch_trials="auto")
+    pd.testing.assert_frame_equal(sequential.histories[columns], auto.histories[columns], atol=1e-5, rtol=0)
     assert store.is_done(run_key("image", 0.5, 3, "abc"))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ecg_transfer.study.experiment"):
@@ -287,7 +293,6 @@ def test_run_groups_once_waits_for_runs_another_worker_holds(tmp_path):
     keys = ["r/0", "r/1", "r/2"]
     other = CheckpointStore(tmp_path)
     assert other.acquire(keys[1])  # a live worker of this process holds run 1
-    other.release = other.release  # keep a reference for the thread
     claim = (tmp_path / "r" / "1" / "claim.json")
     text = claim.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {os.getppid()}')
     claim.write_text(text)  # held by a live process other than this one

@@ -51,6 +51,32 @@ class FeatureClassifier(nn.Module):
         return self.layers(features)
 
 
+class ScaledFeatureClassifier(FeatureClassifier):
+    """A :class:`FeatureClassifier` that standardises its inputs with statistics it holds as
+    buffers, set from its own training sample (:meth:`fit_input_scaling`).
+
+    Frozen CNN activations vary in scale by orders of magnitude, so the spectrogram arms scale
+    them; doing it inside the model means each bootstrap sample's run is scaled by that sample
+    alone (never by records it was not trained on, nor by the test split), and the saved model
+    carries its own scaling.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, hidden: int = 64, dropout: float = 0.2):
+        super().__init__(n_features, n_classes, hidden, dropout)
+        self.register_buffer("input_mean", torch.zeros(n_features))
+        self.register_buffer("input_sd", torch.ones(n_features))
+
+    @torch.no_grad()
+    def fit_input_scaling(self, features, eps: float = 1e-6) -> None:
+        """Mean and SD per feature of ``features`` (the run's training rows)."""
+        values = torch.as_tensor(features, dtype=torch.float64)
+        self.input_mean.copy_(values.mean(dim=0).to(self.input_mean.dtype))
+        self.input_sd.copy_((values.std(dim=0, unbiased=False) + eps).to(self.input_sd.dtype))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers((features - self.input_mean) / self.input_sd)
+
+
 class RhythmClassifier(nn.Module):
     """Encoder (same class as the CAE's) + :class:`FeatureClassifier` head -> logits."""
 
@@ -139,8 +165,11 @@ def build_classifier(
     return model
 
 
-def build_feature_classifier(n_features: int, n_classes: int, seed: int, hidden: int = 64, dropout: float = 0.2) -> FeatureClassifier:
-    """A head over frozen features (the spectrogram arms), initialised from ``seed`` alone."""
+def build_feature_classifier(
+    n_features: int, n_classes: int, seed: int, hidden: int = 64, dropout: float = 0.2
+) -> ScaledFeatureClassifier:
+    """A head over frozen features (the spectrogram arms), initialised from ``seed`` alone; its
+    input scaling is set from the run's training rows (run_arm does it)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return FeatureClassifier(n_features, n_classes, hidden, dropout)
+        return ScaledFeatureClassifier(n_features, n_classes, hidden, dropout)

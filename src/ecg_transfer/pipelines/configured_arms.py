@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
 from ecg_transfer.study.arms import ArmRegistry, ArmSpec, arm_registry
@@ -30,10 +29,11 @@ def configured_arms(project_path: str | os.PathLike | None = None, env: str | No
     """The registry from ``study.arms`` in the project's parameters (base, local, ``env``)."""
     conf = Path(project_path or _project_root()) / "conf"
     env = env or os.environ.get("KEDRO_ENV") or "local"
-    loader = OmegaConfigLoader(
-        conf_source=str(conf), base_env="base", default_run_env="local", env=env,
-        merge_strategy={"parameters": "soft"},
-    )
+    # The project's own loader settings: a bare loader would unregister the project's custom
+    # resolvers (OmegaConf's resolvers are global) for the rest of the process.
+    from ecg_transfer import settings
+
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(conf), env=env, **settings.CONFIG_LOADER_ARGS)
     study = loader["parameters"].get("study") or {}
     if "arms" not in study:
         raise ValueError(f"{conf}: the parameters have no study.arms block (conf/base/parameters_study.yml)")

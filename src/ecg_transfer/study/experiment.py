@@ -7,6 +7,7 @@ the model a factory builds: same samples, same seeds, same optimiser, same evalu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from torch import nn
 
 from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.summaries import summarise_runs
+from ecg_transfer.tracking import NullTracker, epoch_logger
 from ecg_transfer.training.batched import (
     auto_batch_trials,
     fit_trials,
@@ -129,6 +131,7 @@ def run_arm(
     data_fingerprint: str,
     progress: bool = True,
     batch_trials: int | str = 1,
+    tracker: Any = None,
 ) -> ArmRuns:
     """Train `arm` on every (fraction, trial) sample. Finished runs found in `checkpoints` are
     not trained again, and an interrupted one continues from its last epoch.
@@ -137,7 +140,12 @@ def run_arm(
     :func:`~ecg_transfer.training.engine.fit`; K trains the trials of a fraction in groups of K
     as one stacked model (:func:`~ecg_transfer.training.batched.fit_trials`, same results to
     float rounding, same checkpoints); "auto" picks K from the training device's free memory.
+
+    ``tracker`` (ecg_transfer.tracking; None = nothing logged): a run trained here gets its
+    MLflow child run when its training starts, fed every epoch as it ends; a run finished
+    earlier is logged whole; a run another worker trained is left to that worker's log.
     """
+    tracker = tracker if tracker is not None else NullTracker()
     task = ClassificationTask(tuple(classes))
     evals = {split: data.eval_split(split) for split in ("val", "test")}
     groups = bootstrap_samples.groupby(["fraction", "trial"], sort=False)
@@ -160,15 +168,39 @@ def run_arm(
     def config_of(index: int) -> TrainConfig:
         return TrainConfig(**{**asdict(train_config), "seed": plan[index][2]})
 
+    def model_for(index: int) -> nn.Module:
+        """The run's model; one that scales its inputs learns the scaling from the run's own
+        bootstrap sample (models/classifier.py, ScaledFeatureClassifier)."""
+        _, _, seed, positions = plan[index]
+        model = make_model(seed)
+        if hasattr(model, "fit_input_scaling"):
+            model.fit_input_scaling(_take(data.train_x, positions))
+        return model
+
+    def start_run(index: int):
+        fraction, trial, seed, positions = plan[index]
+        return tracker.start(*_run_identity(arm, fraction, trial, seed, positions, data))
+
+    def finish_run(run, index: int, result: FitResult) -> None:
+        fraction, trial, seed, positions = plan[index]
+        history = result.history.assign(fraction=fraction, arm=arm, trial=trial)
+        record = _run_record(arm, fraction, trial, seed, positions, data, config_of(index), result, history)
+        run.finish(record["metrics"], params=record["params"])
+
     def train(index: int) -> tuple[FitResult, TrainConfig]:
         fraction, trial, seed, positions = plan[index]
         config = config_of(index)
         done_before = checkpoints is not None and checkpoints.is_done(keys[index])
         logger.debug("%s: fraction %g, trial %d (%d training windows)", arm, fraction, trial, positions.size)
-        result = fit(
-            make_model(seed), task, _take(data.train_x, positions), data.train_y[positions], evals, config,
-            checkpoints=checkpoints, run_key=keys[index], progress=progress,
-        )
+        with contextlib.ExitStack() as stack:
+            run = None if done_before else stack.enter_context(start_run(index))
+            result = fit(
+                model_for(index), task, _take(data.train_x, positions), data.train_y[positions], evals, config,
+                checkpoints=checkpoints, run_key=keys[index], progress=progress,
+                on_epoch_end=None if run is None else epoch_logger(run),
+            )
+            if run is not None:
+                finish_run(run, index, result)
         note(index, result, done_before)
         return result, config
 
@@ -176,11 +208,21 @@ def run_arm(
         done_before = [checkpoints is not None and checkpoints.is_done(keys[i]) for i in indices]
         seeds = [plan[i][2] for i in indices]
         logger.debug("%s: fraction %g, trials %s together", arm, plan[indices[0]][0], [plan[i][1] for i in indices])
-        results = fit_trials(
-            [make_model(seed) for seed in seeds], task, data.train_x, data.train_y, [plan[i][3] for i in indices],
-            evals, train_config, seeds, checkpoints=checkpoints, run_keys=[keys[i] for i in indices],
-            progress=progress,
-        )
+        with contextlib.ExitStack() as stack:  # K child runs open at once, one per trial
+            runs = [None if before else stack.enter_context(start_run(i)) for i, before in zip(indices, done_before)]
+
+            def log_epoch(k: int, epoch: int, history_so_far: pd.DataFrame) -> None:
+                if runs[k] is not None:
+                    runs[k].on_epoch_end(epoch, history_so_far)
+
+            results = fit_trials(
+                [model_for(i) for i in indices], task, data.train_x, data.train_y, [plan[i][3] for i in indices],
+                evals, train_config, seeds, checkpoints=checkpoints, run_keys=[keys[i] for i in indices],
+                progress=progress, on_trial_epoch_end=log_epoch,
+            )
+            for index, result, run in zip(indices, results, runs):
+                if run is not None:
+                    finish_run(run, index, result)
         for index, result, before in zip(indices, results, done_before):
             note(index, result, before)
         return [(result, config_of(index)) for index, result in zip(indices, results)]
@@ -198,6 +240,9 @@ def run_arm(
         histories.append(history)
         predictions.append(prediction_table(result, data, classes, fraction=fraction, arm=arm, trial=trial))
         records.append(_run_record(arm, fraction, trial, seed, positions, data, config, result, history))
+    for index, record in enumerate(records):
+        if outcome.get(index) == "reused":
+            tracker.log_record(record)
     logger.info("%s: %s", arm, describe_outcomes(list(outcome.values())))
     columns = ["fraction", "arm", "trial"]
     history = pd.concat(histories, ignore_index=True)
@@ -305,6 +350,18 @@ def run_record(
     }
 
 
+def _run_identity(arm, fraction, trial, seed, positions, data) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The MLflow run name, the params known before training, and the tags of one run."""
+    fraction_text = f"{fraction:g}"
+    params = {
+        "arm": arm, "fraction": fraction_text, "trial": trial, "seed": seed,
+        "n_train": int(positions.size), "n_train_unique": int(np.unique(positions).size),
+        "n_val": int(len(data.val_y)), "n_test": int(len(data.test_y)),
+    }
+    tags = {"arm": arm, "fraction": fraction_text, "trial": trial, "stage": "finetuning"}
+    return f"{arm}-f{fraction_text}-t{trial}", params, tags
+
+
 def _run_record(arm, fraction, trial, seed, positions, data, config, result, history) -> dict[str, Any]:
     summary = summarise_runs(history).iloc[0]
     final = {
@@ -313,19 +370,9 @@ def _run_record(arm, fraction, trial, seed, positions, data, config, result, his
                      "honest_test_f1_macro", "lci")
         if name in summary and pd.notna(summary[name])
     }
-    fraction_text = f"{fraction:g}"
-    return run_record(
-        f"{arm}-f{fraction_text}-t{trial}",
-        {
-            "arm": arm, "fraction": fraction_text, "trial": trial, "seed": seed,
-            "n_train": int(positions.size), "n_train_unique": int(np.unique(positions).size),
-            "n_val": int(len(data.val_y)), "n_test": int(len(data.test_y)), "device": result.device,
-            **{f"train.{k}": v for k, v in asdict(config).items() if k != "seed"},
-        },
-        {"arm": arm, "fraction": fraction_text, "trial": trial, "stage": "finetuning"},
-        history,
-        final,
-    )
+    name, params, tags = _run_identity(arm, fraction, trial, seed, positions, data)
+    params.update({"device": result.device, **{f"train.{k}": v for k, v in asdict(config).items() if k != "seed"}})
+    return run_record(name, params, tags, history, final)
 
 
 def arm_settings(

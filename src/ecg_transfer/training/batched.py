@@ -49,6 +49,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
@@ -348,6 +349,7 @@ def fit_trials(
     run_keys: Sequence[str] | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
+    on_trial_epoch_end: Callable[[int, int, pd.DataFrame], None] | None = None,
 ) -> list[FitResult]:
     """Train the K ``models`` together; result k equals ``fit(models[k], task,
     train_x[train_rows[k]], train_y[train_rows[k]], evals, replace(cfg, seed=seeds[k]),
@@ -358,7 +360,9 @@ def fit_trials(
     count for every trial. Models must share one architecture and trainable set. Runs found
     done in ``checkpoints`` are returned as stored; interrupted ones resume. Models end with
     their run's final weights (the best ones with ``cfg.restore_best``), as with ``fit``.
-    ``on_epoch_end(epoch)`` runs after the epoch's checkpoints are written. In the history,
+    ``on_epoch_end(epoch)`` runs after the epoch's checkpoints are written, and before it
+    ``on_trial_epoch_end(k, epoch, history_so_far)`` for every trial k still training (what
+    live tracking needs: one MLflow run per trial, fed as epochs end). In the history,
     ``samples_per_s`` is the group's throughput (windows of all K trials per second).
     """
     if not isinstance(task, Task):
@@ -409,7 +413,8 @@ def fit_trials(
         state, payload = _resume(models[k], optimizer, task, configs[k], checkpoints, keys[k], f"fit[{keys[k]}]")
         starts[k] = (state, payload, optimizer.state_dict())
     data = _DeviceData(train_x, train_y, rows, splits, length, device)
-    loop = _GroupLoop(task, cfg, configs, keys, monitor, splits, data, checkpoints, device, progress, on_epoch_end)
+    loop = _GroupLoop(task, cfg, configs, keys, monitor, splits, data, checkpoints, device, progress, on_epoch_end,
+                      on_trial_epoch_end)
     # Trials resumed from different epochs train in separate groups (one Adam step count each).
     for epoch in sorted({starts[k][0].epoch for k in pending}):
         group = [k for k in pending if starts[k][0].epoch == epoch]
@@ -459,10 +464,12 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 class _GroupLoop:
     """The epoch loop of one group of trials that start at the same epoch."""
 
-    def __init__(self, task, cfg, configs, keys, monitor, splits, data, checkpoints, device, progress, on_epoch_end):
+    def __init__(self, task, cfg, configs, keys, monitor, splits, data, checkpoints, device, progress, on_epoch_end,
+                 on_trial_epoch_end=None):
         self.task, self.cfg, self.configs, self.keys = task, cfg, configs, keys
         self.monitor, self.splits, self.data = monitor, splits, data
         self.checkpoints, self.device, self.progress, self.on_epoch_end = checkpoints, device, progress, on_epoch_end
+        self.on_trial_epoch_end = on_trial_epoch_end
 
     def run(self, models, group: list[int], starts) -> dict[int, FitResult]:
         template, dropouts = _stacked_template(models[0])
@@ -510,6 +517,9 @@ class _GroupLoop:
                     if self.checkpoints is not None:
                         self.checkpoints.save(self.keys[k], self._checkpoint(stack, position, k, states[k], randoms[position]))
                 epochs.set_postfix(loss=f"{np.mean([r[0]['loss'] for r in rows]):.4g}", trials=len(active))
+                if self.on_trial_epoch_end is not None:
+                    for k in active:
+                        self.on_trial_epoch_end(k, epoch, pd.DataFrame(states[k].history))
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch)
                 finish([p for p, k in enumerate(active) if states[k].stopped_early])
@@ -678,18 +688,18 @@ def parse_batch_trials(value: int | str) -> int | str:
 
 def trial_memory_bytes(model: nn.Module, width: int, cfg: TrainConfig) -> int:
     """A generous estimate of what one more stacked trial costs: weights, gradients and
-    Adam's two moments, plus the activations of a training batch (kept for the backward
-    pass, their gradients and temporaries: 3x the forward outputs) and of an eval batch.
+    Adam's two moments; the activations of a training batch (every layer's output, kept
+    for the backward pass, plus their gradients and temporaries: 3x); and an eval batch
+    (no graph: the two largest layer outputs at a time).
     ``width``: samples per window (window models) or features per row (feature heads)."""
     sample_shape = (1, width) if getattr(model, "input_length", None) is not None else (width,)
     tensors = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    per_window = 0
+    outputs: list[int] = []
 
     def count(module, args, output):
-        nonlocal per_window
         if isinstance(output, torch.Tensor):
-            per_window += output[:1].numel()
+            outputs.append(output[:1].numel())
 
     probe = copy.deepcopy(model).cpu().eval()
     hooks = [m.register_forward_hook(count) for m in probe.modules() if not list(m.children())]
@@ -697,7 +707,9 @@ def trial_memory_bytes(model: nn.Module, width: int, cfg: TrainConfig) -> int:
         probe(torch.zeros((1, *sample_shape)))
     for hook in hooks:
         hook.remove()
-    return 4 * (tensors + 3 * trainable + per_window * (3 * cfg.batch_size + cfg.eval_batch_size))
+    train = 3 * cfg.batch_size * sum(outputs)
+    scoring = 2 * cfg.eval_batch_size * max(outputs, default=0)
+    return 4 * (tensors + 3 * trainable + train + scoring)
 
 
 def free_memory_bytes(device: torch.device) -> int:

@@ -11,11 +11,10 @@ import torch
 from kedro.runner import SequentialRunner
 
 from ecg_transfer.models.cae import CaeConfig, Encoder
+from ecg_transfer.models.classifier import build_feature_classifier
 from ecg_transfer.models.weights import encoder_model_card
-from ecg_transfer.pipelines.finetuning.nodes import _standardise
 from ecg_transfer.pipelines.finetuning.pipeline import create_pipeline
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
-from ecg_transfer.study.experiment import ArmData
 from tests.pipelines.conftest import make_catalog, run, shrunk_parameters, window_store
 
 ENCODER_ARMS = ("random", "transfer", "transfer_frozen")
@@ -100,12 +99,12 @@ def test_every_arm_writes_the_documented_history(finetuned):
         assert history["loss"].notna().all()
 
 
-def test_one_mlflow_record_per_fraction_and_trial(finetuned):
+def test_one_live_mlflow_run_per_fraction_and_trial(finetuned):
     catalog, params, _ = finetuned
     samples = catalog.load("bootstrap_samples")
     store = catalog.load("labelled_windows")
     for arm in ENCODER_ARMS:
-        records = catalog.load(f"{arm}.mlflow_runs")
+        records = [run for run in catalog.load("run_tracker").live if run["tags"]["arm"] == arm]
         keys = [(float(r["params"]["fraction"]), r["params"]["trial"]) for r in records]
         assert sorted(keys) == sorted(samples.groupby(["fraction", "trial"]).groups), arm
         for record in records:
@@ -117,6 +116,8 @@ def test_one_mlflow_record_per_fraction_and_trial(finetuned):
             assert p["n_test"] == len(store.split_indices("test"))
             assert p["train.lr"] == params["finetuning"]["training"]["lr"]
             assert {"best_test_f1_weighted", "honest_test_f1_weighted"} <= set(record["metrics"])
+            epochs = params["finetuning"]["training"]["epochs"]
+            assert record["epochs"] == list(range(1, epochs + 1)) and record["status"] == "FINISHED"
 
 
 def test_a_second_run_reuses_the_finished_runs(finetuned, tiny_windows):
@@ -127,6 +128,8 @@ def test_a_second_run_reuses_the_finished_runs(finetuned, tiny_windows):
     stamps = {path: path.stat().st_mtime_ns for path in results}
 
     again = run(FINETUNING, _catalog(tiny_windows, root, params))
+    tracker = again.load("run_tracker")
+    assert tracker.live == [] and len(tracker.whole) == len(ENCODER_ARMS) * n_runs  # logged whole, not retrained
 
     assert {path: path.stat().st_mtime_ns for path in results} == stamps
     assert sorted((root / "data/06_models/checkpoints").rglob("result.pt")) == results
@@ -143,7 +146,7 @@ def test_the_random_arm_needs_no_encoder(tiny_windows, tmp_path, finetuned):
     one = samples[(samples["fraction"] == 0.5) & (samples["trial"] == 1)]
     fresh = run(RANDOM, _catalog(tiny_windows, tmp_path, params, encoder=False, bootstrap_samples=one))
     assert "pretrained_encoder@finetuning" not in fresh
-    assert len(fresh.load("random.mlflow_runs")) == 1
+    assert len(fresh.load("run_tracker").live) == 1
 
 
 def test_every_arm_saves_its_predictions_and_the_settings_its_runs_were_made_under(finetuned):
@@ -178,7 +181,7 @@ def test_the_spectrogram_arm_trains_on_features_matched_by_record_id_not_by_row(
                            bootstrap_samples=_one_sample(tiny_windows), image_spectrogram_features=table)
         run(IMAGE, catalog)
         histories.append(catalog.load("image.training_histories"))
-        (record,) = catalog.load("image.mlflow_runs")
+        (record,) = catalog.load("run_tracker").live
         assert record["params"]["arm"] == "image" and record["params"]["n_train"] == len(_one_sample(tiny_windows))
     assert (histories[0]["arm"] == "image").all()
     columns = ["epoch", "split", "loss", "f1_weighted"]
@@ -197,24 +200,20 @@ def test_stale_features_missing_a_record_are_refused(tiny_windows, tmp_path):
     assert not (tmp_path / "data/06_models/checkpoints").exists()
 
 
-def test_standardise_uses_training_statistics_only():
+def test_a_spectrogram_head_is_scaled_by_its_own_bootstrap_sample_only():
     rng = np.random.default_rng(0)
     train = rng.normal(5.0, 3.0, size=(40, 6)).astype(np.float32)
-    val = rng.normal(5.0, 3.0, size=(10, 6)).astype(np.float32)
-    test = rng.normal(5.0, 3.0, size=(10, 6)).astype(np.float32)
-    labels = np.zeros(40, dtype=int), np.zeros(10, dtype=int), np.zeros(10, dtype=int)
-
-    scaled = _standardise(ArmData(train, labels[0], val, labels[1], test, labels[2]))
-    far_test = test * 1000.0 + 1e6
-    rescaled = _standardise(ArmData(train, labels[0], val, labels[1], far_test, labels[2]))
-
-    assert np.allclose(scaled.train_x.mean(axis=0), 0.0, atol=1e-5)
-    assert np.allclose(scaled.train_x.std(axis=0), 1.0, atol=1e-4)
-    np.testing.assert_array_equal(scaled.train_x, rescaled.train_x)
-    np.testing.assert_array_equal(scaled.val_x, rescaled.val_x)
-    mean, sd = train.mean(axis=0), train.std(axis=0) + 1e-6
-    np.testing.assert_allclose(rescaled.test_x, (far_test - mean) / sd, rtol=1e-5)
-    assert scaled.train_x.dtype == scaled.test_x.dtype == np.float32
+    model = build_feature_classifier(6, 3, seed=1, hidden=4, dropout=0.0)
+    sample = np.array([0, 0, 3, 7, 9, 9, 9, 12])
+    model.fit_input_scaling(train[sample])
+    np.testing.assert_allclose(model.input_mean.numpy(), train[sample].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(model.input_sd.numpy(), train[sample].std(axis=0) + 1e-6, rtol=1e-6)
+    far = train * 1000.0 + 1e6  # a test split on another scale never moves the scaling
+    before = model.input_mean.clone()
+    model.eval()(torch.from_numpy(far))
+    assert torch.equal(model.input_mean, before)
+    expected = model.layers((torch.from_numpy(far) - model.input_mean) / model.input_sd)
+    assert torch.allclose(model(torch.from_numpy(far)), expected)
 
 
 def _fake_features(store, seed=0, dim=12) -> pd.DataFrame:

@@ -187,10 +187,10 @@ def test_an_unknown_arm_in_the_comparisons_is_an_error(tmp_path):
     histories = make_histories(fractions=FRACTIONS, arms=ARMS, n_trials=2, n_epochs=3)
     predictions = make_predictions(fractions=FRACTIONS, arms=ARMS, n_trials=2, n_records=6)
     params = _params()
-    params["statistics"] = {**params["statistics"], "comparisons": [["transfer", "random_frozen"]]}
+    params["statistics"] = {**params["statistics"], "comparisons": [["transfer", "random_linear"]]}
     settings = {arm: make_arm_settings(arm, FRACTIONS, 2) for arm in ARMS}
     catalog = make_catalog(tmp_path, params, files=(), **_inputs(tmp_path, histories, predictions, settings))
-    with pytest.raises(ValueError, match=r"unknown arm\(s\) \['random_frozen'\]; the study's arms are"):
+    with pytest.raises(ValueError, match=r"unknown arm\(s\) \['random_linear'\]; the study's arms are"):
         run(PIPELINE.from_nodes("check_study_runs").to_nodes("compare_study_arms"), catalog)
 
 
@@ -198,29 +198,29 @@ def test_adding_an_arm_is_one_registry_entry(tmp_path):
     # a new arm in study.arms: the pipeline reads its datasets, the tables show it
     params = _params()
     spec = {"init": "random", "freeze": True, "input": "window", "label": "random, frozen", "colour": "tab:green"}
-    params["study"] = {**params["study"], "arms": {**params["study"]["arms"], "random_frozen": spec}}
+    params["study"] = {**params["study"], "arms": {**params["study"]["arms"], "random_linear": spec}}
     params["statistics"] = {**params["statistics"], "comparisons": [
-        *params["statistics"]["comparisons"], ["transfer_frozen", "random_frozen"]]}
-    arms = [*ARMS, "random_frozen"]
-    ARM_SPECS["random_frozen"] = spec
+        *params["statistics"]["comparisons"], ["transfer_frozen", "random_linear"]]}
+    arms = [*ARMS, "random_linear"]
+    ARM_SPECS["random_linear"] = spec
     try:
         histories = make_histories(fractions=FRACTIONS, arms=ARMS, n_trials=2, n_epochs=3)
-        extra = histories[histories["arm"] == "random"].assign(arm="random_frozen")
+        extra = histories[histories["arm"] == "random"].assign(arm="random_linear")
         predictions = make_predictions(fractions=FRACTIONS, arms=ARMS, n_trials=2, n_records=6)
         settings = {arm: make_arm_settings(arm, FRACTIONS, 2) for arm in arms}
         inputs = _inputs(tmp_path, histories, predictions, settings)
-        inputs["random_frozen.training_histories"] = extra.reset_index(drop=True)
-        inputs["random_frozen.run_predictions"] = predictions[predictions["arm"] == "random"].assign(arm="random_frozen")
-        inputs["random_frozen.arm_settings"] = settings["random_frozen"]
+        inputs["random_linear.training_histories"] = extra.reset_index(drop=True)
+        inputs["random_linear.run_predictions"] = predictions[predictions["arm"] == "random"].assign(arm="random_linear")
+        inputs["random_linear.arm_settings"] = settings["random_linear"]
         pipeline = create_pipeline(arms=arms)
         catalog = make_catalog(tmp_path, params, files=(), **inputs)
         run(pipeline.from_nodes("check_study_runs", "score_floor", "size_bootstrap_samples").to_nodes("make_tables"),
             catalog)
     finally:
-        del ARM_SPECS["random_frozen"]
+        del ARM_SPECS["random_linear"]
     table = catalog.load("table2_f1_weighted_table_csv")
     assert list(table.columns[: len(arms)]) == [f"100% {arm}" for arm in arms]
-    assert table.loc["p Welch transfer_frozen vs random_frozen", "100% transfer_frozen"] != ""
+    assert table.loc["p Welch transfer_frozen vs random_linear", "100% transfer_frozen"] != ""
 
 
 @pytest.mark.parametrize(

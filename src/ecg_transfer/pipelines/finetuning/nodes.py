@@ -12,12 +12,15 @@ import pandas as pd
 
 from ecg_transfer.models.cae import CaeConfig
 from ecg_transfer.models.classifier import build_classifier, build_feature_classifier
-from ecg_transfer.models.weights import check_card_inputs, check_pretrained_encoder, preprocessing_card
+from ecg_transfer.models.weights import (
+    check_card_inputs,
+    check_pretrained_encoder,
+    preprocessing_card,
+)
 from ecg_transfer.pipelines.configured_arms import check_arm_unchanged
 from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.bootstrap import draw_all_samples
 from ecg_transfer.study.experiment import (
-    ArmData,
     FinetuningConfig,
     HeadConfig,
     arm_settings,
@@ -28,7 +31,7 @@ from ecg_transfer.study.experiment import (
     run_arm,
 )
 
-ArmOutputs = tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], list[dict[str, Any]]]
+ArmOutputs = tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
 
 
 def draw_bootstrap_samples(labelled_windows, study: dict[str, Any]) -> pd.DataFrame:
@@ -48,6 +51,7 @@ def _train_window_arm(
     label_classes: list[str],
     bootstrap_samples: pd.DataFrame,
     run_checkpoints,
+    run_tracker,
     study: dict[str, Any],
     finetuning: dict[str, Any],
     pretraining: dict[str, Any],
@@ -85,20 +89,7 @@ def _train_window_arm(
     )
     data = labelled_arm_data(labelled_windows, label_classes)
     return _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samples, run_checkpoints,
-                study, config, encoder_fingerprint, data_fingerprint)
-
-
-def _standardise(data: ArmData) -> ArmData:
-    """Scale features by the training split's mean and SD (CNN activations vary in scale by
-    orders of magnitude; the test split never informs the scaling)."""
-    mean = data.train_x.mean(axis=0)
-    sd = data.train_x.std(axis=0) + 1e-6
-    return ArmData(
-        ((data.train_x - mean) / sd).astype(np.float32), data.train_y,
-        ((data.val_x - mean) / sd).astype(np.float32), data.val_y,
-        ((data.test_x - mean) / sd).astype(np.float32), data.test_y,
-        data.val_records, data.test_records,
-    )
+                run_tracker, study, config, encoder_fingerprint, data_fingerprint)
 
 
 def _train_spectrogram_arm(
@@ -107,6 +98,7 @@ def _train_spectrogram_arm(
     label_classes: list[str],
     bootstrap_samples: pd.DataFrame,
     run_checkpoints,
+    run_tracker,
     study: dict[str, Any],
     finetuning: dict[str, Any],
     image_spectrogram_features: pd.DataFrame,
@@ -124,30 +116,32 @@ def _train_spectrogram_arm(
             "the cached features are stale; delete data/04_feature/spectrogram_features.parquet"
         )
     matrix = features.loc[record_ids].to_numpy(dtype=np.float32)
-    data = _standardise(labelled_arm_data(labelled_windows, label_classes, inputs=matrix))
+    # Raw CNN features: each run's head standardises them with its own bootstrap sample's mean
+    # and SD (ScaledFeatureClassifier), never with records it does not train on.
+    data = labelled_arm_data(labelled_windows, label_classes, inputs=matrix)
 
     def make_model(seed: int):
         return build_feature_classifier(matrix.shape[1], len(label_classes), seed, head.hidden, head.dropout)
 
     data_fingerprint = fingerprint(
-        image_transfer, finetuning["training"], label_classes, matrix,
+        "input scaling: per bootstrap sample", image_transfer, finetuning["training"], label_classes, matrix,
         labelled_fingerprint(labelled_windows), bootstrap_fingerprint(bootstrap_samples),
     )
     return _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samples, run_checkpoints,
-                study, config, None, data_fingerprint)
+                run_tracker, study, config, None, data_fingerprint)
 
 
 def _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samples, run_checkpoints,
-         study, config: FinetuningConfig, encoder_fingerprint, data_fingerprint) -> ArmOutputs:
+         run_tracker, study, config: FinetuningConfig, encoder_fingerprint, data_fingerprint) -> ArmOutputs:
     runs = run_arm(
         spec.name, make_model, data, bootstrap_samples, config.training, label_classes, run_checkpoints,
-        data_fingerprint, progress=config.progress, batch_trials=study.get("batch_trials", "auto"),
+        data_fingerprint, progress=config.progress, batch_trials=study.get("batch_trials", "auto"), tracker=run_tracker,
     )
     settings = arm_settings(
         spec, study, config.training, label_classes, bootstrap_samples, labelled_windows,
         encoder_fingerprint, data_fingerprint,
     )
-    return runs.histories, runs.predictions, settings, runs.records
+    return runs.histories, runs.predictions, settings
 
 
 def arm_trainer(spec: ArmSpec) -> Callable[..., ArmOutputs]:

@@ -11,8 +11,8 @@ from ecg_transfer.study.arms import ArmRegistry, ArmSpec
 
 from .nodes import arm_trainer, draw_bootstrap_samples
 
-ARM_OUTPUTS = ["training_histories", "run_predictions", "arm_settings", "mlflow_runs"]
-_SHARED = ["labelled_windows", "label_classes", "bootstrap_samples", "run_checkpoints"]
+ARM_OUTPUTS = ["training_histories", "run_predictions", "arm_settings"]
+_SHARED = ["labelled_windows", "label_classes", "bootstrap_samples", "run_checkpoints", "run_tracker"]
 
 
 def arm_inputs(spec: ArmSpec) -> list[str]:
