@@ -19,6 +19,7 @@ from torch import nn
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
 from ecg_transfer.pipelines.pretraining.nodes import pretrain_autoencoder
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
+from ecg_transfer.tracking import NullTracker
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.distributed import (
     DistributedContext,
@@ -206,8 +207,8 @@ def test_the_node_with_nproc_2_runs_torchrun_and_matches_the_in_process_ranks(co
     runs, _ = ranks
     pretraining = {"cae": asdict(TINY), "training": {**asdict(CFG), "nproc": 2}, "progress": False}
     store = CheckpointStore(tmp_path / "checkpoints")
-    cae_state, history, encoder, records = pretrain_autoencoder(
-        WindowStore(corpus), store, pretraining, {"signal": {"target_fs": 250.0}}
+    cae_state, history, encoder, _ = pretrain_autoencoder(
+        WindowStore(corpus), store, NullTracker(), pretraining, {"signal": {"target_fs": 250.0}}
     )
     pd.testing.assert_frame_equal(_comparable(history), _comparable(pd.DataFrame(runs["full"][0]["history"])),
                                   check_exact=True)
@@ -228,7 +229,9 @@ def test_the_node_with_nproc_2_runs_torchrun_and_matches_the_in_process_ranks(co
                             checkpoints=store, run_key=run_key)
     pd.testing.assert_frame_equal(_comparable(again.history), _comparable(history), check_exact=True)
     pretraining["training"]["nproc"] = 1
-    _, one_history, _, _ = pretrain_autoencoder(WindowStore(corpus), store, pretraining, {"signal": {"target_fs": 250.0}})
+    _, one_history, _, _ = pretrain_autoencoder(
+        WindowStore(corpus), store, NullTracker(), pretraining, {"signal": {"target_fs": 250.0}}
+    )
     pd.testing.assert_frame_equal(one_history, history)  # same key: the 2-process result is reused
 
 

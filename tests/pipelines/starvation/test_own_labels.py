@@ -18,7 +18,8 @@ from tests.conftest import make_project_copy
 
 
 def _study(project, labelled_entry):
-    (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"labelled_recordings": labelled_entry}))
+    # What a user writes in conf/local/catalog.yml; here in conf/test, the tiny configuration's env.
+    (project / "conf" / "test" / "catalog.yml").write_text(yaml.safe_dump({"labelled_recordings": labelled_entry}))
     bootstrap_project(project)
     # The unlabelled corpus: the bundled simulated one, written once (docs/own_data.md, step 3).
     with KedroSession.create(project_path=project, env="test") as session:
@@ -32,6 +33,9 @@ def own_study(own_labelled_folder, tmp_path_factory):
     project = make_project_copy(tmp_path_factory.mktemp("own") / "project")
     previous = os.getcwd()
     os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier session's store would win
+    # over this copy's conf (mlflow.yml reads the variable first).
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.chdir(project)
     try:
         _study(project, own_labelled_folder.catalog_entry())
@@ -78,6 +82,7 @@ def test_a_binary_task_runs_end_to_end_and_reports_auroc(own_labelled_folder, tm
     project = make_project_copy(tmp_path / "project")
     monkeypatch.chdir(project)
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     entry = own_labelled_folder.catalog_entry(
         label_map={"afib": "AF", "normal": "non-AF", "other": "non-AF"}, exclude_labels=["noisy"],
     )

@@ -32,6 +32,9 @@ def tiny_study(tmp_path_factory):
     project = make_project_copy(tmp_path_factory.mktemp("study") / "project")
     previous = os.getcwd()
     os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier session's store would win
+    # over this copy's conf (mlflow.yml reads the variable first).
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.chdir(project)
     try:
         _run(project)
