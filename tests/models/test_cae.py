@@ -11,10 +11,11 @@ from ecg_transfer.models.cae import (
     SingleInputPointwiseConv1d,
     count_parameters,
 )
+from tests.tiny import TINY_CAE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+TINY = TINY_CAE
 
 
 def _expected_parameter_count(cfg: CaeConfig) -> int:

@@ -2,14 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder, Encoder
+from ecg_transfer.models.cae import ConvAutoencoder, Encoder
 from ecg_transfer.models.classifier import FeatureClassifier, RhythmClassifier, build_classifier
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.tasks import ClassificationTask
+from tests.tiny import TINY_CAE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+TINY = TINY_CAE
 
 
 @pytest.fixture(scope="module")

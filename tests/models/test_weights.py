@@ -11,10 +11,11 @@ from ecg_transfer.models.weights import (
     load_pretrained_encoder,
     save_pretrained_encoder,
 )
+from tests.tiny import TINY_CAE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+TINY = TINY_CAE
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ecg_transfer.models.cae import CaeConfig, Encoder
+from ecg_transfer.models.cae import Encoder
 from ecg_transfer.models.classifier import build_classifier, build_feature_classifier
 from ecg_transfer.study.experiment import ArmData, run_arm, run_key
 from ecg_transfer.training.batched import (
@@ -26,8 +26,9 @@ from ecg_transfer.training.batched import (
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.tasks import ClassificationTask
+from tests.tiny import TINY_CAE
 
-TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+TINY = TINY_CAE
 TASK = ClassificationTask(("a", "b", "c"))
 SEEDS = (11, 22, 33)
 WINDOW_CFG = TrainConfig(epochs=4, batch_size=16, lr=0.005, device="cpu", monitor_split="val")

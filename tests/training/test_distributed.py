@@ -16,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
+from ecg_transfer.models.cae import ConvAutoencoder
 from ecg_transfer.pipelines.pretraining.nodes import pretrain_autoencoder
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
 from ecg_transfer.tracking import NullTracker
@@ -29,8 +29,9 @@ from ecg_transfer.training.distributed import (
 )
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
+from tests.tiny import TINY_CAE
 
-TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+TINY = TINY_CAE
 # 41 training windows in batches of 8: the last global batch has one row, so one rank runs a
 # weight-0 placeholder row (the uneven-shard path).
 N_TRAIN, N_TEST = 41, 12

@@ -3,14 +3,15 @@ import pandas as pd
 import pytest
 import torch
 
-from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
+from ecg_transfer.models.cae import ConvAutoencoder
 from ecg_transfer.models.classifier import FeatureClassifier, build_classifier
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig, evaluate, fit, learning_rate, predict
 from ecg_transfer.training.metrics import classification_metrics
 from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
+from tests.tiny import TINY_CAE
 
-TINY = CaeConfig(window_length=256, channels=(2, 2, 4, 4, 4, 4, 4, 4, 4), pool_factors=(2, 2, 2, 2, 1, 1, 1, 1, 1))
+TINY = TINY_CAE
 
 
 def _data(n=40, length=256, n_classes=3, seed=0):

@@ -109,7 +109,7 @@ class CaeConfig:
 #: The wider "paper" preset (same pool_factors): closer to common ECG ResNets, ~16x the compute.
 PAPER_WIDTH_CHANNELS = (16, 32, 32, 64, 64, 64, 64, 64, 64)
 
-#: The design used before 2026-11 (see the docs' CAE table): post-activation blocks,
+#: The first design (docs/models_and_training.md, "Making the CAE learn"): post-activation blocks,
 #: max pooling down to 4 positions, nearest upsampling. Its CAE stays at MSE 1.0.
 LEGACY_CONFIG_FIELDS = dict(
     channels=(4, 8, 8, 16, 16, 32, 32, 32, 32),

@@ -12,7 +12,7 @@ import pandas as pd
 from ecg_transfer.study.arms import ArmRegistry, ArmSpec
 from ecg_transfer.study.tables import arm_order, format_p, fraction_label, mean_sd, to_markdown
 
-# Jang, Kim & Yoon (2021), Table 2: weighted F1, mean and SD of 10 trials (see PAPER.md), by the
+# Jang, Kim & Yoon (2021), Table 2: weighted F1, mean and SD of 10 trials (docs/statistics.md), by the
 # paper's column: "random init", "image transfer", "CAE transfer" (mapped to arms by paper_arm).
 PAPER_TABLE2 = {
     (1.0, "random init"): (0.843, 0.004),
@@ -37,7 +37,7 @@ PAPER_LCI = {
 }
 PAPER_LCI_P = {1.0: "0.45", 0.5: "<0.05", 0.25: "<0.05"}
 PAPER_FRACTIONS = (1.0, 0.5, 0.25)
-# The paper's task: the 11 rhythms of the Chapman/Shaoxing set (PAPER.md). Its numbers are
+# The paper's task: the 11 rhythms of the Chapman/Shaoxing set (docs/data_readers.md). Its numbers are
 # shown beside ours only when the study's classes are exactly these.
 PAPER_CLASSES = frozenset({"SB", "SR", "AFIB", "ST", "SVT", "AF", "SA", "AT", "AVNRT", "AVRT", "SAAWR"})
 PAPER_SPLIT = "80/20 train/test, no validation split"
