@@ -70,11 +70,14 @@ def test_two_workers_on_one_folder_train_each_run_once(prepared):
 
 
 def test_a_worker_logs_its_live_runs_to_a_tracking_server(prepared, mlflow_server):
+    # An experiment of its own: the server is shared by the test session (tests/conftest.py).
+    mlflow_yml = prepared / "conf" / "test" / "mlflow.yml"
+    mlflow_yml.write_text(mlflow_yml.read_text().replace("name: ecg_transfer", "name: workers_on_a_server"))
     worker = _worker(prepared, "random_frozen", {"MLFLOW_TRACKING_URI": mlflow_server.uri})
     log = worker.communicate(timeout=600)[0]
     assert worker.returncode == 0, log[-3000:]
     client = MlflowClient(tracking_uri=mlflow_server.uri)
-    experiment = client.get_experiment_by_name("ecg_transfer")
+    experiment = client.get_experiment_by_name("workers_on_a_server")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.arm = 'random_frozen'")
     assert len(runs) == N_RUNS
     assert all(run.info.status == "FINISHED" and run.data.tags.get("live") == "True" for run in runs)
