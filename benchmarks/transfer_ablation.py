@@ -122,7 +122,7 @@ def main() -> None:
     os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="ecg_ablation_"))
     rows = [run_variant(name, args.fraction, workdir) for name in args.variants.split(",")]
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).set_index("variant")
     print(to_markdown(table))
 
 
