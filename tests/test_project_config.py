@@ -94,3 +94,34 @@ def test_someone_elses_encoder_can_be_given_on_the_command_line(project_copy):
     with KedroSession.create(project_path=project_copy) as session:
         default = session.load_context().catalog
     assert default["pretrained_encoder@finetuning"]._describe()["weights_path"] == ours["weights_path"]
+
+
+def test_every_dataset_has_a_layer_and_the_layers_have_an_order():
+    """kedro-viz's layer view needs a layer on every catalog entry and no loop between layers
+    (a report read upstream of its own layer turns the view off)."""
+    import re
+    from graphlib import CycleError, TopologicalSorter
+
+    from ecg_transfer.pipeline_registry import register_pipelines
+
+    catalog = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())
+    patterns = [(re.compile("^" + re.sub(r"\\{\w+\\}", ".+", re.escape(key)) + "$"), entry)
+                for key, entry in catalog.items()]
+
+    def layer(name):
+        entry = catalog.get(name) or next((e for p, e in patterns if p.match(name)), None)
+        return None if entry is None else entry.get("metadata", {}).get("kedro-viz", {}).get("layer")
+
+    assert all(layer(name) for name in catalog), [name for name in catalog if not layer(name)]
+    graph: dict[str, set[str]] = {}
+    for node in register_pipelines()["__default__"].nodes:
+        for output in node.outputs:
+            for source in node.inputs:
+                if not source.startswith("params:") and layer(source) and layer(output):
+                    if layer(source) != layer(output):
+                        graph.setdefault(layer(output), set()).add(layer(source))
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as error:
+        raise AssertionError(f"the layers loop: {error.args[1]}") from error
+    assert order.index("raw") < order.index("primary") < order.index("model_output") < order.index("reporting")
