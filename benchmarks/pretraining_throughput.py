@@ -28,6 +28,7 @@ import torch
 
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
 from ecg_transfer.signals.window_store import WindowStoreWriter
+from ecg_transfer.study.tables import to_markdown
 from ecg_transfer.training.distributed import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.tasks import ReconstructionTask
@@ -65,12 +66,6 @@ def _measure(store: Path, nproc: int, threads: int | None, cfg: TrainConfig) -> 
     return float(train.samples_per_s.median()), wall
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, default=768, help="training windows per epoch")
@@ -100,7 +95,7 @@ def main() -> None:
             })
             print(rows[-1], flush=True)
     print(f"\ntorch {torch.__version__}, {args.windows} training windows x {args.epochs} epochs, default CAE\n")
-    print(_markdown(pd.DataFrame(rows)))
+    print(to_markdown(pd.DataFrame(rows), index=False))
 
 
 if __name__ == "__main__":

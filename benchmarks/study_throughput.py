@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from ecg_transfer.models.cae import PAPER_WIDTH_CHANNELS, CaeConfig, Encoder
 from ecg_transfer.models.classifier import build_classifier, build_feature_classifier
 from ecg_transfer.study.experiment import ArmData, run_arm
+from ecg_transfer.study.tables import to_markdown
 from ecg_transfer.training.batched import _stacked_template, fit_trials
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.tasks import ClassificationTask
@@ -172,7 +173,7 @@ def throughput_table(args) -> None:
     table = pd.DataFrame(rows)
     table["paper protocol, per arm"] = table["paper protocol, per arm"].map(_hours)
     print(f"\ntorch {torch.__version__}; {args.repeats} repeats; load average {os.getloadavg()[0]:.1f}\n")
-    print(_markdown(table))
+    print(to_markdown(table, index=False))
     print("\nPaper protocol, all four arms (2 x fine-tuned encoder + frozen encoder + image head):")
     for (device, preset, mode), part in pd.DataFrame(rows).groupby(["device", "preset", "mode"], sort=False):
         total = sum(KINDS[kind] * seconds for kind, seconds in zip(part["arm kind"], part["paper protocol, per arm"]))
@@ -299,7 +300,7 @@ def kernels_table(args) -> None:
             for name, t in times.items()]
     print(f"\nOne training step of {trials} classifiers ({preset} preset), batch {batch} each, {_device_name(device)}, "
           f"median of {len(times['sequential (K models)'])}; load average {os.getloadavg()[0]:.1f}\n")
-    print(_markdown(pd.DataFrame(rows)))
+    print(to_markdown(pd.DataFrame(rows), index=False))
 
 
 # ---------------------------------------------------------------- the default study
@@ -338,13 +339,7 @@ def default_study_table(args) -> None:
                      "speed-up": f"{sequential / batched:.2f}x"})
     print(f"\nrun_arm, default study sizes, {_device_name('cpu')}, median of {args.repeats}; "
           f"load average {os.getloadavg()[0]:.1f}\n")
-    print(_markdown(pd.DataFrame(rows)))
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+    print(to_markdown(pd.DataFrame(rows), index=False))
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from ecg_transfer.models.cae import (
     count_parameters,
 )
 from ecg_transfer.models.classifier import build_classifier
+from ecg_transfer.study.tables import to_markdown
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
 
@@ -82,12 +83,6 @@ def _measure_compile(cae_cfg, batch_size, steps=20):
     return compile_s, steps * batch_size / (time.perf_counter() - start)
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("default", "paper"), default="default")
@@ -115,7 +110,7 @@ def main() -> None:
                     })
                     print(rows[-1], flush=True)
     print(f"\npreset {args.preset}: {cae_cfg}\ntorch {torch.__version__}\n")
-    print(_markdown(pd.DataFrame(rows)))
+    print(to_markdown(pd.DataFrame(rows), index=False))
     if args.compile:
         compile_s, per_s = _measure_compile(cae_cfg, 64)
         print(f"\ntorch.compile classifier, batch 64, fp32: compile {compile_s:.1f} s, then {per_s:.0f} train windows/s")

@@ -130,3 +130,11 @@ def test_duplicate_runs_raise():
     summary = _summary()
     with pytest.raises(ValueError, match="duplicate"):
         table2(pd.concat([summary, summary.iloc[:1]]))
+
+
+def test_to_markdown_without_the_index_takes_the_first_column_as_labels():
+    table = pd.DataFrame({"step": ["a", "b"], "seconds": [1.5, 2.0]})
+    assert to_markdown(table, index=False) == (
+        "| step | seconds |\n| --- | ---: |\n| a | 1.500 |\n| b | 2.000 |\n"
+    )
+    assert to_markdown(table.set_index("step")) == to_markdown(table, index=False)

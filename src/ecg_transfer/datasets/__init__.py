@@ -2,7 +2,7 @@
 catalog uses kedro-datasets."""
 
 from .checkpoints_dataset import CheckpointDirectoryDataset
-from .mlflow_runs import MlflowChildRunsDataset, MlflowEncoderModelDataset, MlflowRunTrackerDataset
+from .mlflow_runs import MlflowEncoderModelDataset, MlflowRunTrackerDataset
 from .raw_ecg import (
     ChapmanReleaseDataset,
     PhysioNetWfdbDataset,
@@ -16,7 +16,6 @@ from .window_store_dataset import WindowStoreDataset
 __all__ = [
     "ChapmanReleaseDataset",
     "CheckpointDirectoryDataset",
-    "MlflowChildRunsDataset",
     "MlflowEncoderModelDataset",
     "MlflowRunTrackerDataset",
     "PhysioNetWfdbDataset",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,29 +82,6 @@ class MlflowRunTrackerDataset(AbstractDataset[None, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"target": "live MLflow child runs of the active run", "system_metrics": self.system_metrics}
-
-
-class MlflowChildRunsDataset(AbstractDataset[list, None]):
-    """Each item saved is one finished run: ``{"run_name", "params", "tags", "history",
-    "metrics"}`` (optionally ``duration_s``, ``start_time_ms``), where ``history`` has one row
-    per (epoch, split)."""
-
-    def __init__(self, metadata: dict[str, Any] | None = None):
-        self.metadata = metadata
-
-    def _load(self) -> None:
-        raise DatasetError("MlflowChildRunsDataset is write-only: read the runs with MlflowClient")
-
-    def _save(self, runs: Iterable[dict[str, Any]]) -> None:
-        tracker = _tracker()
-        if not tracker.enabled:
-            logger.info("no active MLflow run (tracking disabled?): child runs not logged")
-            return
-        for run in runs:
-            tracker.log_record(run)
-
-    def _describe(self) -> dict[str, Any]:
-        return {"target": "MLflow child runs of the active run"}
 
 
 @contextmanager

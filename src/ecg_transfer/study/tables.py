@@ -138,8 +138,11 @@ def table3(
     return trial_table(summary, metric, arms=arms, comparisons=comparisons, extra_rows=extra, **kwargs)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table; the index becomes the first column."""
+def to_markdown(table: pd.DataFrame, index: bool = True) -> str:
+    """A GitHub-flavoured Markdown table; the index becomes the first column unless ``index``
+    is false (then the first column is left-aligned instead)."""
+    if not index:
+        table = table.set_index(table.columns[0])
     header = [str(table.index.name or "")] + [str(c) for c in table.columns]
     lines = [_md_row(header), "|" + "|".join([" --- "] + [" ---: "] * len(table.columns)) + "|"]
     for label, row in table.iterrows():
