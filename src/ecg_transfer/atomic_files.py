@@ -74,7 +74,9 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # exists, owned by someone else
+    except (OverflowError, ValueError):
+        return False  # not a pid this system can have
     return True
 
 

@@ -49,6 +49,21 @@ def test_corrupt_checkpoint_names_the_file(tmp_path):
         store.load("r")
 
 
+@pytest.mark.parametrize("name", ["checkpoint.pt", "result.pt"])
+def test_truncated_file_is_called_damaged_with_how_to_retrain(tmp_path, name):
+    store = CheckpointStore(tmp_path)
+    store.save("f=1/arm/trial=0", {"weights": torch.arange(1000.0)})
+    store.mark_done("f=1/arm/trial=0", {"epoch": 3, "weights": torch.arange(1000.0)})
+    path = store.run_dir("f=1/arm/trial=0") / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    read = store.load if name == "checkpoint.pt" else store.load_result
+    with pytest.raises(ValueError) as error:
+        read("f=1/arm/trial=0")
+    message = str(error.value)
+    assert str(path) in message and "damaged" in message and "older version" not in message
+    assert f"delete its folder {path.parent}" in message and "run the same command again" in message
+
+
 def test_files_are_read_weights_only(tmp_path):
     store = CheckpointStore(tmp_path)
     store.save("r", {"frame": pd.DataFrame({"a": [1]})})  # what older versions stored

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ecg_transfer.atomic_files import atomic_write
+from ecg_transfer.atomic_files import atomic_write, process_alive
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,11 +77,29 @@ class CheckpointStore:
             return None
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
+        except pickle.UnpicklingError as error:
+            if "weights_only" not in str(error).lower().replace(" ", "_"):
+                raise self._damaged(path, error) from error
             raise ValueError(
-                f"CheckpointStore: cannot read {path} (it must hold only tensors and plain types; a file "
-                f"from an older version of the project needs CheckpointStore.clear): {error}"
+                f"CheckpointStore: cannot read {path}: it holds objects other than tensors and plain types "
+                f"(it must hold only tensors and plain types), so an older version of the project wrote it; {self._retrain_hint(path)} ({error})"
             ) from error
+        except Exception as error:
+            raise self._damaged(path, error) from error
+
+    def _damaged(self, path: Path, error: Exception) -> ValueError:
+        # Writes are atomic, so a cut file comes from outside (a full disk, a copy cut short).
+        return ValueError(
+            f"CheckpointStore: {path} is damaged (truncated or corrupt: {type(error).__name__}: {error}); "
+            f"{self._retrain_hint(path)}"
+        )
+
+    def _retrain_hint(self, path: Path) -> str:
+        return (
+            f"to retrain that run alone, delete its folder {path.parent} (or only {path.name}: without "
+            f"{RESULT_FILE} the run resumes from {CHECKPOINT_FILE}; without both it starts again) and "
+            "run the same command again; the other runs are reused"
+        )
 
     def save(self, run_key: str, payload: dict[str, Any]) -> None:
         self._write(self.run_dir(run_key) / CHECKPOINT_FILE, payload)
@@ -236,18 +255,6 @@ def _parse(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except (OverflowError, ValueError):
-        return False  # not a pid this system can have
-    return True
-
-
 def _is_stale(text: str, path: Path, stale_after_s: float | None) -> bool:
     holder = _parse(text)
     if not {"host", "pid", "started"} <= set(holder):
@@ -257,7 +264,7 @@ def _is_stale(text: str, path: Path, stale_after_s: float | None) -> bool:
         except FileNotFoundError:
             return False
     if holder["host"] == socket.gethostname():
-        return not _pid_alive(int(holder["pid"]))
+        return not process_alive(int(holder["pid"]))
     return stale_after_s is not None and time.time() - float(holder["started"]) > stale_after_s
 
 
