@@ -45,7 +45,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -55,26 +55,25 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
-from tqdm.auto import tqdm
 
-from ecg_transfer.training.checkpoints import CheckpointStore
-from ecg_transfer.training.engine import (
+from ecg_transfer.training.checkpoints import CheckpointStore, run_groups_once
+from ecg_transfer.training.engine import TrainConfig, learning_rate
+from ecg_transfer.training.loop import (
+    EvalSplit,
     FitResult,
-    RunState,
-    TrainConfig,
-    _autocast,
-    _check_split,
-    _cpu_state,
-    _deterministic,
-    _done_payload,
-    _eval_splits,
-    _finished_result,
-    _monitor,
-    _prepare_device,
-    _result,
-    _resume,
-    _split_rows,
-    learning_rate,
+    LoopContext,
+    Run,
+    adam,
+    autocast,
+    check_task,
+    cpu_state,
+    finished_result,
+    prepare,
+    prepare_device,
+    resume,
+    split_rows,
+    train_group,
+    training_error,
 )
 from ecg_transfer.training.tasks import Task
 
@@ -225,7 +224,7 @@ class _TrialRandom:
 
 
 class _TrialView:
-    """What :func:`engine._cpu_state` needs of a model: one trial's ``state_dict``."""
+    """What :func:`loop.cpu_state` needs of a model: one trial's ``state_dict``."""
 
     def __init__(self, stack: _TrialStack, position: int):
         self.stack, self.position = stack, position
@@ -261,7 +260,7 @@ class _TrialStack:
         self.optimizer = self._adam()
 
     def _adam(self) -> torch.optim.Adam:
-        return torch.optim.Adam(list(self.params.values()), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return adam(self.params.values(), self.cfg)
 
     @property
     def size(self) -> int:
@@ -365,8 +364,7 @@ def fit_trials(
     live tracking needs: one MLflow run per trial, fed as epochs end). In the history,
     ``samples_per_s`` is the group's throughput (windows of all K trials per second).
     """
-    if not isinstance(task, Task):
-        raise TypeError(f"fit_trials: task must be a Task, got {task!r}")
+    check_task(task, "fit_trials")
     trials = len(models)
     keys = list(run_keys) if run_keys is not None else [None] * trials
     if trials == 0 or len(seeds) != trials or len(train_rows) != trials or len(keys) != trials:
@@ -375,25 +373,15 @@ def fit_trials(
             f"{len(keys)} run keys; give one of each per trial"
         )
     where = f"fit_trials[{keys[0] or task.name}, {trials} trials]"
-    if checkpoints is not None and not all(keys):
-        raise ValueError(f"{where}: a run key per trial is needed to checkpoint")
     length = getattr(models[0], "input_length", None)
-    train_y = _check_split("train", train_x, train_y, task, length, where)
-    rows = [np.asarray(r, dtype=np.int64) for r in train_rows]
-    sizes = {r.size for r in rows}
-    if len(sizes) != 1 or min(sizes) == 0 or any(r.ndim != 1 for r in rows):
-        raise ValueError(f"{where}: every trial needs the same, non-zero number of training rows, got {sorted(sizes)}")
-    if any(r.min() < 0 or r.max() >= train_x.shape[0] for r in rows):
-        raise ValueError(f"{where}: training rows fall outside 0..{train_x.shape[0] - 1}")
-    splits = _eval_splits(evals, task, length, where)
-    monitor = _monitor(cfg, task, splits, where)
+    train_y, ctx = prepare(task, length, train_x, train_y, evals, cfg, checkpoints, keys, where)
+    rows = _check_rows(train_rows, train_x.shape[0], where)
     configs = [replace(cfg, seed=int(seed)) for seed in seeds]
-
     results: list[FitResult | None] = [None] * trials
     pending = []
     for k in range(trials):
         if checkpoints is not None and checkpoints.is_done(keys[k]):
-            results[k] = _finished_result(models[k], checkpoints.load_result(keys[k]))
+            results[k] = finished_result(models[k], checkpoints.load_result(keys[k]), task)
         else:
             pending.append(k)
     if not pending:
@@ -403,24 +391,37 @@ def fit_trials(
         raise ValueError(f"{where}: this model cannot train as batched trials: {reason}; use batch_trials 1")
     _check_same_architecture(models, where)
 
-    device = _prepare_device(cfg)
-    starts: dict[int, tuple[RunState, Mapping[str, Any] | None, dict[str, Any]]] = {}
-    for k in pending:
-        models[k].to(device)
-        optimizer = torch.optim.Adam(
-            [p for p in models[k].parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        state, payload = _resume(models[k], optimizer, task, configs[k], checkpoints, keys[k], f"fit[{keys[k]}]")
-        starts[k] = (state, payload, optimizer.state_dict())
-    data = _DeviceData(train_x, train_y, rows, splits, length, device)
-    loop = _GroupLoop(task, cfg, configs, keys, monitor, splits, data, checkpoints, device, progress, on_epoch_end,
-                      on_trial_epoch_end)
+    ctx.device, ctx.progress = prepare_device(cfg), progress
+    runs = {k: _start(models[k], keys[k], configs[k], ctx) for k in pending}
+    data = _DeviceData(train_x, train_y, rows, ctx.splits, length, ctx.device)
     # Trials resumed from different epochs train in separate groups (one Adam step count each).
-    for epoch in sorted({starts[k][0].epoch for k in pending}):
-        group = [k for k in pending if starts[k][0].epoch == epoch]
-        for k, result in loop.run([models[k] for k in group], group, [starts[k] for k in group]).items():
+    for epoch in sorted({runs[k].state.epoch for k in pending}):
+        group = [k for k in pending if runs[k].state.epoch == epoch]
+        stepper = StackedStepper([runs[k] for k in group], [data.rows[k] for k in group], data, ctx)
+        callback = None if on_trial_epoch_end is None else (
+            lambda i, epoch, history, group=group: on_trial_epoch_end(group[i], epoch, history))
+        for k, result in zip(group, train_group(stepper, [runs[k] for k in group], ctx, callback, on_epoch_end)):
             results[k] = result
     return results
+
+
+def _check_rows(train_rows: Sequence[np.ndarray], n_pool: int, where: str) -> list[np.ndarray]:
+    rows = [np.asarray(r, dtype=np.int64) for r in train_rows]
+    sizes = {r.size for r in rows}
+    if len(sizes) != 1 or min(sizes) == 0 or any(r.ndim != 1 for r in rows):
+        raise ValueError(f"{where}: every trial needs the same, non-zero number of training rows, got {sorted(sizes)}")
+    if any(r.min() < 0 or r.max() >= n_pool for r in rows):
+        raise ValueError(f"{where}: training rows fall outside 0..{n_pool - 1}")
+    return rows
+
+
+def _start(model: nn.Module, key: str | None, cfg: TrainConfig, ctx: LoopContext) -> Run:
+    """Trial's run, resumed from its checkpoint (weights loaded into ``model``, the Adam
+    state kept in ``payload`` for the stack) or fresh."""
+    model.to(ctx.device)
+    optimizer = adam((p for p in model.parameters() if p.requires_grad), ctx.cfg)
+    state, payload = resume(model, optimizer, ctx.task, cfg, ctx.checkpoints, key, f"fit[{key}]")
+    return Run(key, cfg, state, payload, model, optimizer.state_dict())
 
 
 def _check_same_architecture(models: Sequence[nn.Module], where: str) -> None:
@@ -461,72 +462,38 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device, non_blocking=True)
 
 
-class _GroupLoop:
-    """The epoch loop of one group of trials that start at the same epoch."""
+class StackedStepper:
+    """The loop's stepper for a group of trials that start at the same epoch: one stacked
+    model under ``vmap``, one Adam over the stacked tensors, each trial's own dropout RNG."""
 
-    def __init__(self, task, cfg, configs, keys, monitor, splits, data, checkpoints, device, progress, on_epoch_end,
-                 on_trial_epoch_end=None):
-        self.task, self.cfg, self.configs, self.keys = task, cfg, configs, keys
-        self.monitor, self.splits, self.data = monitor, splits, data
-        self.checkpoints, self.device, self.progress, self.on_epoch_end = checkpoints, device, progress, on_epoch_end
-        self.on_trial_epoch_end = on_trial_epoch_end
+    rng_payload = None  # dropout draws from the trials' own generators, not the global RNG
 
-    def run(self, models, group: list[int], starts) -> dict[int, FitResult]:
-        template, dropouts = _stacked_template(models[0])
-        template.train()
-        stack = _TrialStack(models, template, self.cfg)
-        stack.load_optimizers([start[2] for start in starts])
-        self.template, self.dropouts, self.stack = template, dropouts, stack
+    def __init__(self, runs: Sequence[Run], rows: Sequence[np.ndarray], data: _DeviceData, ctx: LoopContext):
+        models = [run.model for run in runs]
+        self.template, self.dropouts = _stacked_template(models[0])
+        self.template.train()
+        self.stack = _TrialStack(models, self.template, ctx.cfg)
+        self.stack.load_optimizers([run.optimizer_state for run in runs])
+        self.data, self.ctx, self.rows = data, ctx, list(rows)
         self.dropout_calls = self._dropout_calls(models[0])
-        states = {k: start[0] for k, start in zip(group, starts)}
-        payloads = {k: start[1] for k, start in zip(group, starts)}
-        randoms = [_TrialRandom(self.configs[k].seed, self.device, payloads[k]) for k in group]
-        active, models_of = list(group), dict(zip(group, models))
-        results: dict[int, FitResult] = {}
+        self.seeds = [run.config.seed for run in runs]
+        self.keys = [run.key for run in runs]
+        self.randoms = [_TrialRandom(run.config.seed, ctx.device, run.payload) for run in runs]
 
-        def finish(positions: list[int]) -> None:
-            nonlocal active, randoms
-            for position in positions:
-                k = active[position]
-                results[k] = self._finish(models_of[k], stack, position, states[k], payloads[k], k)
-            remaining = [p for p in range(len(active)) if p not in positions]
-            if positions and remaining:
-                stack.keep(remaining)
-            active = [active[p] for p in remaining]
-            randoms = [randoms[p] for p in remaining]
+    def keep(self, positions: list[int]) -> None:
+        self.stack.keep(positions)
+        for name in ("rows", "seeds", "keys", "randoms"):
+            setattr(self, name, [getattr(self, name)[p] for p in positions])
 
-        # A trial whose checkpoint already says "stopped" only needs finishing (as in fit).
-        finish([p for p, k in enumerate(active) if states[k].stopped_early])
-        first_epoch = states[group[0]].epoch
-        label = self.keys[group[0]] or self.task.name
-        with _deterministic(self.configs[group[0]], self.device, None), tqdm(
-            range(first_epoch + 1, self.cfg.epochs + 1), total=self.cfg.epochs, initial=first_epoch,
-            desc=f"{label} (+{len(group) - 1} trials)", disable=not self.progress, unit="epoch", leave=False,
-        ) as epochs:
-            for epoch in epochs:
-                if not active:
-                    break
-                rows = self._train_epoch(stack, active, randoms, epoch)
-                probabilities: list[dict[str, Any]] = [{} for _ in active]
-                for split in self.splits.values():
-                    for position, split_rows in enumerate(self._score_split(stack, split, epoch, probabilities)):
-                        rows[position] += split_rows
-                for position, k in enumerate(active):
-                    states[k].end_epoch(epoch, rows[position], probabilities[position], self.monitor,
-                                        self.cfg.patience, _TrialView(stack, position))
-                    if self.checkpoints is not None:
-                        self.checkpoints.save(self.keys[k], self._checkpoint(stack, position, k, states[k], randoms[position]))
-                epochs.set_postfix(loss=f"{np.mean([r[0]['loss'] for r in rows]):.4g}", trials=len(active))
-                if self.on_trial_epoch_end is not None:
-                    for k in active:
-                        self.on_trial_epoch_end(k, epoch, pd.DataFrame(states[k].history))
-                if self.on_epoch_end is not None:
-                    self.on_epoch_end(epoch)
-                finish([p for p, k in enumerate(active) if states[k].stopped_early])
-        finish(list(range(len(active))))
-        return results
+    def view(self, position: int) -> _TrialView:
+        return _TrialView(self.stack, position)
 
-    # ------------------------------------------------------------ pieces
+    def parts(self, position: int) -> dict[str, Any]:
+        return {"model": cpu_state(self.view(position)), "optimizer": self.stack.trial_optimizer(position),
+                **self.randoms[position].states()}
+
+    def load_final(self, position: int, model: nn.Module) -> None:
+        model.load_state_dict(self.stack.trial_state(position))
 
     def _dropout_calls(self, model: nn.Module) -> list[tuple[_PresetDropout, tuple[int, ...]]]:
         """The active dropout layers in call order, with their per-window input shape."""
@@ -552,82 +519,81 @@ class _GroupLoop:
             module.mask = mask
         return functional_call(self.template, (params, varying, self.stack.shared), (x,))
 
-    def _train_epoch(self, stack: _TrialStack, active: list[int], randoms, epoch: int) -> list[list[dict]]:
-        cfg, task, data, device = self.cfg, self.task, self.data, self.device
+    def _positions(self, epoch: int) -> np.ndarray:
+        """(K, n): each trial's rows of the uploaded block in its (seed, epoch) order, as fit's."""
+        n, size = self.data.n, self.ctx.cfg.batch_size
+        local = np.stack([
+            np.concatenate([np.sort(order[b : b + size]) for b in range(0, n, size)])
+            for order in (np.random.default_rng([seed, epoch]).permutation(n) for seed in self.seeds)
+        ])
+        return np.stack([rows[row] for rows, row in zip(self.rows, local)])
+
+    def train_epoch(self, epoch: int) -> list[list[dict]]:
+        cfg, data, stack = self.ctx.cfg, self.data, self.stack
         self.template.train()
         n, size = data.n, cfg.batch_size
         steps_per_epoch = math.ceil(n / size)
-        scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
-        # Each trial's order, as fit's: (seed, epoch) only, rows sorted within a batch.
-        local = np.stack([
-            np.concatenate([np.sort(order[b : b + size]) for b in range(0, n, size)])
-            for order in (np.random.default_rng([self.configs[k].seed, epoch]).permutation(n) for k in active)
-        ])
-        positions = np.stack([data.rows[k][row] for k, row in zip(active, local)])
-        index = torch.from_numpy(positions).to(device)
-        with_labels = data.y is not None
-
-        def step_loss(params, varying, x, y, masks):
-            with _autocast(device, cfg):
-                out = self._call(params, varying, x, masks)
-            out = out.float()
-            return task.loss(out, x, y), out
-
-        batched = vmap(step_loss, in_dims=(0, 0, 0, 0 if with_labels else None, 0), randomness="error")
+        positions = self._positions(epoch)
+        index = torch.from_numpy(positions).to(self.ctx.device)
+        batched = vmap(self._step_loss, in_dims=(0, 0, 0, 0 if data.y is not None else None, 0), randomness="error")
         losses, outputs = [], []
         start = time.perf_counter()
         for batch_index, begin in enumerate(range(0, n, size)):
             rows = index[:, begin : begin + size]
-            xb = data.x[rows]
-            if data.windows:
-                xb = xb.unsqueeze(2)  # (K, B, 1, L)
-            yb = data.y[rows] if with_labels else None
-            masks = [torch.stack([r.mask((rows.shape[1], *shape), module.p, device) for r in randoms])
+            xb = data.x[rows].unsqueeze(2) if data.windows else data.x[rows]  # windows: (K, B, 1, L)
+            masks = [torch.stack([r.mask((rows.shape[1], *shape), module.p, self.ctx.device) for r in self.randoms])
                      for module, shape in self.dropout_calls]
-            loss, out = batched(stack.params, stack.varying, xb, yb, masks)
+            loss, out = batched(stack.params, stack.varying, xb, data.y[rows] if data.y is not None else None, masks)
             stack.optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             if cfg.grad_clip > 0:
                 stack.clip_gradients(cfg.grad_clip)
-            if scheduled:
+            if cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0:
                 rate = learning_rate(cfg, (epoch - 1) * steps_per_epoch + batch_index, steps_per_epoch)
                 for group in stack.optimizer.param_groups:
                     group["lr"] = rate
             stack.optimizer.step()
             losses.append(loss.detach())
-            if task.keeps_outputs:
+            if self.ctx.task.keeps_outputs:
                 outputs.append(out.detach())
         values = torch.stack(losses).cpu().numpy()  # (steps, K); one transfer per epoch
-        elapsed = time.perf_counter() - start
+        return self._train_rows(epoch, values, outputs, positions, time.perf_counter() - start)
+
+    def _step_loss(self, params, varying, x, y, masks):
+        with autocast(self.ctx.device, self.ctx.cfg):
+            out = self._call(params, varying, x, masks)
+        out = out.float()
+        return self.ctx.task.loss(out, x, y), out
+
+    def _train_rows(self, epoch: int, values: np.ndarray, outputs: list, positions, elapsed: float) -> list[list[dict]]:
+        """Each trial's train row from its (steps,) batch losses, with fit's checks and sums."""
         bad = np.argwhere(~np.isfinite(values))
         if bad.size:
             batch_index, position = bad[0]
-            raise FloatingPointError(
-                f"fit[{self.keys[active[position]] or task.name}]: training loss became "
-                f"{values[batch_index, position]} at epoch {epoch}, batch {batch_index}; "
-                "check the inputs for NaN/inf or lower the learning rate"
-            )
+            where = f"fit[{self.keys[position] or self.ctx.task.name}]"
+            raise training_error(where, values[batch_index, position], epoch, batch_index)
+        n, size = self.data.n, self.ctx.cfg.batch_size
         counts = [min(size, n - begin) for begin in range(0, n, size)]
         kept = torch.cat(outputs, dim=1).cpu() if outputs else None
-        labels = data.labels[positions] if with_labels else None
-        speed = {"samples_per_s": len(active) * n / max(elapsed, 1e-9)}
+        labels = self.data.labels[positions] if self.data.y is not None else None
+        speed = {"samples_per_s": len(self.seeds) * n / max(elapsed, 1e-9)}
         rows = []
-        for position in range(len(active)):
+        for position in range(len(self.seeds)):
             loss_sum = 0.0
             for step, count in enumerate(counts):  # fit's order of float additions
                 loss_sum += float(values[step, position]) * count
-            row = task.train_row(loss_sum, n, data.width, None if kept is None else kept[position],
-                                 None if labels is None else labels[position])
+            row = self.ctx.task.train_row(loss_sum, n, self.data.width, None if kept is None else kept[position],
+                                          None if labels is None else labels[position])
             rows.append([{"epoch": epoch, "split": "train", **row, **speed}])
         return rows
 
     @torch.no_grad()
-    def _score_split(self, stack: _TrialStack, split, epoch: int, probabilities: list[dict]) -> list[list[dict]]:
+    def score(self, split: EvalSplit, epoch: int, probabilities: list[dict]) -> list[list[dict]]:
         """Every trial's rows for one split, from one stacked pass over it."""
-        cfg, task, device = self.cfg, self.task, self.device
+        cfg, task, device = self.ctx.cfg, self.ctx.task, self.ctx.device
         self.template.eval()
         x, y = self.data.evals[split.name]
-        trials = stack.size
+        trials = self.stack.size
         batched = vmap(self._call, in_dims=(0, 0, None, 0), randomness="error")
         loss_sums = torch.zeros(trials, dtype=torch.float64, device=device)
         outputs = []
@@ -637,8 +603,8 @@ class _GroupLoop:
             if self.data.windows:
                 xb = xb.unsqueeze(1)
             yb = None if y is None else y[begin : begin + cfg.eval_batch_size]
-            with _autocast(device, cfg):
-                out = batched(stack.params, stack.varying, xb, [])
+            with autocast(device, cfg):
+                out = batched(self.stack.params, self.stack.varying, xb, [])
             out = out.float()
             loss_sums += torch.stack([task.loss(out[p], xb, yb, reduction="sum").double() for p in range(trials)])
             if task.keeps_outputs:
@@ -648,26 +614,9 @@ class _GroupLoop:
         elapsed = (time.perf_counter() - start) / trials  # rows report the group's throughput
         self.template.train()
         return [
-            _split_rows(task, split, epoch, sums[p], None if kept is None else kept[p], elapsed, probabilities[p])
+            split_rows(task, split, epoch, sums[p], None if kept is None else kept[p], elapsed, probabilities[p])
             for p in range(trials)
         ]
-
-    def _checkpoint(self, stack: _TrialStack, position: int, k: int, state: RunState, random: _TrialRandom) -> dict:
-        # The keys and layout of engine._checkpoint: fit resumes from it and vice versa.
-        return {
-            "task": self.task.describe(), "config": asdict(self.configs[k]),
-            "model": _cpu_state(_TrialView(stack, position)), "optimizer": stack.trial_optimizer(position),
-            **random.states(), **state.as_payload(),
-        }
-
-    def _finish(self, model: nn.Module, stack: _TrialStack, position: int, state: RunState, payload, k: int) -> FitResult:
-        model.load_state_dict(stack.trial_state(position))
-        if self.cfg.restore_best and state.best_state is not None:
-            model.load_state_dict(state.best_state)
-        resumed_from = payload["epoch"] if payload is not None else None
-        if self.checkpoints is not None:
-            self.checkpoints.mark_done(self.keys[k], _done_payload(state, self.monitor, self.device, resumed_from, model))
-        return _result(state, self.monitor, str(self.device), resumed_from)
 
 
 # ---------------------------------------------------------------- how many trials at once
@@ -729,59 +678,13 @@ def free_memory_bytes(device: torch.device) -> int:
 def auto_batch_trials(model: nn.Module, width: int, cfg: TrainConfig, n_trials: int) -> int:
     """``batch_trials: auto``: as many trials of a fraction as fit in a share of the free
     memory of the training device (all of them, for the default study on a CPU)."""
-    device = _prepare_device(cfg)
+    device = prepare_device(cfg)
     budget = free_memory_bytes(device) * AUTO_MEMORY_SHARE.get(device.type, 0.25)
     fits = int(budget // max(1, trial_memory_bytes(model, width, cfg)))
     return max(1, min(n_trials, fits))
 
 
-def run_groups_once(
-    store: CheckpointStore | None,
-    run_keys: Sequence[str],
-    groups: Sequence[Sequence[int]],
-    run_group: Callable[[list[int]], Sequence[Any]],
-    timeout_s: float | None = None,
-    poll_s: float = 2.0,
-) -> list[Any]:
-    """:func:`~ecg_transfer.training.checkpoints.run_once` for groups of runs trained together.
-
-    ``run_group(indices)`` trains (or reads, when done) the runs ``indices`` and returns their
-    results in that order. In each group this worker claims the runs nobody else holds and
-    trains them together; runs held by another live worker are waited for after all groups
-    and then read (or, if their worker died, claimed and trained here, one at a time).
-    """
-    results: dict[int, Any] = {}
-    waiting: list[int] = []
-    for group in groups:
-        mine, held = [], []
-        try:
-            for index in group:
-                if store is None or store.is_done(run_keys[index]):
-                    mine.append(index)
-                elif store.acquire(run_keys[index]):
-                    mine.append(index)
-                    held.append(index)
-                else:
-                    logger.info("run %s is being trained by %s; collecting it after the others",
-                                run_keys[index], store.claim_holder(run_keys[index]))
-                    waiting.append(index)
-            if mine:
-                results.update(zip(mine, run_group(mine)))
-        finally:
-            for index in held:
-                store.release(run_keys[index])
-    for index in waiting:
-        while index not in results:
-            if store.wait_for(run_keys[index], timeout_s, poll_s):
-                results[index] = run_group([index])[0]
-                continue
-            with store.claim(run_keys[index]) as claimed:
-                if claimed:
-                    results[index] = run_group([index])[0]
-    return [results[index] for index in range(len(run_keys))]
-
-
 __all__ = [
-    "auto_batch_trials", "fit_trials", "free_memory_bytes", "parse_batch_trials", "run_groups_once",
+    "StackedStepper", "auto_batch_trials", "fit_trials", "free_memory_bytes", "parse_batch_trials", "run_groups_once",
     "trial_memory_bytes", "unsupported_reason",
 ]

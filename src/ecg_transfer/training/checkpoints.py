@@ -201,34 +201,58 @@ def run_once(
     timeout_s: float | None = None,
     poll_s: float = 2.0,
 ) -> list[T]:
-    """``[run(i) for i in range(len(run_keys))]``, with every run trained by one worker only.
+    """``[run(i) for i in range(len(run_keys))]``, with every run trained by one worker only:
+    :func:`run_groups_once` with groups of one run."""
+    return run_groups_once(store, run_keys, [[i] for i in range(len(run_keys))],
+                           lambda indices: [run(indices[0])], timeout_s, poll_s)
 
-    ``run(i)`` trains run ``run_keys[i]`` with ``store`` (so it returns the stored result
-    when the run is done already). A run claimed by another live worker is skipped and
-    waited for after the others (:meth:`CheckpointStore.wait_for`); once done, ``run(i)``
-    reads its result, so this worker's outputs still hold every run. A run whose worker
-    died is claimed and trained here (resuming from its checkpoint).
+
+def run_groups_once(
+    store: CheckpointStore | None,
+    run_keys: Sequence[str],
+    groups: Sequence[Sequence[int]],
+    run_group: Callable[[list[int]], Sequence[T]],
+    timeout_s: float | None = None,
+    poll_s: float = 2.0,
+) -> list[T]:
+    """The scheduler of claimed runs: every run trained by one worker only.
+
+    ``run_group(indices)`` trains runs ``run_keys[indices]`` together with ``store`` (so it
+    returns the stored results of runs done already) and returns their results in that
+    order. In each group this worker claims the runs nobody else holds and trains them
+    together; a run claimed by another live worker is skipped and waited for after all
+    groups (:meth:`CheckpointStore.wait_for`); once done, ``run_group([i])`` reads its
+    result, so this worker's outputs still hold every run. A run whose worker died is
+    claimed and trained here (resuming from its checkpoint), one at a time.
     """
     results: dict[int, T] = {}
-    waiting = []
-    for index, key in enumerate(run_keys):
-        if store is None or store.is_done(key):
-            results[index] = run(index)
-            continue
-        with store.claim(key) as mine:
+    waiting: list[int] = []
+    for group in groups:
+        mine, held = [], []
+        try:
+            for index in group:
+                if store is None or store.is_done(run_keys[index]):
+                    mine.append(index)
+                elif store.acquire(run_keys[index]):
+                    mine.append(index)
+                    held.append(index)
+                else:
+                    logger.info("run %s is being trained by %s; collecting it after the others",
+                                run_keys[index], store.claim_holder(run_keys[index]))
+                    waiting.append(index)
             if mine:
-                results[index] = run(index)
-        if not mine:
-            logger.info("run %s is being trained by %s; collecting it after the others", key, store.claim_holder(key))
-            waiting.append(index)
+                results.update(zip(mine, run_group(mine)))
+        finally:
+            for index in held:
+                store.release(run_keys[index])
     for index in waiting:
         while index not in results:
             if store.wait_for(run_keys[index], timeout_s, poll_s):
-                results[index] = run(index)
+                results[index] = run_group([index])[0]
                 continue
-            with store.claim(run_keys[index]) as mine:
-                if mine:
-                    results[index] = run(index)
+            with store.claim(run_keys[index]) as claimed:
+                if claimed:
+                    results[index] = run_group([index])[0]
     return [results[index] for index in range(len(run_keys))]
 
 

@@ -8,7 +8,14 @@ The loop in :mod:`ecg_transfer.training.engine` never asks which task it runs. I
 - ``train_row``/``eval_row``: an epoch's history row from the loss sum and collected outputs;
 - ``probabilities(outputs)``: class probabilities kept as predictions (None: the task has none);
 - ``metric_columns``, ``default_monitor`` and ``lower_is_better(metric)``: what may be monitored;
-- ``supports_records`` and ``record_labels``: whether a split may be scored per record.
+- ``supports_records`` and ``record_labels``: whether a split may be scored per record;
+- ``validation_monitor``: whether the kept epoch must be chosen on a validation split
+  (never on test: classification), else the held-out split is monitored (reconstruction);
+- ``headline_metric``: the test metric that picks the "best_test" predictions (None: none kept);
+- ``distributable``: whether its epoch rows come from loss sums alone, so that replicas can
+  each score a shard of a split and add up (distributed training).
+
+:func:`task_from_description` rebuilds a task from ``describe()`` (a distributed worker does).
 
 A new task is one subclass of :class:`Task` (docs/models_and_training.md).
 """
@@ -65,6 +72,9 @@ class Task:
     default_monitor: str = "loss"
     keeps_outputs: bool = False
     supports_records: bool = False
+    validation_monitor: bool = False
+    headline_metric: str | None = None
+    distributable: bool = False
 
     def describe(self) -> dict[str, Any]:
         """Plain description stored in checkpoints: a run resumes only under the same task."""
@@ -106,6 +116,8 @@ class ClassificationTask(Task):
     default_monitor = "f1_weighted"
     keeps_outputs = True
     supports_records = True
+    validation_monitor = False
+    headline_metric = "f1_weighted"
 
     def __init__(self, classes: Sequence[str]):
         if isinstance(classes, str):
@@ -170,6 +182,7 @@ class ReconstructionTask(Task):
     name = "reconstruction"
     metric_columns = ("mse", "sse_per_window")
     default_monitor = "loss"
+    distributable = True
 
     def lower_is_better(self, metric: str) -> bool:
         return metric in ("loss", "mse", "sse_per_window")
@@ -182,3 +195,13 @@ class ReconstructionTask(Task):
 
     def eval_row(self, loss_sum, n, length, outputs, labels):
         return {"loss": loss_sum / (n * length), "mse": loss_sum / (n * length), "sse_per_window": loss_sum / n}
+
+
+def task_from_description(description: dict[str, Any]) -> Task:
+    """The task that ``describe()`` gave ``description``."""
+    name = description.get("name")
+    if name == ReconstructionTask.name:
+        return ReconstructionTask()
+    if name == ClassificationTask.name:
+        return ClassificationTask(description["classes"])
+    raise ValueError(f"unknown task description {dict(description)}")
