@@ -60,7 +60,8 @@ def test_frozen_encoder_unchanged_by_training_while_head_learns(cae_encoder_stat
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 256)).astype(np.float32)
     y = rng.integers(0, 3, 16)
-    fit(model, ClassificationTask(("a", "b", "c")), x, y, {}, TrainConfig(epochs=1, batch_size=8), progress=False)
+    fit(model, ClassificationTask(("a", "b", "c")), x, y, {"val": (x, y)}, TrainConfig(epochs=1, batch_size=8),
+        progress=False)
     assert _same(model.encoder.state_dict(), encoder_before)  # weights and BN running stats
     assert not _same(model.head.state_dict(), head_before)
 
@@ -69,7 +70,8 @@ def test_fine_tuned_transfer_encoder_does_change(cae_encoder_state):
     model = build_classifier(TINY, 3, seed=0, init="pretrained", encoder_state=cae_encoder_state)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 256)).astype(np.float32)
-    fit(model, ClassificationTask(("a", "b", "c")), x, rng.integers(0, 3, 16), {}, TrainConfig(epochs=1, batch_size=8),
+    y = rng.integers(0, 3, 16)
+    fit(model, ClassificationTask(("a", "b", "c")), x, y, {"val": (x, y)}, TrainConfig(epochs=1, batch_size=8),
         progress=False)
     assert not _same(model.encoder.state_dict(), cae_encoder_state)
 

@@ -7,6 +7,7 @@ from ecg_transfer.models.cae import ConvAutoencoder
 from ecg_transfer.models.classifier import FeatureClassifier, build_classifier
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig, evaluate, fit, learning_rate, predict
+from ecg_transfer.training.loop import check_honest_epoch
 from ecg_transfer.training.metrics import classification_metrics
 from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
 from tests.tiny import TINY_CAE
@@ -34,14 +35,14 @@ CFG = TrainConfig(epochs=3, batch_size=16, lr=0.005, seed=1)
 
 def test_history_columns_and_rows():
     x, y = _data()
-    result = fit(_classifier(), CLS, x, y, {"test": (x[:10], y[:10])}, CFG, progress=False)
+    result = fit(_classifier(), CLS, x, y, {"val": (x[:10], y[:10])}, CFG, progress=False)
     history = result.history
     assert list(history.columns[:6]) == ["epoch", "split", "loss", "f1_weighted", "f1_macro", "accuracy"]
     assert {"f1_c0", "f1_c2", "auroc_macro", "samples_per_s"} <= set(history.columns)
-    assert list(zip(history.epoch, history.split)) == [(e, s) for e in (1, 2, 3) for s in ("train", "test")]
+    assert list(zip(history.epoch, history.split)) == [(e, s) for e in (1, 2, 3) for s in ("train", "val")]
     assert (history.samples_per_s > 0).all()
-    assert result.monitor == ("test", "f1_weighted")
-    test = history[history.split == "test"]
+    assert result.monitor == ("val", "f1_weighted")
+    test = history[history.split == "val"]
     assert result.best_value == test.f1_weighted.max()
     assert result.best_epoch == int(test.epoch[test.f1_weighted.idxmax()])
 
@@ -51,7 +52,7 @@ def test_same_seed_gives_bit_identical_history_and_weights():
     runs = []
     for _ in range(2):
         model = _classifier()
-        runs.append((fit(model, CLS, x, y, {"test": (x, y)}, CFG, progress=False), model))
+        runs.append((fit(model, CLS, x, y, {"val": (x, y)}, CFG, progress=False), model))
     pd.testing.assert_frame_equal(_comparable(runs[0][0].history), _comparable(runs[1][0].history), check_exact=True)
     for key, value in runs[0][1].state_dict().items():
         assert torch.equal(value, runs[1][1].state_dict()[key])
@@ -62,13 +63,13 @@ def test_global_rng_untouched():
     torch.manual_seed(99)
     expected = torch.rand(1)
     torch.manual_seed(99)
-    fit(_classifier(), CLS, x, y, {}, TrainConfig(epochs=1, batch_size=8), progress=False)
+    fit(_classifier(), CLS, x, y, {"val": (x, y)}, TrainConfig(epochs=1, batch_size=8), progress=False)
     assert torch.equal(torch.rand(1), expected)
 
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     x, y = _data()
-    evals = {"test": (x[:12], y[:12])}
+    evals = {"val": (x[:12], y[:12])}
     reference_model = _classifier()
     reference = fit(reference_model, CLS, x, y, evals, CFG, progress=False)
 
@@ -101,10 +102,10 @@ def test_resume_with_another_config_is_refused(tmp_path):
     x, y = _data(n=16)
     store = CheckpointStore(tmp_path)
     with pytest.raises(RuntimeError):
-        fit(_classifier(), CLS, x, y, {}, CFG, store, "r", progress=False,
+        fit(_classifier(), CLS, x, y, {"val": (x, y)}, CFG, store, "r", progress=False,
             on_epoch_end=lambda e, h: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(ValueError, match="another config.*batch_size: checkpoint 16 vs now 8"):
-        fit(_classifier(), CLS, x, y, {}, TrainConfig(epochs=3, batch_size=8, seed=1),
+        fit(_classifier(), CLS, x, y, {"val": (x, y)}, TrainConfig(epochs=3, batch_size=8, seed=1),
             store, "r", progress=False)
 
 
@@ -127,7 +128,7 @@ def test_nan_loss_stops_with_the_run_and_epoch():
     x, y = _data(n=16)
     x[3, 10] = np.nan
     with pytest.raises(FloatingPointError, match=r"fit\[nan-run\].*epoch 1"):
-        fit(_classifier(), CLS, x, y, {}, CFG, run_key="nan-run", progress=False)
+        fit(_classifier(), CLS, x, y, {"val": (x[4:], y[4:])}, CFG, run_key="nan-run", progress=False)
 
 
 def test_early_stopping_on_a_flat_monitor():
@@ -163,7 +164,7 @@ def test_batches_are_read_lazily_and_in_the_same_order_for_every_arm():
     for init, freeze in (("random", False), ("pretrained", False), ("pretrained", True)):
         recording = RecordingArray(x, limit=16)
         model = build_classifier(TINY, 3, 0, init=init, freeze=freeze, encoder_state=cae.encoder.state_dict())
-        fit(model, CLS, recording, y, {}, TrainConfig(epochs=2, batch_size=16), progress=False)
+        fit(model, CLS, recording, y, {"val": (x[:8], y[:8])}, TrainConfig(epochs=2, batch_size=16), progress=False)
         orders.append(recording.reads)
     assert orders[0] == orders[1] == orders[2]
     assert sorted(sum(orders[0][:3], [])) == list(range(40))  # epoch 1 covers every window once
@@ -177,8 +178,8 @@ def test_memmap_input_gives_the_same_history(tmp_path):
     stored.flush()
     mapped = np.memmap(path, dtype=np.float32, mode="r", shape=x.shape)
     cfg = TrainConfig(epochs=1, batch_size=8)
-    from_memory = fit(_classifier(), CLS, x, y, {"test": (x, y)}, cfg, progress=False)
-    from_disk = fit(_classifier(), CLS, mapped, y, {"test": (mapped, y)}, cfg, progress=False)
+    from_memory = fit(_classifier(), CLS, x, y, {"val": (x, y)}, cfg, progress=False)
+    from_disk = fit(_classifier(), CLS, mapped, y, {"val": (mapped, y)}, cfg, progress=False)
     pd.testing.assert_frame_equal(_comparable(from_memory.history), _comparable(from_disk.history))
 
 
@@ -189,13 +190,16 @@ def test_memmap_input_gives_the_same_history(tmp_path):
         ({"train_y": np.full(8, 5)}, r"outside 0..2"),
         ({"train_x": np.zeros((8, 300), np.float32)}, "300 samples, the model expects 256"),
         ({"train_y": np.zeros(8, dtype=float)}, "integer class indices"),
-        ({"evals": {"val": (np.zeros((4, 256), np.float32), np.zeros(4, int))}}, "monitor split 'test'"),
+        ({"evals": {"val": (np.zeros((4, 256), np.float32), np.zeros(4, int))}, "monitor_split": "other"},
+         "monitor split 'other' is not among the eval splits"),
     ],
 )
 def test_bad_inputs_raise(kwargs, message):
-    arguments = {"train_x": np.zeros((8, 256), np.float32), "train_y": np.zeros(8, dtype=int), "evals": {}}
+    kwargs = dict(kwargs)
+    cfg = TrainConfig(epochs=1, monitor_split=kwargs.pop("monitor_split", None))
+    arguments = {"train_x": np.zeros((8, 256), np.float32), "train_y": np.zeros(8, dtype=int),
+                 "evals": {"val": (np.zeros((4, 256), np.float32), np.zeros(4, int))}}
     arguments.update(kwargs)
-    cfg = TrainConfig(epochs=1, monitor_split="test" if "val" in str(kwargs) else None)
     with pytest.raises(ValueError, match=message):
         fit(_classifier(), CLS, arguments["train_x"], arguments["train_y"], arguments["evals"], cfg,
             progress=False)
@@ -214,9 +218,9 @@ def _sine_classes(n=96, seed=0):
 
 def test_the_loop_learns_a_separable_task():
     x, y = _sine_classes()
-    result = fit(_classifier(), CLS, x[:64], y[:64], {"test": (x[64:], y[64:])},
+    result = fit(_classifier(), CLS, x[:64], y[:64], {"val": (x[64:], y[64:])},
                  TrainConfig(epochs=6, batch_size=16), progress=False)
-    assert result.best_value >= 0.9  # best test weighted F1; chance is about 0.33
+    assert result.best_value >= 0.9  # best held-out weighted F1; chance is about 0.33
 
 
 def test_cae_pretraining_lowers_the_held_out_mse():
@@ -330,15 +334,15 @@ def test_record_level_rows_average_the_window_logits():
     test_x, test_y = x[48:], y[48:]
     records = np.repeat(["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8"], 3)
     test_y = np.repeat(test_y[::3], 3)  # one label per record
-    cfg = TrainConfig(epochs=1, batch_size=16, monitor_split="test_record")
+    cfg = TrainConfig(epochs=1, batch_size=16, monitor_split="val_record")
     model = _classifier()
-    result = fit(model, CLS, x[:48], y[:48], {"test": (test_x, test_y, records)}, cfg, progress=False)
+    result = fit(model, CLS, x[:48], y[:48], {"val": (test_x, test_y, records)}, cfg, progress=False)
     history = result.history
-    assert list(history.split) == ["train", "test", "test_record"]
-    assert result.monitor == ("test_record", "f1_weighted")
+    assert list(history.split) == ["train", "val", "val_record"]
+    assert result.monitor == ("val_record", "f1_weighted")
 
     logits = predict(model, test_x, device="cpu").reshape(8, 3, 3).mean(axis=1)  # model = epoch 1 weights
-    record_row = history[history.split == "test_record"].iloc[0]
+    record_row = history[history.split == "val_record"].iloc[0]
     expected = classification_metrics(test_y[::3], logits.argmax(1), CLS.classes)
     for metric in ("f1_weighted", "f1_macro", "accuracy"):
         assert record_row[metric] == pytest.approx(expected[metric])
@@ -346,9 +350,9 @@ def test_record_level_rows_average_the_window_logits():
     assert record_row["loss"] == pytest.approx(-log_probabilities[np.arange(8), test_y[::3]].mean(), rel=1e-5)
 
     honest = result.predictions["honest"]
-    assert set(honest) == {"epoch", "test", "test_record", "test_record_ids"} and honest["test"].shape == (24, 3)
-    assert honest["test_record"].shape == (8, 3) and list(honest["test_record_ids"]) == [f"r{i}" for i in range(1, 9)]
-    np.testing.assert_allclose(honest["test_record"], torch.softmax(torch.from_numpy(logits), 1).numpy(), atol=1e-6)
+    assert set(honest) == {"epoch", "val", "val_record", "val_record_ids"} and honest["val"].shape == (24, 3)
+    assert honest["val_record"].shape == (8, 3) and list(honest["val_record_ids"]) == [f"r{i}" for i in range(1, 9)]
+    np.testing.assert_allclose(honest["val_record"], torch.softmax(torch.from_numpy(logits), 1).numpy(), atol=1e-6)
 
 
 def test_windows_of_one_record_must_share_its_label():
@@ -393,3 +397,47 @@ def test_checkpoints_and_results_load_weights_only_and_keep_predictions(tmp_path
             for key, value in kept.items():
                 np.testing.assert_array_equal(result.predictions[selection][key], value)
     assert list(reference.predictions["honest"]["test_record_ids"]) == list(range(6))
+
+
+@pytest.mark.parametrize(
+    "evals, monitor_split, message",
+    [
+        ({"test": "held-out"}, None, r"monitor split 'val' is not among the eval splits \['test'\]; a classifier needs a validation split"),
+        ({"val": "held-out", "test": "held-out"}, "test", "would select the kept .* on the test data"),
+        ({"val": "held-out", "test": "records"}, "test_record", "would select the kept .* on the test data"),
+        ({"val": "held-out"}, "train", "would select the kept .* on the training data"),
+    ],
+)
+def test_a_classifier_must_pick_its_epoch_on_a_validation_split(evals, monitor_split, message):
+    x, y = _data(n=16)
+    splits = {name: (x, y, np.arange(16)) if kind == "records" else (x, y) for name, kind in evals.items()}
+    with pytest.raises(ValueError, match=message):
+        fit(_classifier(), CLS, x, y, splits, TrainConfig(epochs=1, batch_size=8, monitor_split=monitor_split),
+            progress=False)
+
+
+def test_a_classifier_monitors_val_by_default_and_its_honest_predictions_come_from_there():
+    x, y = _data()
+    evals = {"val": (x[:12], y[:12]), "test": (x[12:24], y[12:24])}
+    result = fit(_classifier(), CLS, x, y, evals, TrainConfig(epochs=3, batch_size=16, seed=1), progress=False)
+    assert result.monitor == ("val", "f1_weighted")
+    assert check_honest_epoch(result.history, result.predictions, result.monitor) == result.best_epoch
+    # predictions selected on another split are caught
+    history = result.history.copy()
+    val = history.split == "val"
+    history.loc[val, "f1_weighted"] = np.where(history.loc[val, "epoch"] == 3, 2.0, 0.0)  # best now epoch 3
+    if result.predictions["honest"]["epoch"] != 3:
+        with pytest.raises(ValueError, match=r"'honest' predictions are from epoch \d, but the best val f1_weighted .* epoch 3"):
+            check_honest_epoch(history, result.predictions, ("val", "f1_weighted"))
+    history.loc[val, "f1_weighted"] = np.where(history.loc[val, "epoch"] == 3, 0.0, 2.0)  # ties: the earliest, epoch 1
+    predictions = {"honest": {"epoch": 2}}
+    with pytest.raises(ValueError, match="epoch 2, but .* epoch 1"):
+        check_honest_epoch(history, predictions, ("val", "f1_weighted"))
+    assert check_honest_epoch(history, {"honest": {"epoch": 1}}, ("val", "f1_weighted")) == 1
+
+
+def test_reconstruction_keeps_its_held_out_monitor():
+    x, _ = _data(n=16)
+    result = fit(ConvAutoencoder(TINY), CAE, x, None, {"test": x[:8]}, TrainConfig(epochs=1, batch_size=8),
+                 progress=False)
+    assert result.monitor == ("test", "loss")

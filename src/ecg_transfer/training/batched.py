@@ -354,11 +354,10 @@ def fit_trials(
     train_x[train_rows[k]], train_y[train_rows[k]], evals, replace(cfg, seed=seeds[k]),
     checkpoints, run_keys[k])`` (with fp32 on CPU within float rounding; see the module doc).
 
-    ``train_x``: every training row any trial uses ((N, L) windows or (N, F) features);
-    ``train_rows[k]``: trial k's rows (its bootstrap positions, repeats allowed), the same
-    count for every trial. Models must share one architecture and trainable set. Runs found
-    done in ``checkpoints`` are returned as stored; interrupted ones resume. Models end with
-    their run's final weights (the best ones with ``cfg.restore_best``), as with ``fit``.
+    ``train_x``: every training row any trial uses; ``train_rows[k]``: trial k's rows (its
+    bootstrap positions, repeats allowed), the same count for every trial. Models share one
+    architecture and trainable set. Done runs are returned as stored, interrupted ones resume;
+    models end with their run's final weights (the best with ``cfg.restore_best``), as in ``fit``.
     ``on_epoch_end(epoch)`` runs after the epoch's checkpoints are written, and before it
     ``on_trial_epoch_end(k, epoch, history_so_far)`` for every trial k still training (what
     live tracking needs: one MLflow run per trial, fed as epochs end). In the history,
@@ -376,23 +375,16 @@ def fit_trials(
     length = getattr(models[0], "input_length", None)
     train_y, ctx = prepare(task, length, train_x, train_y, evals, cfg, checkpoints, keys, where)
     rows = _check_rows(train_rows, train_x.shape[0], where)
-    configs = [replace(cfg, seed=int(seed)) for seed in seeds]
-    results: list[FitResult | None] = [None] * trials
-    pending = []
-    for k in range(trials):
-        if checkpoints is not None and checkpoints.is_done(keys[k]):
-            results[k] = finished_result(models[k], checkpoints.load_result(keys[k]), task)
-        else:
-            pending.append(k)
+    results: list[FitResult | None] = [
+        finished_result(model, checkpoints.load_result(key), task)
+        if checkpoints is not None and checkpoints.is_done(key) else None for model, key in zip(models, keys)
+    ]
+    pending = [k for k in range(trials) if results[k] is None]
     if not pending:
         return results
-    reason = unsupported_reason(models[0])
-    if reason:
-        raise ValueError(f"{where}: this model cannot train as batched trials: {reason}; use batch_trials 1")
-    _check_same_architecture(models, where)
-
+    _check_stackable(models, where)
     ctx.device, ctx.progress = prepare_device(cfg), progress
-    runs = {k: _start(models[k], keys[k], configs[k], ctx) for k in pending}
+    runs = {k: _start(models[k], keys[k], replace(cfg, seed=int(seeds[k])), ctx) for k in pending}
     data = _DeviceData(train_x, train_y, rows, ctx.splits, length, ctx.device)
     # Trials resumed from different epochs train in separate groups (one Adam step count each).
     for epoch in sorted({runs[k].state.epoch for k in pending}):
@@ -424,7 +416,12 @@ def _start(model: nn.Module, key: str | None, cfg: TrainConfig, ctx: LoopContext
     return Run(key, cfg, state, payload, model, optimizer.state_dict())
 
 
-def _check_same_architecture(models: Sequence[nn.Module], where: str) -> None:
+def _check_stackable(models: Sequence[nn.Module], where: str) -> None:
+    """The models can train as one stack: supported layers, one architecture and trainable set."""
+    reason = unsupported_reason(models[0])
+    if reason:
+        raise ValueError(f"{where}: this model cannot train as batched trials: {reason}; use batch_trials 1")
+
     def signature(model):
         return (type(model), [(n, tuple(t.shape), t.dtype, getattr(t, "requires_grad", False))
                               for n, t in [*model.named_parameters(), *model.named_buffers()]])

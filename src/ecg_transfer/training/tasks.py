@@ -116,7 +116,7 @@ class ClassificationTask(Task):
     default_monitor = "f1_weighted"
     keeps_outputs = True
     supports_records = True
-    validation_monitor = False
+    validation_monitor = True
     headline_metric = "f1_weighted"
 
     def __init__(self, classes: Sequence[str]):
