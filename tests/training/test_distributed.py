@@ -261,3 +261,25 @@ def test_sync_batchnorm_is_refused_on_cpu(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "1")
     with pytest.raises(ValueError, match="sync_batchnorm needs CUDA"):
         DistributedContext.from_env("cpu", sync_batchnorm=True)
+
+
+def test_the_launcher_is_its_own_module_and_the_old_names_still_resolve():
+    from ecg_transfer.training import distributed, launcher
+
+    assert distributed.fit_distributed is launcher.fit_distributed
+    assert distributed.LaunchConfig is launcher.LaunchConfig and distributed.StoreSplit is launcher.StoreSplit
+    command = launcher.torchrun_command("job.json", LaunchConfig(nproc=2))
+    assert command[-3:] == ["-m", "ecg_transfer.training.launcher", "job.json"]
+    with pytest.raises(AttributeError):
+        distributed.no_such_name  # noqa: B018
+
+
+def test_the_task_says_whether_it_runs_distributed():
+    from ecg_transfer.training.tasks import task_from_description
+
+    assert ReconstructionTask().distributable and not ClassificationTask(("a", "b")).distributable
+    for task in (ReconstructionTask(), ClassificationTask(("a", "b"))):
+        rebuilt = task_from_description(task.describe())
+        assert type(rebuilt) is type(task) and rebuilt.describe() == task.describe()
+    with pytest.raises(ValueError, match="unknown task description"):
+        task_from_description({"name": "regression"})

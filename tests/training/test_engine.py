@@ -8,6 +8,7 @@ from ecg_transfer.models.classifier import FeatureClassifier, build_classifier
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig, evaluate, fit, learning_rate, predict
 from ecg_transfer.training.loop import check_honest_epoch
+from ecg_transfer.training.replicas import LocalReplicas
 from ecg_transfer.training.metrics import classification_metrics
 from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
 from tests.tiny import TINY_CAE
@@ -441,3 +442,29 @@ def test_reconstruction_keeps_its_held_out_monitor():
     result = fit(ConvAutoencoder(TINY), CAE, x, None, {"test": x[:8]}, TrainConfig(epochs=1, batch_size=8),
                  progress=False)
     assert result.monitor == ("test", "loss")
+
+
+class _RecordingReplicas(LocalReplicas):
+    """The local answers, with a log of what the loop asked."""
+
+    def __init__(self):
+        self.asked = []
+
+    def __getattribute__(self, name):
+        if name in ("training_device", "checkpoints", "wrap", "shard", "global_loss", "end_epoch", "eval_range", "sum"):
+            object.__getattribute__(self, "asked").append(name)
+        return object.__getattribute__(self, name)
+
+
+def test_the_loop_asks_its_replicas_and_the_local_ones_change_nothing(tmp_path):
+    x, y = _data(n=24)
+    evals = {"val": (x[:8], y[:8])}
+    cfg = TrainConfig(epochs=2, batch_size=8, seed=4)
+    plain = fit(_classifier(), CLS, x, y, evals, cfg, progress=False)
+    replicas = _RecordingReplicas()
+    asked = fit(_classifier(), CLS, x, y, evals, cfg, CheckpointStore(tmp_path), "r", progress=False,
+                distributed=replicas)
+    pd.testing.assert_frame_equal(_comparable(plain.history), _comparable(asked.history), check_exact=True)
+    counts = {name: replicas.asked.count(name) for name in set(replicas.asked)}
+    assert counts == {"checkpoints": 1, "training_device": 1, "wrap": 1, "shard": 6, "global_loss": 6,
+                      "end_epoch": 2, "eval_range": 2, "sum": 2}

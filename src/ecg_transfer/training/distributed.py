@@ -231,3 +231,12 @@ class RankZeroStore:
     def mark_done(self, run_key: str, result: Any) -> None:
         if self.context.is_writer:
             self.store.mark_done(run_key, result)
+
+
+if __name__ == "__main__":
+    # The torchrun worker used to be this module; a job script that still names it must not
+    # exit 0 without training (its launcher would wait for the run forever).
+    raise SystemExit(
+        "the distributed worker is now `-m ecg_transfer.training.launcher JOB.json`; "
+        "change the torchrun command (docs/models_and_training.md, 'Distributed pretraining')"
+    )
