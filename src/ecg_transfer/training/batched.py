@@ -6,7 +6,9 @@ with seed ``seeds[k]``), but every optimiser step runs the K models together: th
 tensors are stacked on a leading trial dimension (``torch.func.stack_module_state``)
 and the model runs once per step under ``torch.func.vmap`` over ``functional_call``.
 Small convolutions become K-times wider grouped ones, so a GPU launches one kernel
-where it launched K, and a CPU runs fewer, larger operations.
+where it launched K, and a CPU runs fewer, larger operations. This module is the stacked
+stepper (:class:`StackedStepper`); the epoch loop, checkpoints and finishing are the ones
+``fit`` uses (:func:`ecg_transfer.training.loop.train_group`).
 
 Each trial keeps what ``fit`` gives it:
 
@@ -40,7 +42,6 @@ uses the fused dropout kernel); the numbers then agree in distribution, not exac
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
 import time
@@ -76,8 +77,6 @@ from ecg_transfer.training.loop import (
     training_error,
 )
 from ecg_transfer.training.tasks import Task
-
-logger = logging.getLogger(__name__)
 
 #: Share of the free memory that ``batch_trials: auto`` plans to use (CUDA, CPU).
 AUTO_MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}
