@@ -243,3 +243,16 @@ def test_run_once_takes_over_a_run_whose_worker_died(tmp_path):
     _write_claim(store, "a", pid=2**31 - 2)
     assert run_once(store, ["a", "b"], lambda i: i + 1, timeout_s=5, poll_s=0.01) == [1, 2]
     assert run_once(None, ["a"], lambda i: "no store") == ["no store"]
+
+
+def test_claims_and_leftover_cleanup_share_one_process_check(tmp_path):
+    from ecg_transfer import atomic_files
+    from ecg_transfer.training import checkpoints
+
+    assert checkpoints.process_alive is atomic_files.process_alive
+    assert atomic_files.process_alive(os.getpid())
+    assert not atomic_files.process_alive(0) and not atomic_files.process_alive(2**80)  # 2**80: OverflowError in kill
+    store = CheckpointStore(tmp_path)
+    _write_claim(store, "r", pid=2**80)
+    with store.claim("r") as mine:
+        assert mine
