@@ -74,7 +74,7 @@ def _train_window_arm(
     def make_model(seed: int):
         return build_classifier(
             cae, len(label_classes), seed, init=spec.init, freeze=spec.freeze, encoder_state=state,
-            head_hidden=config.head.hidden, dropout=config.head.dropout,
+            head_hidden=config.head.hidden, dropout=config.head.dropout, init_scheme=spec.init_scheme,
         )
 
     # The card's date and torch version say when, not what: a re-published, identical encoder
@@ -83,8 +83,10 @@ def _train_window_arm(
         fingerprint(state, {k: v for k, v in card.items() if k not in ("date", "torch_version")})
         if state is not None else None
     )
+    # A frozen encoder's head standardises the code per bootstrap sample (FrozenEncoderClassifier).
+    scaling = "code scaling: per bootstrap sample" if spec.freeze else None
     data_fingerprint = fingerprint(
-        spec.init, spec.freeze, pretraining["cae"], finetuning, label_classes, encoder_fingerprint,
+        spec.init, spec.freeze, spec.init_scheme, scaling, pretraining["cae"], finetuning, label_classes, encoder_fingerprint,
         labelled_fingerprint(labelled_windows), bootstrap_fingerprint(bootstrap_samples),
     )
     data = labelled_arm_data(labelled_windows, label_classes)
