@@ -127,6 +127,7 @@ def _train_spectrogram_arm(
 
     data_fingerprint = fingerprint(
         "input scaling: per bootstrap sample", image_transfer, finetuning["training"], label_classes, matrix,
+        config.class_weighting,
         labelled_fingerprint(labelled_windows), bootstrap_fingerprint(bootstrap_samples),
     )
     return _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samples, run_checkpoints,
@@ -138,6 +139,7 @@ def _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samp
     runs = run_arm(
         spec.name, make_model, data, bootstrap_samples, config.training, label_classes, run_checkpoints,
         data_fingerprint, progress=config.progress, batch_trials=study.get("batch_trials", "auto"), tracker=run_tracker,
+        class_weights=config.class_weights(data.train_y, len(label_classes)),
     )
     settings = arm_settings(
         spec, study, config.training, label_classes, bootstrap_samples, labelled_windows,
