@@ -163,7 +163,7 @@ def test_init_encoder_schemes():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         init_encoder(encoder, "standard")
-    wide = encoder.blocks[-1].conv1.weight  # (out, in, k): fan_out = out * k
+    wide = encoder.blocks[-1].conv1.weight.detach()  # (out, in, k): fan_out = out * k
     expected_sd = (2.0 / (wide.shape[0] * wide.shape[2])) ** 0.5
     assert 0.6 * expected_sd < float(wide.std()) < 1.4 * expected_sd
     for name, module in encoder.named_modules():
