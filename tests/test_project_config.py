@@ -18,7 +18,7 @@ def test_telemetry_consent_is_committed_as_false():
     assert ".telemetry" not in (PROJECT_ROOT / ".gitignore").read_text().split()
 
 
-@pytest.mark.parametrize("env", ["local", "test", "paper"])
+@pytest.mark.parametrize("env", ["local", "test", "paper", "real"])
 def test_config_loads(project_copy, env):
     bootstrap_project(project_copy)
     with KedroSession.create(project_path=project_copy, env=env) as session:
@@ -125,3 +125,48 @@ def test_every_dataset_has_a_layer_and_the_layers_have_an_order():
     except CycleError as error:
         raise AssertionError(f"the layers loop: {error.args[1]}") from error
     assert order.index("raw") < order.index("primary") < order.index("model_output") < order.index("reporting")
+
+
+def _params(env: str) -> dict:
+    from ecg_transfer import settings
+
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(PROJECT_ROOT / "conf"), env=env, **settings.CONFIG_LOADER_ARGS)
+    return loader["parameters"]
+
+
+def test_the_paper_environment_is_the_paper_s_protocol():
+    """150 epochs without early stopping, 10 trials, 8:2 train/test (validation carved from the
+    80 %), 100 windows per unlabelled patient, one window per labelled record, Adam at 0.005,
+    plain cross-entropy, the three data fractions."""
+    params = _params("paper")
+    training = params["finetuning"]["training"]
+    assert (training["epochs"], training["lr"], training.get("patience")) == (150, 0.005, None)
+    assert params["finetuning"]["class_weighting"] == "none"
+    assert params["study"]["n_trials"] == 10 and params["study"]["fractions"] == [1.0, 0.5, 0.25]
+    splits = params["preprocessing"]["labelled_splits"]
+    assert splits["test_fraction"] == 0.2 and splits["test_fraction"] + splits["val_fraction"] < 1
+    assert params["preprocessing"]["unlabelled_splits"]["test_fraction"] == 0.2
+    signal = params["preprocessing"]["signal"]
+    assert signal["windows_per_recording"] == 100 and signal["windows_per_record"] == 1
+    assert (signal["target_fs"], signal["window_length"]) == (250.0, 2048)
+    assert params["pretraining"]["cae"]["channels"] == [16, 32, 32, 64, 64, 64, 64, 64, 64]
+
+
+def test_the_real_data_profile_has_a_budget_with_patience_and_several_windows_per_record(project_copy):
+    params = _params("real")
+    training = params["finetuning"]["training"]
+    assert training["patience"] is not None and training["patience"] < training["epochs"]
+    assert training["monitor_split"] == "val"  # patience counts validation epochs, never test ones
+    assert params["finetuning"]["class_weighting"] in ("none", "balanced")
+    assert params["preprocessing"]["signal"]["windows_per_record"] > 1
+    assert params["pretraining"]["cae"]["channels"] == [16, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert _params("local")["finetuning"]["training"]["patience"] is None  # the demo keeps its budget
+    bootstrap_project(project_copy)
+    runtime = {"labelled_path": "/data/ecgs", "labels_csv": "/data/labels.csv", "lead": "MLII",
+               "corpus_path": "/data/corpus"}
+    with KedroSession.create(project_path=project_copy, env="real", runtime_params=runtime) as session:
+        config = session.load_context().config_loader["catalog"]
+    labelled = config["labelled_recordings"]
+    assert labelled["type"] == "ecg_transfer.datasets.WfdbLabelledFolderDataset"
+    assert (labelled["path"], labelled["labels_csv"], labelled["lead"]) == ("/data/ecgs", "/data/labels.csv", "MLII")
+    assert config["unlabelled_recordings"]["path"] == "/data/corpus"

@@ -146,3 +146,28 @@ def test_single_input_pointwise_conv_equals_conv1d():
     x = torch.randn(3, 1, 40)
     assert torch.allclose(fast(x), reference(x), atol=1e-6)
     assert isinstance(Encoder(CaeConfig()).blocks[0].skip[0], SingleInputPointwiseConv1d)
+
+
+def test_init_encoder_schemes():
+    """"cae" re-draws the encoder as construction did (zero-init residual included);
+    "standard" is torchvision's ResNet init: He-normal convolutions, BN gamma 1 and beta 0."""
+    from ecg_transfer.models.cae import init_encoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        fresh = Encoder(TINY)
+        encoder = Encoder(TINY)
+        torch.manual_seed(11)
+        init_encoder(encoder, "cae")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in encoder.state_dict().items())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        init_encoder(encoder, "standard")
+    wide = encoder.blocks[-1].conv1.weight.detach()  # (out, in, k): fan_out = out * k
+    expected_sd = (2.0 / (wide.shape[0] * wide.shape[2])) ** 0.5
+    assert 0.6 * expected_sd < float(wide.std()) < 1.4 * expected_sd
+    for name, module in encoder.named_modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            assert torch.all(module.weight == 1) and torch.all(module.bias == 0), name
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        init_encoder(encoder, "xavier")

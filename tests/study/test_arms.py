@@ -41,3 +41,26 @@ def test_comparisons_naming_an_unknown_arm_are_an_error_listing_the_known_ones()
         registry.check_comparisons([["random", "nope"]])
     with pytest.raises(ValueError, match="with itself"):
         registry.check_comparisons([["random", "random"]])
+
+
+def test_a_random_window_arm_names_its_init_scheme():
+    registry = arm_registry({
+        **ARMS,
+        "random_frozen": {"init": "random", "init_scheme": "standard", "freeze": True, "input": "window"},
+    })
+    assert registry["random_frozen"].init_scheme == "standard"
+    assert registry["random"].init_scheme == "cae"  # the default: as the CAE's encoder started
+    with pytest.raises(ValueError, match="init_scheme must be one of"):
+        arm_registry({"x": {"init": "random", "init_scheme": "he", "freeze": True, "input": "window"}})
+    with pytest.raises(ValueError, match="sets how a random encoder starts"):
+        arm_registry({"x": {"init": "pretrained", "init_scheme": "standard", "freeze": True, "input": "window"}})
+
+
+def test_the_bundled_study_s_frozen_random_control_uses_the_standard_scheme():
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "base" / "parameters_study.yml"
+    arms = arm_registry(yaml.safe_load(conf.read_text())["study"]["arms"])
+    assert arms["random_frozen"].init_scheme == "standard" and arms["random"].init_scheme == "cae"

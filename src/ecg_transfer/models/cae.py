@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 POOLING_KINDS = ("max", "avg")
+#: How a randomly initialised encoder starts (:func:`init_encoder`).
+INIT_SCHEMES = ("cae", "standard")
 UPSAMPLING_KINDS = ("nearest", "linear")
 
 
@@ -276,6 +278,53 @@ class ConvAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+
+def reset_layers(module: nn.Module) -> None:
+    """Re-draw every layer of ``module`` as at construction, from torch's global RNG.
+
+    A layer that re-initialises its own children (a residual block, whose scheme zero-inits
+    its last BatchNorm gamma) is asked once and its children are left to it, so a network
+    re-drawn here starts like a newly built one.
+    """
+    done: set[int] = set()
+    for layer in module.modules():
+        if layer is module or id(layer) in done or not hasattr(layer, "reset_parameters"):
+            continue
+        layer.reset_parameters()
+        if any(child is not layer for child in layer.modules()):
+            done.update(id(child) for child in layer.modules())
+
+
+def init_encoder(encoder: Encoder, scheme: str) -> None:
+    """Re-draw ``encoder``'s weights under a named scheme, from torch's global RNG (callers
+    seed it in a forked RNG, see models/classifier.py).
+
+    - ``"cae"``: the CAE's own scheme, as its encoder started pretraining: PyTorch's layer
+      defaults, plus bn2's gamma at 0 in every block when ``cfg.zero_init_residual``. Right for
+      a network that trains (the fine-tuned ``random`` arm), wrong for a frozen one: with
+      ``zero_init_residual`` and no ``final_relu`` every residual branch outputs exactly 0 and
+      the frozen encoder is an affine map whose code is near 0 (issue 16).
+    - ``"standard"``: torchvision's ResNet initialisation (He et al. 2015) without zero-init
+      residuals: every convolution (1x1 skip projections included) Kaiming-normal with
+      ``mode="fan_out", nonlinearity="relu"``, every BatchNorm gamma 1 and beta 0 with fresh
+      running statistics, the code's linear layer PyTorch's default. Every branch is live and
+      the encoder is nonlinear: the frozen random control (``random_frozen``).
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init_encoder: scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+    if scheme == "cae":
+        reset_layers(encoder)
+        return
+    for layer in encoder.modules():
+        if isinstance(layer, nn.Conv1d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(layer, nn.BatchNorm1d):
+            layer.reset_running_stats()
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Linear):
+            layer.reset_parameters()
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

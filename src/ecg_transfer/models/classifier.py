@@ -3,16 +3,23 @@
 Window arms differ only in how the encoder starts (and whether it trains). Everything else must be identical, so the head is initialised from its
 own seed stream: for a given seed the head starts from the same weights in every
 arm, and the encoder's initialisation cannot shift it.
+
+A frozen encoder's code reaches its head standardised with the mean and SD of the run's own
+training sample (:class:`FrozenEncoderClassifier`), as the spectrogram arm's CNN features do:
+a frozen pretrained and a frozen random encoder give codes of very different scales, and the
+frozen arms should compare what the features say, not how large they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 
-from ecg_transfer.models.cae import CaeConfig, Encoder
+from ecg_transfer.models.cae import INIT_SCHEMES, CaeConfig, Encoder, init_encoder, reset_layers
 from ecg_transfer.models.weights import state_dict_differences
 
 INITS = ("random", "pretrained")
@@ -80,12 +87,14 @@ class ScaledFeatureClassifier(FeatureClassifier):
 class RhythmClassifier(nn.Module):
     """Encoder (same class as the CAE's) + :class:`FeatureClassifier` head -> logits."""
 
+    head_class: type[FeatureClassifier] = FeatureClassifier
+
     def __init__(self, cfg: CaeConfig, n_classes: int = 11, head_hidden: int = 64, dropout: float = 0.2):
         super().__init__()
         self.cfg = cfg
         self.input_length = cfg.window_length  # the training loop feeds (B, 1, input_length) windows
         self.encoder = Encoder(cfg)
-        self.head = FeatureClassifier(cfg.bottleneck, n_classes, head_hidden, dropout)
+        self.head = self.head_class(cfg.bottleneck, n_classes, head_hidden, dropout)
         self.encoder_frozen = False
 
     def freeze_encoder(self) -> None:
@@ -110,22 +119,37 @@ class RhythmClassifier(nn.Module):
         return self.head(self.encoder(x))
 
 
-def _seeded_init(module: nn.Module, seed: int) -> None:
-    """Re-initialise every layer from ``seed`` without touching torch's global RNG state.
+class FrozenEncoderClassifier(RhythmClassifier):
+    """A :class:`RhythmClassifier` whose encoder is frozen and whose head standardises the
+    code (a :class:`ScaledFeatureClassifier`), with statistics set by :meth:`fit_input_scaling`
+    from the run's own training windows (study/experiment.py calls it for every run)."""
 
-    A layer that re-initialises its own children (a residual block, whose scheme zero-inits its
-    last BatchNorm gamma) is asked once and its children are left to it, so the random arm's
-    encoder starts under the same scheme as the CAE's encoder did (only the seed differs).
-    """
+    head_class = ScaledFeatureClassifier
+
+    def __init__(self, cfg: CaeConfig, n_classes: int = 11, head_hidden: int = 64, dropout: float = 0.2):
+        super().__init__(cfg, n_classes, head_hidden, dropout)
+        self.freeze_encoder()
+
+    @torch.no_grad()
+    def fit_input_scaling(self, windows, batch_size: int = 256) -> None:
+        """Per-feature mean and SD of the frozen encoder's code over ``windows`` (N, L), the
+        run's training sample, computed in eval mode (the encoder's BatchNorm uses its fixed
+        statistics, so the codes do not depend on the batching)."""
+        windows = np.asarray(windows, dtype=np.float32)
+        device = next(self.encoder.parameters()).device
+        codes = [
+            self.encoder(torch.from_numpy(windows[start : start + batch_size]).to(device).unsqueeze(1)).cpu()
+            for start in range(0, len(windows), batch_size)
+        ]
+        self.head.fit_input_scaling(torch.cat(codes))
+
+
+def _seeded_init(module: nn.Module, seed: int, initialise: Callable[[nn.Module], None] = reset_layers) -> None:
+    """Re-initialise ``module`` from ``seed`` (``initialise``: by default every layer as at
+    construction) without touching torch's global RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        done: set[int] = set()
-        for layer in module.modules():
-            if layer is module or id(layer) in done or not hasattr(layer, "reset_parameters"):
-                continue
-            layer.reset_parameters()
-            if any(child is not layer for child in layer.modules()):
-                done.update(id(child) for child in layer.modules())
+        initialise(module)
 
 
 def build_classifier(
@@ -137,9 +161,16 @@ def build_classifier(
     encoder_state: Mapping[str, torch.Tensor] | None = None,
     head_hidden: int = 64,
     dropout: float = 0.2,
+    init_scheme: str = "cae",
 ) -> RhythmClassifier:
-    """A window classifier: its encoder starts from ``init`` ("random", from ``seed``, or
-    "pretrained", the CAE encoder's ``encoder_state``) and trains unless ``freeze``.
+    """A window classifier: its encoder starts from ``init`` ("random", from ``seed`` under
+    ``init_scheme``, or "pretrained", the CAE encoder's ``encoder_state``) and trains unless
+    ``freeze``; a frozen one is a :class:`FrozenEncoderClassifier` (standardised code).
+
+    ``init_scheme`` (:func:`ecg_transfer.models.cae.init_encoder`): "cae" starts the random
+    encoder as the CAE's encoder started (the fine-tuned random arm); "standard" is the
+    non-degenerate scheme a frozen random control needs. A frozen random encoder under "cae"
+    with zero-init residual branches and no final ReLU is refused: it is an affine map.
 
     ``encoder_state`` (e.g. from :func:`ecg_transfer.models.weights.load_pretrained_encoder`)
     is loaded strictly, so a mismatching architecture fails here rather than training a
@@ -147,9 +178,11 @@ def build_classifier(
     """
     if init not in INITS:
         raise ValueError(f"build_classifier: init must be one of {INITS}, got {init!r}")
+    _check_init_scheme(cfg, init, freeze, init_scheme)
+    kind = FrozenEncoderClassifier if freeze else RhythmClassifier
     with torch.random.fork_rng(devices=[]):  # construction draws default inits from the global RNG
-        model = RhythmClassifier(cfg, n_classes=n_classes, head_hidden=head_hidden, dropout=dropout)
-    _seeded_init(model.encoder, seed * 2 + _ENCODER_SEED_OFFSET)
+        model = kind(cfg, n_classes=n_classes, head_hidden=head_hidden, dropout=dropout)
+    _seeded_init(model.encoder, seed * 2 + _ENCODER_SEED_OFFSET, partial(init_encoder, scheme=init_scheme))
     _seeded_init(model.head, seed * 2 + _HEAD_SEED_OFFSET)
     if init == "pretrained":
         if encoder_state is None:
@@ -160,9 +193,23 @@ def build_classifier(
                 f"build_classifier: encoder_state does not match Encoder({cfg}): " + "; ".join(differences)
             )
         model.encoder.load_state_dict(dict(encoder_state), strict=True)
-    if freeze:
-        model.freeze_encoder()
     return model
+
+
+def _check_init_scheme(cfg: CaeConfig, init: str, freeze: bool, init_scheme: str) -> None:
+    if init_scheme not in INIT_SCHEMES:
+        raise ValueError(f"build_classifier: init_scheme must be one of {INIT_SCHEMES}, got {init_scheme!r}")
+    if init == "pretrained" and init_scheme != "cae":
+        raise ValueError(
+            f"build_classifier: init_scheme {init_scheme!r} applies to a random encoder; a pretrained "
+            "one starts from the CAE's weights (leave init_scheme at 'cae')"
+        )
+    if init == "random" and freeze and init_scheme == "cae" and cfg.zero_init_residual and not cfg.final_relu:
+        raise ValueError(
+            "build_classifier: a frozen random encoder under init_scheme 'cae' (zero_init_residual: true, "
+            "final_relu: false) is an affine map: every residual branch outputs 0. Use init_scheme "
+            "'standard' for a frozen random control (docs/models_and_training.md)"
+        )
 
 
 def build_feature_classifier(

@@ -1,7 +1,8 @@
 """The study's arms as data: one YAML block (``study.arms``) read once into typed specs.
 
 An arm is defined by what the paper varies and nothing else: how the network starts
-(``init``), whether the pretrained part trains (``freeze``) and what it reads (``input``).
+(``init``), whether the pretrained part trains (``freeze``) and what it reads (``input``);
+a random window encoder also names its initialisation scheme (``init_scheme``).
 Pipelines, tables, figures, the report and the comparisons iterate over this registry, so a
 new arm is one YAML entry; see docs/models_and_training.md ("Adding an arm").
 """
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ecg_transfer.models.cae import INIT_SCHEMES
 INITS = ("random", "pretrained")
 INPUTS = ("window", "spectrogram")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -21,7 +23,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 @dataclass(frozen=True)
 class ArmSpec:
     """One arm. ``init: pretrained`` with ``input: window`` starts from the CAE's encoder;
-    with ``input: spectrogram`` it uses the frozen ImageNet CNN (which must be frozen)."""
+    with ``input: spectrogram`` it uses the frozen ImageNet CNN (which must be frozen).
+    ``init_scheme`` (``init: random`` only; models/cae.py, ``init_encoder``): "cae", the CAE's
+    own scheme, for an encoder that trains; "standard" for a frozen random control."""
 
     name: str
     init: str
@@ -29,6 +33,7 @@ class ArmSpec:
     input: str
     label: str
     colour: str
+    init_scheme: str = "cae"
 
     def __post_init__(self) -> None:
         where = f"study.arms.{self.name}"
@@ -40,6 +45,13 @@ class ArmSpec:
             raise ValueError(f"{where}: input must be one of {INPUTS}, got {self.input!r}")
         if not isinstance(self.freeze, bool):
             raise ValueError(f"{where}: freeze must be true or false, got {self.freeze!r}")
+        if self.init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"{where}: init_scheme must be one of {INIT_SCHEMES}, got {self.init_scheme!r}")
+        if self.init_scheme != "cae" and not (self.init == "random" and self.input == "window"):
+            raise ValueError(
+                f"{where}: init_scheme {self.init_scheme!r} sets how a random encoder starts; this arm "
+                f"has init {self.init}, input {self.input} (leave init_scheme out)"
+            )
         if self.input == "spectrogram" and not (self.init == "pretrained" and self.freeze):
             raise ValueError(
                 f"{where}: a spectrogram arm reads a frozen ImageNet CNN's features, so it needs "
@@ -120,7 +132,7 @@ def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
     """The registry from the ``study.arms`` parameter block (name -> spec fields)."""
     if not isinstance(arms, Mapping) or not arms:
         raise ValueError(f"study.arms must be a mapping of arm name -> settings, got {arms!r}")
-    fields = {"init", "freeze", "input", "label", "colour"}
+    fields = {"init", "freeze", "input", "label", "colour", "init_scheme"}
     specs = []
     for name, settings in arms.items():
         settings = dict(settings or {})
@@ -140,6 +152,7 @@ def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
                 input=str(settings["input"]),
                 label=str(settings.get("label", name)),
                 colour=str(settings.get("colour", "tab:gray")),
+                init_scheme=str(settings.get("init_scheme", "cae")),
             )
         )
     return ArmRegistry(tuple(specs))

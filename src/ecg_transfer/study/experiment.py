@@ -31,12 +31,13 @@ from ecg_transfer.training.batched import (
 )
 from ecg_transfer.training.checkpoints import CheckpointStore, run_once
 from ecg_transfer.training.engine import FitResult, TrainConfig, fit
-from ecg_transfer.training.tasks import ClassificationTask
+from ecg_transfer.training.tasks import ClassificationTask, balanced_class_weights
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 PREDICTION_SELECTIONS = ("honest", "best_test")
+CLASS_WEIGHTINGS = ("none", "balanced")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def run_arm(
     progress: bool = True,
     batch_trials: int | str = 1,
     tracker: Any = None,
+    class_weights: Sequence[float] | None = None,
 ) -> ArmRuns:
     """Train `arm` on every (fraction, trial) sample. Finished runs found in `checkpoints` are
     not trained again, and an interrupted one continues from its last epoch.
@@ -144,9 +146,12 @@ def run_arm(
     ``tracker`` (ecg_transfer.tracking; None = nothing logged): a run trained here gets its
     MLflow child run when its training starts, fed every epoch as it ends; a run finished
     earlier is logged whole; a run another worker trained is left to that worker's log.
+
+    ``class_weights`` (one per class; None = plain cross-entropy): the loss of every run
+    (``FinetuningConfig.class_weighting``).
     """
     tracker = tracker if tracker is not None else NullTracker()
-    task = ClassificationTask(tuple(classes))
+    task = ClassificationTask(tuple(classes), class_weights)
     evals = {split: data.eval_split(split) for split in ("val", "test")}
     groups = bootstrap_samples.groupby(["fraction", "trial"], sort=False)
     plan = []
@@ -422,6 +427,19 @@ class FinetuningConfig:
     head: HeadConfig
     training: TrainConfig
     progress: bool = True
+    class_weighting: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(
+                f"finetuning.class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}"
+            )
+
+    def class_weights(self, train_y: np.ndarray, n_classes: int) -> np.ndarray | None:
+        """The loss's class weights: None ("none", the paper's plain cross-entropy) or, for
+        "balanced", ``n / (n_classes * n_c)`` from the training split's labels (every bootstrap
+        sample is drawn from it stratified, so each has its class shares up to rounding)."""
+        return balanced_class_weights(train_y, n_classes) if self.class_weighting == "balanced" else None
 
     @classmethod
     def from_params(cls, finetuning: Mapping[str, Any]) -> FinetuningConfig:
@@ -429,4 +447,5 @@ class FinetuningConfig:
             head=HeadConfig.from_params(finetuning["head"]),
             training=TrainConfig(**finetuning["training"]),
             progress=bool(finetuning.get("progress", True)),
+            class_weighting=str(finetuning.get("class_weighting", "none")),
         )

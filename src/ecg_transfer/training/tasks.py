@@ -109,8 +109,27 @@ class Task:
         return f"{type(self).__name__}()"
 
 
+def balanced_class_weights(labels, n_classes: int) -> np.ndarray:
+    """``n / (n_classes * n_c)`` per class c (scikit-learn's "balanced"): every class weighs
+    as much in the loss as the others, and the mean weight over ``labels`` is 1."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    if counts.size != n_classes or (counts == 0).any():
+        missing = np.flatnonzero(counts[:n_classes] == 0).tolist()
+        raise ValueError(
+            f"balanced class weights need every class in the training labels; class indices "
+            f"{missing or list(range(n_classes, counts.size))} have no rows (or lie outside 0..{n_classes - 1})"
+        )
+    return counts.sum() / (n_classes * counts.astype(np.float64))
+
+
 class ClassificationTask(Task):
-    """Cross-entropy on integer labels indexing ``classes``; F1s, accuracy and macro AUROC."""
+    """Cross-entropy on integer labels indexing ``classes``; F1s, accuracy and macro AUROC.
+
+    ``class_weights`` (one per class, e.g. :func:`balanced_class_weights`; None = plain
+    cross-entropy, the paper's) weigh each window's loss by its class, as torch's
+    ``cross_entropy(weight=...)``: the training loss is the weighted mean of a batch, a
+    split's loss column the weighted sum over the split divided by its windows.
+    """
 
     name = "classification"
     default_monitor = "f1_weighted"
@@ -119,7 +138,7 @@ class ClassificationTask(Task):
     validation_monitor = True
     headline_metric = "f1_weighted"
 
-    def __init__(self, classes: Sequence[str]):
+    def __init__(self, classes: Sequence[str], class_weights: Sequence[float] | None = None):
         if isinstance(classes, str):
             raise TypeError(f"ClassificationTask: classes must be a sequence of names, got the string {classes!r}")
         self.classes = tuple(str(name) for name in classes)
@@ -128,9 +147,21 @@ class ClassificationTask(Task):
         self.metric_columns = (
             "f1_weighted", "f1_macro", "accuracy", *(f"f1_{name}" for name in self.classes), "auroc_macro",
         )
+        self.class_weights = None
+        if class_weights is not None:
+            weights = np.asarray(class_weights, dtype=np.float64)
+            if weights.shape != (len(self.classes),) or not np.all(np.isfinite(weights)) or (weights <= 0).any():
+                raise ValueError(
+                    f"ClassificationTask: class_weights must be {len(self.classes)} finite positive numbers "
+                    f"(one per class of {list(self.classes)}), got {weights.tolist()}"
+                )
+            self.class_weights = torch.tensor(weights, dtype=torch.float32)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "classes": list(self.classes)}
+        description = {"name": self.name, "classes": list(self.classes)}
+        if self.class_weights is not None:  # a run resumes only under the same loss
+            description["class_weights"] = self.class_weights.tolist()
+        return description
 
     def __repr__(self) -> str:
         return f"ClassificationTask({list(self.classes)})"
@@ -148,7 +179,8 @@ class ClassificationTask(Task):
         return y.astype(np.int64)
 
     def loss(self, output, inputs, labels, reduction="mean"):
-        return F.cross_entropy(output, labels, reduction=reduction)
+        weight = None if self.class_weights is None else self.class_weights.to(output.device)
+        return F.cross_entropy(output, labels, weight=weight, reduction=reduction)
 
     def _row(self, loss: float, outputs: torch.Tensor, labels) -> dict:
         predicted = outputs.argmax(dim=1).numpy()

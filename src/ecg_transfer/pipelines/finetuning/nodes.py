@@ -74,7 +74,7 @@ def _train_window_arm(
     def make_model(seed: int):
         return build_classifier(
             cae, len(label_classes), seed, init=spec.init, freeze=spec.freeze, encoder_state=state,
-            head_hidden=config.head.hidden, dropout=config.head.dropout,
+            head_hidden=config.head.hidden, dropout=config.head.dropout, init_scheme=spec.init_scheme,
         )
 
     # The card's date and torch version say when, not what: a re-published, identical encoder
@@ -83,8 +83,10 @@ def _train_window_arm(
         fingerprint(state, {k: v for k, v in card.items() if k not in ("date", "torch_version")})
         if state is not None else None
     )
+    # A frozen encoder's head standardises the code per bootstrap sample (FrozenEncoderClassifier).
+    scaling = "code scaling: per bootstrap sample" if spec.freeze else None
     data_fingerprint = fingerprint(
-        spec.init, spec.freeze, pretraining["cae"], finetuning, label_classes, encoder_fingerprint,
+        spec.init, spec.freeze, spec.init_scheme, scaling, pretraining["cae"], finetuning, label_classes, encoder_fingerprint,
         labelled_fingerprint(labelled_windows), bootstrap_fingerprint(bootstrap_samples),
     )
     data = labelled_arm_data(labelled_windows, label_classes)
@@ -125,6 +127,7 @@ def _train_spectrogram_arm(
 
     data_fingerprint = fingerprint(
         "input scaling: per bootstrap sample", image_transfer, finetuning["training"], label_classes, matrix,
+        config.class_weighting,
         labelled_fingerprint(labelled_windows), bootstrap_fingerprint(bootstrap_samples),
     )
     return _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samples, run_checkpoints,
@@ -136,6 +139,7 @@ def _run(spec, make_model, data, labelled_windows, label_classes, bootstrap_samp
     runs = run_arm(
         spec.name, make_model, data, bootstrap_samples, config.training, label_classes, run_checkpoints,
         data_fingerprint, progress=config.progress, batch_trials=study.get("batch_trials", "auto"), tracker=run_tracker,
+        class_weights=config.class_weights(data.train_y, len(label_classes)),
     )
     settings = arm_settings(
         spec, study, config.training, label_classes, bootstrap_samples, labelled_windows,
