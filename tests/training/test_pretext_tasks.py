@@ -1,0 +1,145 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ecg_transfer.training.pretext_tasks import (
+    ContrastiveTask,
+    MaskedReconstructionTask,
+    PairedWindows,
+    nt_xent,
+    pair_windows_by_record,
+)
+
+# ---------------------------------------------------------------- NT-Xent
+
+
+def _hand_nt_xent(z: list[list[list[float]]], temperature: float) -> list[float]:
+    """SimCLR's loss written out: the 2N views in order (window 0 view a, ..., window N-1 view a,
+    window 0 view b, ...); l(i, j) = -log(exp(s_ij / t) / sum_{k != i} exp(s_ik / t)) with s the
+    cosine similarity; window w's loss is (l(w, N + w) + l(N + w, w)) / 2."""
+    n = len(z)
+    views = [z[w][0] for w in range(n)] + [z[w][1] for w in range(n)]
+
+    def cosine(u, v):
+        dot = sum(a * b for a, b in zip(u, v))
+        return dot / (math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v)))
+
+    def term(i, j):
+        denominator = 0.0
+        for k in range(2 * n):
+            if k != i:
+                denominator += math.exp(cosine(views[i], views[k]) / temperature)
+        return -math.log(math.exp(cosine(views[i], views[j]) / temperature) / denominator)
+
+    return [(term(w, n + w) + term(n + w, w)) / 2 for w in range(n)]
+
+
+Z4 = [[[1.0, 0.0, 0.5], [0.9, 0.1, 0.4]],
+      [[0.0, 1.0, -0.2], [0.3, 0.8, 0.0]],
+      [[-1.0, 0.2, 0.1], [-0.7, -0.1, 0.6]],
+      [[0.2, -0.9, 1.0], [0.1, -1.2, 0.3]]]
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
+def test_nt_xent_equals_the_hand_computation_on_four_windows(temperature):
+    z = torch.tensor(Z4, dtype=torch.float64)
+    expected = _hand_nt_xent(Z4, temperature)
+    assert nt_xent(z, temperature).tolist() == pytest.approx(expected, rel=1e-12)
+    task = ContrastiveTask(temperature=temperature)
+    assert task.loss(z, None, None).item() == pytest.approx(sum(expected) / 4, rel=1e-12)
+    assert task.loss(z, None, None, reduction="sum").item() == pytest.approx(sum(expected), rel=1e-12)
+
+
+def test_nt_xent_is_low_when_views_agree_and_high_when_they_are_swapped():
+    z = torch.tensor(Z4, dtype=torch.float64)
+    swapped = torch.stack([z[:, 0], z[[1, 2, 3, 0], 1]], dim=1)  # each window's b view is another's
+    assert nt_xent(z, 0.1).mean() < nt_xent(swapped, 0.1).mean()
+
+
+def test_nt_xent_against_gathered_candidates_equals_the_whole_batch():
+    # What each rank computes under DDP: its own anchors against every rank's views.
+    z = torch.randn(6, 2, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole = nt_xent(z, 0.2)
+    assert torch.allclose(nt_xent(z[:2], 0.2, candidates=z, offset=0), whole[:2])
+    assert torch.allclose(nt_xent(z[2:], 0.2, candidates=z, offset=2), whole[2:])
+
+
+def test_contrastive_task_options_and_description():
+    task = ContrastiveTask(temperature=0.5, positives="same_record")
+    assert task.describe() == {"name": "contrastive", "temperature": 0.5, "positives": "same_record"}
+    with pytest.raises(ValueError, match="positives must be one of"):
+        ContrastiveTask(positives="same_patient")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        ContrastiveTask(temperature=0)
+    with pytest.raises(ValueError, match=r"projections \(batch, 2, features\)"):
+        task.loss(torch.zeros(4, 3, 8), None, None)
+
+
+# ---------------------------------------------------------------- masked reconstruction
+
+
+def _masked_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(5, 1, 64, generator=g)
+    reconstruction = torch.randn(5, 1, 64, generator=g)
+    mask = torch.zeros(5, 1, 64)
+    mask[:, :, 10:20] = 1
+    mask[2, :, 40:48] = 1
+    return inputs, reconstruction, mask
+
+
+def test_masked_loss_is_the_mse_of_the_masked_samples_of_each_window():
+    inputs, reconstruction, mask = _masked_batch()
+    output = torch.cat([reconstruction, mask], dim=1)
+    per_window = [((reconstruction[w] - inputs[w])[mask[w] > 0] ** 2).mean() for w in range(5)]
+    task = MaskedReconstructionTask()
+    assert task.loss(output, inputs, None).item() == pytest.approx(torch.stack(per_window).mean().item(), rel=1e-6)
+    assert task.loss(output, inputs, None, "sum").item() == pytest.approx(torch.stack(per_window).sum().item(), rel=1e-6)
+
+
+def test_masked_loss_ignores_unmasked_samples_and_sees_masked_ones():
+    inputs, reconstruction, mask = _masked_batch()
+    task = MaskedReconstructionTask()
+    base = task.loss(torch.cat([reconstruction, mask], dim=1), inputs, None)
+    unmasked_changed = torch.where(mask > 0, reconstruction, torch.full_like(reconstruction, 1e6))
+    unmasked_changed[0, 0, 0] = float("inf")
+    assert task.loss(torch.cat([unmasked_changed, mask], dim=1), inputs, None).item() == base.item()
+    masked_changed = reconstruction.clone()
+    masked_changed[3, 0, 15] += 1.0
+    assert task.loss(torch.cat([masked_changed, mask], dim=1), inputs, None).item() != base.item()
+
+
+def test_masked_loss_gradient_reaches_masked_samples_only():
+    inputs, reconstruction, mask = _masked_batch()
+    reconstruction.requires_grad_(True)
+    MaskedReconstructionTask().loss(torch.cat([reconstruction, mask], dim=1), inputs, None).backward()
+    assert (reconstruction.grad[mask == 0] == 0).all()
+    assert (reconstruction.grad[mask > 0] != 0).all()
+
+
+# ---------------------------------------------------------------- same-record pairs
+
+
+def test_every_window_is_paired_with_another_window_of_its_record():
+    records = np.array(["a", "b", "a", "c", "b", "a", "d", "c", "a"])
+    partner = pair_windows_by_record(records, seed=0)
+    assert (records[partner] == records).all()
+    several = pd.Series(records).map(pd.Series(records).value_counts()).to_numpy() > 1
+    assert (partner[several] != np.arange(records.size)[several]).all()
+    assert partner[6] == 6  # the one-window record "d" pairs with itself
+    assert np.array_equal(partner, pair_windows_by_record(records, seed=0))
+    draws = {tuple(pair_windows_by_record(records, seed=s)[records == "a"]) for s in range(10)}
+    assert len(draws) > 1  # the partner among several is drawn from the seed
+
+
+def test_paired_windows_read_the_window_then_its_partner():
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    pairs = PairedWindows(x, np.array([1, 0, 2, 5, 5, 3]))
+    assert pairs.shape == (6, 4) and len(pairs) == 6
+    assert np.array_equal(pairs[np.array([0, 3])], [[0, 1, 2, 3], [6, 7, 10, 11]])
+    assert np.array_equal(pairs[4:6], [[8, 9, 10, 11], [10, 11, 6, 7]])
+    with pytest.raises(ValueError, match="partner indices"):
+        PairedWindows(x, np.array([0, 1, 2, 3, 4, 6]))
