@@ -254,3 +254,39 @@ def test_a_frozen_contrastive_encoder_probes_above_frozen_random_ones():
     contrastive_f1 = _probe_f1(model.encoder, labelled_x, labelled_y)
     assert min(random_f1) > 0.3  # the control is not degenerate
     assert contrastive_f1 > max(random_f1), (contrastive_f1, random_f1)
+
+
+# ---------------------------------------------------------------- negatives across ranks (gloo)
+
+_GLOBAL_BATCH = torch.randn(5, 2, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+_SHARDS = [(0, 3), (3, 5)]  # unequal shards, as the loop's last batch can give
+
+
+def _contrastive_rank(rank: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        begin, end = _SHARDS[rank]
+        local = _GLOBAL_BATCH[begin:end].clone().requires_grad_(True)
+        loss = ContrastiveTask(temperature=0.3).loss(local, None, None)
+        # As the loop does under DDP: the local mean weighted by its share of the global batch.
+        (loss * (end - begin) / len(_GLOBAL_BATCH)).backward()
+        torch.save({"loss": loss.detach(), "grad": local.grad}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_ddp_each_rank_scores_its_views_against_the_global_batch(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_contrastive_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    whole = _GLOBAL_BATCH.clone().requires_grad_(True)
+    per_window = nt_xent(whole, 0.3)
+    per_window.mean().backward()
+    for rank, (begin, end) in enumerate(_SHARDS):
+        assert torch.allclose(ranks[rank]["loss"], per_window[begin:end].mean().detach())
+        # The gathered views carry their gradient home: each rank's gradient is the global batch's.
+        assert torch.allclose(ranks[rank]["grad"], whole.grad[begin:end])
