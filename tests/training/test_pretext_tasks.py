@@ -193,7 +193,7 @@ def _fit_method(method: str, epochs: int, checkpoints=None, on_epoch_end=None, s
 def test_every_methods_held_out_loss_falls(method):
     result, _ = _fit_method(method, epochs=6)
     test = result.history[result.history.split == "test"].loss.to_numpy()
-    assert result.best_value < 0.95 * test[0], test  # measured: each falls by 15-20 % in 6 epochs
+    assert result.best_value < 0.95 * test[0], test  # measured after 6 epochs: -33 % (reconstruct), -17 % (contrastive), -29 % (masked)
     assert result.best_value == test.min()
 
 
