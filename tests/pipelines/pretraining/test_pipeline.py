@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pandas as pd
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -112,3 +113,78 @@ def test_an_unknown_architecture_key_is_refused_before_training(tiny_windows, tm
         run(PRETRAIN, catalog)
     assert not (tmp_path / "encoder_weights.pt").exists()
     assert not (tmp_path / "data/06_models/checkpoints").exists()
+
+
+# ---------------------------------------------------------------- pretraining.methods
+
+PRETEXT = create_pipeline().from_nodes("pretrain_pretext_encoders").to_nodes("pretrain_pretext_encoders")
+
+
+def _with_methods(params):
+    params["pretraining"]["methods"] = {
+        "cae": {"task": "reconstruct"},
+        "simclr": {"task": "contrastive", "temperature": 0.2,
+                   "augmentations": [{"name": "gaussian_noise", "max_std": 0.05}, {"name": "baseline_wander"}]},
+        "clocs": {"task": "contrastive", "positives": "same_record"},
+        "masked": {"task": "masked", "span_length": 64, "training": {"lr": 0.002}},
+    }
+    return params
+
+
+def test_the_default_methods_are_the_cae_alone_and_train_nothing_more(tiny_windows, tmp_path):
+    params = shrunk_parameters()
+    assert params["pretraining"]["methods"] == {"cae": {"task": "reconstruct"}}
+    catalog = run(PRETEXT, _catalog(tiny_windows, tmp_path, params))
+    assert catalog.load("pretext_encoders") == {}
+    assert catalog.load("pretext_histories").empty
+    assert catalog.load("run_tracker").live == []
+
+
+def test_listing_methods_leaves_the_cae_bit_identical(pretrained, tiny_windows, tmp_path):
+    # The CAE's run key and numbers ignore pretraining.methods: same history, same weights.
+    catalog, _, root = pretrained
+    params = _with_methods(shrunk_parameters())
+    again = run(PRETRAIN, _catalog(tiny_windows, tmp_path, params))
+    keys = [sorted(p.name for p in (base / "data/06_models/checkpoints/pretraining/cae").iterdir())
+            for base in (root, tmp_path)]
+    assert keys[0] == keys[1] and len(keys[0]) == 1  # the same run key: its checkpoints are reused
+    pd.testing.assert_frame_equal(again.load("cae_history").drop(columns="samples_per_s"),
+                                  catalog.load("cae_history").drop(columns="samples_per_s"), check_exact=True)
+    first, second = catalog.load("cae_weights"), again.load("cae_weights")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_every_listed_method_trains_the_caes_encoder_with_a_card_naming_it(tiny_windows, tmp_path):
+    params = _with_methods(shrunk_parameters())
+    catalog = run(PRETEXT, _catalog(tiny_windows, tmp_path, params))
+    encoders = catalog.load("pretext_encoders")
+    assert list(encoders) == ["simclr", "clocs", "masked"]  # the CAE is pretrain_autoencoder's
+    cfg = CaeConfig.from_dict(params["pretraining"]["cae"])
+    for name, encoder in encoders.items():
+        assert check_pretrained_encoder(encoder["weights"], encoder["card"], cfg).keys() == Encoder(cfg).state_dict().keys()
+        assert encoder["card"]["pretext"]["method"] == name
+        assert encoder["card"]["held_out"]["test_loss"] > 0
+    assert encoders["simclr"]["card"]["pretext"]["options"]["temperature"] == 0.2
+    assert encoders["masked"]["card"]["training"]["lr"] == 0.002
+    history = catalog.load("pretext_histories")
+    epochs = params["pretraining"]["training"]["epochs"]
+    assert set(history["method"]) == {"simclr", "clocs", "masked"}
+    assert (history.groupby(["method", "split"]).size() <= epochs).all()
+    runs = catalog.load("run_tracker").live
+    assert [r["tags"]["arm"] for r in runs] == ["simclr", "clocs", "masked"]
+    # A second run reuses the finished runs (checkpointed): the same encoders, not retrained.
+    again = run(PRETEXT, _catalog(tiny_windows, tmp_path, params)).load("pretext_encoders")
+    assert all(torch.equal(again[n]["weights"][k], encoders[n]["weights"][k]) for n in encoders for k in encoders[n]["weights"])
+
+
+@pytest.mark.parametrize(
+    "methods, message",
+    [({"rot": {"task": "rotate"}}, r"pretraining.methods.rot.task: must be one of"),
+     ({"simclr": {"task": "contrastive", "positives": "same_patient"}}, "pretraining.methods.simclr: ContrastiveTask"),
+     ({"cae": {"task": "reconstruct", "lr": 0.1}}, r"unknown option\(s\) \['lr'\] for task reconstruct")],
+)
+def test_a_bad_method_is_refused_naming_it(tiny_windows, tmp_path, methods, message):
+    params = shrunk_parameters()
+    params["pretraining"]["methods"] = methods
+    with pytest.raises(ValueError, match=message):
+        run(PRETEXT, _catalog(tiny_windows, tmp_path, params))

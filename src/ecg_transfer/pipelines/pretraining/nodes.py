@@ -1,5 +1,7 @@
-"""CAE pretraining on the unlabelled corpus: early stopping on the held-out MSE, the paper's
-two reconstruction numbers, and the encoder saved as a reusable product with a model card."""
+"""Pretraining on the unlabelled corpus. The paper's CAE: early stopping on the held-out MSE, its
+two reconstruction numbers, and the encoder saved as a reusable product with a model card. The
+other methods of ``pretraining.methods`` (contrastive, masked; docs/pretext_tasks.md): the same
+encoder trained with another pretext task, each with its own card."""
 
 from __future__ import annotations
 
@@ -17,7 +19,12 @@ from ecg_transfer.study.figures import reconstruction_figure
 from ecg_transfer.tracking import epoch_logger
 from ecg_transfer.training.distributed import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit, predict
+from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
 from ecg_transfer.training.tasks import ReconstructionTask
+
+# Keys of the pretraining parameters that do not change what the CAE learns: left out of its
+# run key, so listing pretext methods (or a launch block) does not retrain or re-key the CAE.
+_NOT_CAE_KEYS = ("distributed", "methods")
 
 
 def _autoencoder(cfg: CaeConfig, seed: int) -> ConvAutoencoder:
@@ -41,7 +48,7 @@ def pretrain_autoencoder(
     train = unlabelled_windows.split_view("train")
     test = unlabelled_windows.split_view("test")
     model = _autoencoder(cfg, train_config.seed)
-    keyed = {**{k: v for k, v in pretraining.items() if k != "distributed"}, "training": training}
+    keyed = {**{k: v for k, v in pretraining.items() if k not in _NOT_CAE_KEYS}, "training": training}
     key = "pretraining/cae/" + fingerprint(
         keyed, unlabelled_windows.meta, unlabelled_windows.index[["record_id", "split"]].to_numpy()
     )
@@ -118,3 +125,88 @@ def plot_reconstructions(
     originals = unlabelled_windows.take(chosen)
     reconstructions = predict(model, originals, device="cpu")
     return reconstruction_figure(originals, reconstructions, fs=float(preprocessing["signal"]["target_fs"]))
+
+
+def pretrain_pretext_encoders(
+    unlabelled_windows, run_checkpoints, run_tracker, pretraining: dict[str, Any], preprocessing: dict[str, Any]
+) -> tuple[dict[str, dict], pd.DataFrame]:
+    """Train the CAE's encoder with every method of ``pretraining.methods`` other than
+    ``reconstruct`` (that one is the CAE of :func:`pretrain_autoencoder`): returns each
+    method's ``{"weights", "card"}`` by name and their histories (a ``method`` column). Each
+    run is checkpointed and resumes; its MLflow child run is ``<method>-pretraining``."""
+    methods = [m for m in methods_from_params(pretraining.get("methods")).values() if m.task != "reconstruct"]
+    launch = LaunchConfig.from_params(pretraining["training"].get("nproc", 1), pretraining.get("distributed"))
+    if methods and launch.distributed:
+        raise ValueError(
+            f"pretraining.training.nproc / pretraining.distributed: distributed pretraining runs the CAE only; "
+            f"the pretext methods {[m.name for m in methods]} train in one process (set nproc: 1)"
+        )
+    encoders, histories = {}, []
+    for method in methods:
+        encoders[method.name], history = _pretrain_method(
+            method, unlabelled_windows, run_checkpoints, run_tracker, pretraining, preprocessing
+        )
+        histories.append(history.assign(method=method.name))
+    if not histories:
+        return encoders, pd.DataFrame(columns=["method", "epoch", "split", "loss"])
+    history = pd.concat(histories, ignore_index=True)
+    return encoders, history[["method"] + [c for c in history.columns if c != "method"]]
+
+
+def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints, run_tracker,
+                     pretraining: dict[str, Any], preprocessing: dict[str, Any]) -> tuple[dict, pd.DataFrame]:
+    """One method's run (as the CAE's: same encoder, corpus splits and training settings, with
+    the method's overrides) and its encoder with a card naming the method and its options."""
+    cfg = CaeConfig.from_dict(pretraining["cae"])
+    fs = float(preprocessing["signal"]["target_fs"])
+    training = {**{k: v for k, v in pretraining["training"].items() if k != "nproc"}, **method.training}
+    train_config = TrainConfig(**training)
+    index = unlabelled_windows.index
+    records = index["record_id"].to_numpy()
+    splits = {name: unlabelled_windows.split_indices(name) for name in ("train", "test")}
+    # Pairs of the held-out split come from their own seed stream, never the training pairs'.
+    inputs = {name: method.inputs(unlabelled_windows.split_view(name), records[rows], train_config.seed + offset)
+              for offset, (name, rows) in enumerate(splits.items())}
+    with torch.random.fork_rng():
+        torch.manual_seed(train_config.seed)
+        model = method.build(cfg, fs)
+    task = method.task_strategy()
+    key = f"pretraining/{method.name}/" + fingerprint(
+        method.describe(), pretraining["cae"], training, fs, unlabelled_windows.meta,
+        index[["record_id", "split"]].to_numpy(),
+    )
+    progress = bool(pretraining.get("progress", True))
+    params = {"method": method.name, "task": method.task, **{f"option.{k}": v for k, v in method.options.items()},
+              **{f"train.{k}": v for k, v in training.items()}, "n_train": int(splits["train"].size),
+              "n_test": int(splits["test"].size), "n_parameters": count_parameters(model)}
+    tags = {"stage": "pretraining", "arm": method.name}
+    run_name = f"{method.name}-pretraining"
+    arguments = (model, task, inputs["train"], None, {"test": (inputs["test"], None)}, train_config)
+    if run_checkpoints is not None and run_checkpoints.is_done(key):
+        result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress)
+        run_tracker.log_record(run_record(run_name, {**params, "device": result.device}, tags, result.history,
+                                          _held_out(result)))
+    else:
+        with run_tracker.start(run_name, params, tags) as run:
+            result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress,
+                         on_epoch_end=epoch_logger(run))
+            run.finish(_held_out(result), params={"device": result.device})
+    inputs_card = preprocessing_card(fs, cfg.window_length, index["lead"].unique())
+    card = encoder_model_card(model.encoder.state_dict(), cfg, {
+        **inputs_card,
+        "pretext": method.describe(),
+        "data": {"corpus": str(unlabelled_windows.path), "train_windows": int(splits["train"].size),
+                 "test_windows": int(splits["test"].size)},
+        "held_out": _held_out(result),
+        "training": {**training, "epochs_run": int(result.epochs_run), "stopped_early": bool(result.stopped_early),
+                     "device": result.device},
+    })
+    weights = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
+    return {"weights": weights, "card": card}, result.history
+
+
+def _held_out(result) -> dict[str, float]:
+    """The pretext loss on the held-out split at the kept epoch."""
+    history = result.history
+    best = history[(history["split"] == "test") & (history["epoch"] == result.best_epoch)].iloc[0]
+    return {"test_loss": float(best["loss"]), "best_epoch": int(result.best_epoch)}

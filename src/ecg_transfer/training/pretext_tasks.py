@@ -1,0 +1,190 @@
+"""The pretext tasks besides reconstruction, as task strategies of the one training loop.
+
+- :class:`ContrastiveTask`: NT-Xent (SimCLR's normalised temperature-scaled cross-entropy) on
+  the (B, 2, D) projections of a :class:`~ecg_transfer.models.pretext.ContrastiveModel`: each
+  view must pick its partner view among all 2B - 1 other views of the batch. With
+  ``positives="same_record"`` the two views come from two different windows of one record
+  (CLOCS), fed as :class:`PairedWindows`. Under DDP the training loss gathers every rank's
+  projections, so the negatives are those of the global batch.
+- :class:`MaskedReconstructionTask`: mean squared error on the masked samples alone of a
+  :class:`~ecg_transfer.models.pretext.MaskedAutoencoder`'s (B, 2, L) output.
+
+Both score a window by its own loss (the mean of its two views' NT-Xent terms; the MSE over
+its masked samples), so ``reduction="mean"`` is the mean over the batch's windows and
+``reduction="sum"`` their sum, and the loop's epoch rows are means per window.
+See docs/pretext_tasks.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+
+from ecg_transfer.training.tasks import Task
+
+POSITIVES = ("same_window", "same_record")
+
+
+def _reduce(per_window: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return per_window.mean()
+    if reduction == "sum":
+        return per_window.sum()
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def nt_xent(projections: torch.Tensor, temperature: float, candidates: torch.Tensor | None = None,
+            offset: int = 0) -> torch.Tensor:
+    """Per-window NT-Xent loss (B,) of ``projections`` (B, 2, D).
+
+    Row i of view v is an anchor; its positive is row i of the other view, its negatives every
+    other view in ``candidates`` (G, 2, D) (default: ``projections`` itself), where this batch's
+    rows sit at ``offset``. Cosine similarities divided by ``temperature``; each window's loss is
+    the mean of its two anchors' cross-entropies.
+    """
+    b = projections.shape[0]
+    candidates = projections if candidates is None else candidates
+    g = candidates.shape[0]
+    anchors = F.normalize(torch.cat([projections[:, 0], projections[:, 1]]), dim=1)  # (2B, D)
+    others = F.normalize(torch.cat([candidates[:, 0], candidates[:, 1]]), dim=1)  # (2G, D)
+    logits = anchors @ others.T / temperature
+    rows = torch.arange(2 * b, device=logits.device)
+    own = (rows % b) + offset + (rows >= b) * g  # each anchor's own position among the candidates
+    logits = logits.masked_fill(F.one_hot(own, 2 * g).bool(), float("-inf"))
+    partner = (rows % b) + offset + (rows < b) * g
+    per_anchor = F.cross_entropy(logits, partner, reduction="none")
+    return 0.5 * (per_anchor[:b] + per_anchor[b:])
+
+
+def _gather_batches(projections: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's projections (padded to the largest shard and trimmed again), differentiable,
+    and where this rank's rows start; ranks may hold shards of different sizes."""
+    from torch.distributed.nn.functional import all_gather
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([projections.shape[0]], device=projections.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s.item()) for s in sizes]
+    padded = F.pad(projections, (0, 0, 0, 0, 0, max(sizes) - projections.shape[0]))
+    parts = all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])
+
+
+class ContrastiveTask(Task):
+    """NT-Xent on two views per window; ``temperature`` (SimCLR's 0.1 by default) sharpens or
+    flattens the softmax over the candidates. ``positives`` says what the two views are (the
+    model and its inputs must match: ``same_record`` needs a paired model and PairedWindows).
+
+    Distributed training (an initialised process group of more than one rank): the training
+    loss (``reduction="mean"``) scores this rank's anchors against the views of every rank,
+    gathered with autograd, so the gradient is that of the global batch's loss. Scoring
+    (``reduction="sum"``) stays per rank: eval ranges may differ in length between ranks.
+    """
+
+    name = "contrastive"
+
+    def __init__(self, temperature: float = 0.1, positives: str = "same_window"):
+        if not temperature > 0:
+            raise ValueError(f"ContrastiveTask: temperature must be > 0, got {temperature}")
+        if positives not in POSITIVES:
+            raise ValueError(f"ContrastiveTask: positives must be one of {POSITIVES}, got {positives!r}")
+        self.temperature = float(temperature)
+        self.positives = positives
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "temperature": self.temperature, "positives": self.positives}
+
+    def __repr__(self) -> str:
+        return f"ContrastiveTask(temperature={self.temperature}, positives={self.positives!r})"
+
+    def loss(self, output, inputs, labels, reduction="mean"):
+        if output.dim() != 3 or output.shape[1] != 2:
+            raise ValueError(f"ContrastiveTask: expects projections (batch, 2, features), got {tuple(output.shape)}")
+        if reduction == "mean" and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            candidates, offset = _gather_batches(output)
+            return _reduce(nt_xent(output, self.temperature, candidates, offset), reduction)
+        return _reduce(nt_xent(output, self.temperature), reduction)
+
+    def train_row(self, loss_sum, n, length, outputs, labels):
+        return {"loss": loss_sum / n}
+
+    def eval_row(self, loss_sum, n, length, outputs, labels):
+        return {"loss": loss_sum / n}
+
+
+class MaskedReconstructionTask(Task):
+    """Per window, the mean squared error over its masked samples; unmasked samples count for
+    nothing, since the model sees them and copying them would teach the encoder nothing."""
+
+    name = "masked_reconstruction"
+    metric_columns = ("masked_mse",)
+
+    def lower_is_better(self, metric: str) -> bool:
+        return metric in ("loss", "masked_mse")
+
+    def loss(self, output, inputs, labels, reduction="mean"):
+        if output.dim() != 3 or output.shape[1] != 2 or output.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"MaskedReconstructionTask: expects (batch, 2, length) = reconstruction and mask, got {tuple(output.shape)}"
+            )
+        reconstruction, mask = output[:, :1], output[:, 1:]
+        # where, not a product: a non-finite output at an unmasked sample must not leak in.
+        squared = torch.where(mask > 0, (reconstruction - inputs) ** 2, torch.zeros((), dtype=output.dtype, device=output.device))
+        per_window = squared.sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1.0)
+        return _reduce(per_window, reduction)
+
+    def train_row(self, loss_sum, n, length, outputs, labels):
+        return {"loss": loss_sum / n, "masked_mse": loss_sum / n}
+
+    def eval_row(self, loss_sum, n, length, outputs, labels):
+        return {"loss": loss_sum / n, "masked_mse": loss_sum / n}
+
+
+def pair_windows_by_record(record_ids, seed: int) -> np.ndarray:
+    """For every window, the index of another window of its record, drawn uniformly from
+    ``seed``; a record with one window pairs it with itself (its views then differ only by the
+    augmentations, as with ``same_window``)."""
+    codes, _ = pd.factorize(np.asarray(record_ids), sort=False)
+    if (codes < 0).any():
+        raise ValueError(f"pair_windows_by_record: missing record id at window {int(np.flatnonzero(codes < 0)[0])}")
+    rng = np.random.default_rng(seed)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(codes.max() + 1))
+    counts = np.bincount(codes)
+    partner = np.arange(codes.size)
+    for record in np.flatnonzero(counts > 1):
+        members = order[starts[record] : starts[record] + counts[record]]
+        # A random other member: shift each member's rank by 1..count-1 places, modulo count.
+        steps = rng.integers(1, counts[record], size=counts[record])
+        partner[members] = members[(np.arange(counts[record]) + steps) % counts[record]]
+    return partner
+
+
+class PairedWindows:
+    """A lazy (N, 2L) view of windows ``x`` (N, L): row i is window i then window ``partner[i]``.
+
+    What :class:`~ecg_transfer.models.pretext.ContrastiveModel` with ``paired=True`` reads;
+    indexing reads only the rows asked for, so a memmapped corpus stays on disk.
+    """
+
+    def __init__(self, x, partner: np.ndarray):
+        partner = np.asarray(partner)
+        if len(x.shape) != 2 or partner.shape != (x.shape[0],):
+            raise ValueError(f"PairedWindows: need windows (N, L) and N partners, got {x.shape} and {partner.shape}")
+        if partner.size and (partner.min() < 0 or partner.max() >= x.shape[0]):
+            raise ValueError("PairedWindows: partner indices fall outside the windows")
+        self.x, self.partner = x, partner
+        self.shape = (x.shape[0], 2 * x.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        index = np.arange(self.shape[0])[rows]
+        return np.concatenate([np.asarray(self.x[index]), np.asarray(self.x[self.partner[index]])], axis=-1)
