@@ -185,3 +185,59 @@ def test_sample_sizes_count_unique_records():
     assert sizes["records_drawn_mean"] == round(0.5 * LABELS.size)
     assert sizes["windows_mean"] == 3 * round(0.5 * LABELS.size)
     assert sizes["training_records"] == LABELS.size
+
+
+def test_one_record_per_patient_gives_exactly_todays_samples():
+    # Issue 16 item 2: the bundled data has one record per patient, so its samples must not move.
+    labels, records = _windowed(3)
+    patients = np.array([f"pat_{r}" for r in records], dtype=object)
+    for fraction in (1.0, 0.5, 0.25):
+        np.testing.assert_array_equal(
+            draw_bootstrap_sample(labels, fraction, seed=4, records=records, patients=patients),
+            draw_bootstrap_sample(labels, fraction, seed=4, records=records),
+        )
+    pd.testing.assert_frame_equal(
+        draw_all_samples(labels, (1.0, 0.25), 3, 7, records=records, patients=patients),
+        draw_all_samples(labels, (1.0, 0.25), 3, 7, records=records),
+    )
+
+
+def _patients_with_records(per_patient=5, windows=2):
+    """Each record of LABELS belongs to patient i // per_patient; records give ``windows`` windows."""
+    labels = np.repeat(LABELS, windows)
+    records = np.repeat([f"rec{i}" for i in range(LABELS.size)], windows).astype(object)
+    patients = np.repeat([f"pat{i // per_patient}" for i in range(LABELS.size)], windows).astype(object)
+    return labels, records, patients
+
+
+def test_a_drawn_patient_brings_all_their_records():
+    labels, records, patients = _patients_with_records(per_patient=5, windows=2)
+    positions = draw_bootstrap_sample(labels, 1.0, seed=3, records=records, patients=patients)
+    drawn = pd.Series(patients[positions]).value_counts()
+    sizes = pd.Series(patients).value_counts()
+    times = drawn / sizes.loc[drawn.index]
+    assert (times == times.round()).all()  # every drawn patient comes with all their windows, k times
+    n_patients = pd.unique(patients).size
+    assert int(times.sum()) == n_patients  # the sample size counts patients
+    # Patients mix labels here (records of several classes); a patient counts in the stratum
+    # of their most frequent label, yet every class of the split is in the sample.
+    assert set(labels[positions]) == set(LABELS)
+    assert not np.array_equal(positions, draw_bootstrap_sample(labels, 1.0, seed=3, records=records))
+
+
+def test_patient_stratum_is_the_most_frequent_label():
+    from ecg_transfer.study.bootstrap import _stratum_labels
+
+    labels = np.array(["B", "A", "A", "C", "C", "B", "B"], dtype=object)
+    codes = np.array([0, 0, 0, 1, 1, 2, 2])
+    # patient 0: A twice; patient 1: C; patient 2: B. Ties go to the first in sorted order.
+    assert _stratum_labels(labels, codes).tolist() == ["A", "C", "B"]
+    assert _stratum_labels(np.array(["B", "A"], dtype=object), np.array([0, 0])).tolist() == ["A"]
+
+
+def test_missing_patient_ids_are_refused():
+    labels, records, patients = _patients_with_records()
+    patients = patients.copy()
+    patients[3] = None
+    with pytest.raises(ValueError, match="patients holds missing patient ids"):
+        draw_bootstrap_sample(labels, 0.5, seed=0, records=records, patients=patients)
