@@ -241,3 +241,21 @@ def test_missing_patient_ids_are_refused():
     patients[3] = None
     with pytest.raises(ValueError, match="patients holds missing patient ids"):
         draw_bootstrap_sample(labels, 0.5, seed=0, records=records, patients=patients)
+
+
+def test_sample_sizes_count_patients_drawn():
+    from ecg_transfer.study.bootstrap import sample_sizes
+
+    labels, records, patients = _patients_with_records(per_patient=5, windows=2)
+    samples = draw_all_samples(labels, (1.0, 0.5), n_trials=3, base_seed=1, records=records, patients=patients)
+    sizes = sample_sizes(samples, records, patients).set_index("fraction")
+    n_patients = pd.unique(patients).size
+    assert sizes.loc[1.0, "patients_drawn_mean"] == n_patients and sizes.loc[0.5, "patients_drawn_mean"] == round(0.5 * n_patients)
+    assert sizes.loc[1.0, "training_patients"] == n_patients and sizes.loc[1.0, "training_records"] == LABELS.size
+    full = samples[samples["fraction"] == 1.0]
+    unique = np.mean([pd.unique(patients[rows["position"]]).size for _, rows in full.groupby("trial")])
+    assert sizes.loc[1.0, "unique_patients_mean"] == pytest.approx(unique)
+    assert sizes.loc[1.0, "unique_share"] == pytest.approx(unique / n_patients)
+    # without patient ids every record is its own patient
+    plain = sample_sizes(samples, records).set_index("fraction")
+    assert (plain["patients_drawn_mean"] == plain["records_drawn_mean"]).all()

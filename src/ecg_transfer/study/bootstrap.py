@@ -239,38 +239,41 @@ def draw_all_samples(
     return pd.concat(frames, ignore_index=True)
 
 
-def sample_sizes(bootstrap_samples: pd.DataFrame, train_records=None) -> pd.DataFrame:
-    """Per fraction: how many training windows and unique records a sample holds on average.
+def sample_sizes(bootstrap_samples: pd.DataFrame, train_records=None, train_patients=None) -> pd.DataFrame:
+    """Per fraction: how many training windows, records and patients a sample holds on average.
 
-    ``train_records`` is the record id of every training window (position i -> record i); without
-    it every window is its own record. ``unique_share`` is unique / drawn records: sampling n of
-    n with replacement keeps about 1 - 1/e = 63 % distinct records, a quarter of n about 88 %.
+    ``train_records`` / ``train_patients`` are the record / patient id of every training window
+    (position i -> window i); without records every window is its own record, without patients
+    every record is its own patient.
+    ``unique_share`` is unique / drawn patients (the unit the sample draws): sampling n of n
+    with replacement keeps about 1 - 1/e = 63 % distinct units, a quarter of n about 88 %.
     """
     missing = {"fraction", "trial", "position"} - set(bootstrap_samples.columns)
     if missing:
         raise ValueError(f"sample_sizes: bootstrap_samples lacks columns {sorted(missing)}")
     positions = bootstrap_samples["position"].to_numpy(dtype=np.int64)
-    if train_records is None:
-        train_records = np.arange(int(positions.max()) + 1 if positions.size else 0)
-        n_records = None
-    else:
-        train_records = np.asarray(train_records, dtype=object)
-        n_records = int(pd.unique(train_records).size)
-    if positions.size and positions.max() >= len(train_records):
-        raise ValueError(
-            f"sample_sizes: position {int(positions.max())} lies outside the training split "
-            f"of {len(train_records)} windows; the samples belong to other data"
-        )
-    codes, _ = pd.factorize(pd.Series(train_records, dtype=object), sort=False)
-    windows_per_record = np.bincount(codes)
-    drawn = codes[positions]
+    per_trial = {"fraction": bootstrap_samples["fraction"].to_numpy(dtype=float),
+                 "trial": bootstrap_samples["trial"].to_numpy()}
+    counts = {}
+    for unit, ids in (("records", train_records), ("patients", train_patients if train_patients is not None else train_records)):
+        known = ids is not None
+        ids = np.asarray(ids, dtype=object) if known else np.arange(int(positions.max()) + 1 if positions.size else 0)
+        if positions.size and positions.max() >= len(ids):
+            raise ValueError(
+                f"sample_sizes: position {int(positions.max())} lies outside the training split "
+                f"of {len(ids)} windows; the samples belong to other data"
+            )
+        codes, uniques = pd.factorize(pd.Series(ids, dtype=object), sort=False)
+        drawn = codes[positions]
+        per_trial[unit] = drawn
+        # a unit drawn once contributes all its windows: 1 / windows per row
+        per_trial[f"{unit}_draw"] = 1.0 / np.bincount(codes)[drawn]
+        counts[unit] = int(uniques.size) if known else np.nan
     per_trial = (
-        pd.DataFrame({"fraction": bootstrap_samples["fraction"].to_numpy(dtype=float),
-                      "trial": bootstrap_samples["trial"].to_numpy(), "record": drawn,
-                      # a record drawn once contributes all its windows: 1 / windows per row
-                      "draw": 1.0 / windows_per_record[drawn]})
+        pd.DataFrame(per_trial)
         .groupby(["fraction", "trial"])
-        .agg(windows=("record", "size"), records_drawn=("draw", "sum"), unique_records=("record", "nunique"))
+        .agg(windows=("records", "size"), records_drawn=("records_draw", "sum"), unique_records=("records", "nunique"),
+             patients_drawn=("patients_draw", "sum"), unique_patients=("patients", "nunique"))
     )
     table = per_trial.groupby(level="fraction").agg(
         trials=("windows", "size"),
@@ -279,11 +282,15 @@ def sample_sizes(bootstrap_samples: pd.DataFrame, train_records=None) -> pd.Data
         unique_records_mean=("unique_records", "mean"),
         unique_records_min=("unique_records", "min"),
         unique_records_max=("unique_records", "max"),
+        patients_drawn_mean=("patients_drawn", "mean"),
+        unique_patients_mean=("unique_patients", "mean"),
     )
     table = table.sort_index(ascending=False).reset_index()
     table["records_drawn_mean"] = table["records_drawn_mean"].round(6)
-    table["unique_share"] = table["unique_records_mean"] / table["records_drawn_mean"]
-    table["training_records"] = n_records if n_records is not None else np.nan
+    table["patients_drawn_mean"] = table["patients_drawn_mean"].round(6)
+    table["unique_share"] = table["unique_patients_mean"] / table["patients_drawn_mean"]
+    table["training_records"] = counts["records"]
+    table["training_patients"] = counts["patients"]
     return table
 
 

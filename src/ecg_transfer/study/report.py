@@ -272,8 +272,16 @@ def _sizes_section(meta: Mapping[str, Any], sample_sizes: pd.DataFrame | None, p
             "with the **patient** as the unit (a drawn patient brings all their records): a sample "
             "of n from n patients holds about 63 % distinct patients, the rest are repeats.\n\n"
         )
+        patients = {}
+        if "patients_drawn_mean" in sample_sizes.columns:
+            patients = {
+                "patients drawn": sample_sizes["patients_drawn_mean"].map(lambda v: f"{v:g}"),
+                "unique patients (mean)": sample_sizes["unique_patients_mean"].map(lambda v: f"{v:.1f}"),
+                "training split patients": sample_sizes["training_patients"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
+            }
         view = pd.DataFrame(
             {
+                **patients,
                 "records drawn": sample_sizes["records_drawn_mean"].map(lambda v: f"{v:g}"),
                 "unique records (mean)": sample_sizes["unique_records_mean"].map(lambda v: f"{v:.1f}"),
                 "unique (min-max)": [f"{lo}-{hi}" for lo, hi in zip(sample_sizes["unique_records_min"], sample_sizes["unique_records_max"])],

@@ -130,15 +130,16 @@ def table2(
     """Table 2: `metric` of every arm at each fraction, with the context a reader needs.
 
     ``floor`` ({"majority class": 0.55, ...}) adds one row per trivial classifier;
-    ``sample_sizes`` (``bootstrap.sample_sizes``) a row of training records per sample (drawn,
-    and unique on average); ``labelled_split`` a row stating the train/val/test split.
+    ``sample_sizes`` (``bootstrap.sample_sizes``) a row of training patients (the unit drawn;
+    records for a table without patient columns) per sample (drawn, and unique on average); ``labelled_split`` a row stating the train/val/test split.
     """
     extra: dict[str, RowContent] = dict(kwargs.pop("extra_rows", None) or {})
     for name, value in (floor or {}).items():
         extra[f"floor: {name}"] = _number(value, kwargs.get("decimals", 3))
     if sample_sizes is not None:
-        extra["training records per sample: drawn (unique, mean)"] = {
-            float(row.fraction): f"{row.records_drawn_mean:g} ({row.unique_records_mean:.1f})"
+        unit = "patients" if "patients_drawn_mean" in sample_sizes.columns else "records"
+        extra[f"training {unit} per sample: drawn (unique, mean)"] = {
+            float(row.fraction): f"{getattr(row, f'{unit}_drawn_mean'):g} ({getattr(row, f'unique_{unit}_mean'):.1f})"
             for row in sample_sizes.itertuples()
         }
     if labelled_split:

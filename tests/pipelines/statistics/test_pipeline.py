@@ -136,7 +136,7 @@ def test_table2_has_the_papers_layout_every_arm_and_its_context(study):
         *(f"trial {t}" for t in range(1, N_TRIALS + 1)), "mean ± SD",
         *(f"p Welch ({kind}) {a} vs {b}" for a, b in pairs for kind in ("unadjusted", "Holm")),
         "floor: majority class", "floor: stratified guess",
-        "training records per sample: drawn (unique, mean)", "labelled split train/val/test",
+        "training patients per sample: drawn (unique, mean)", "labelled split train/val/test",
     ]
     summary = catalog.load("run_summary")
     best = summary[(summary["arm"] == "transfer") & (summary["fraction"] == 1.0) & (summary["trial"] == 2)]

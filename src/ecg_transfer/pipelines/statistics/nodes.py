@@ -138,10 +138,11 @@ def _labelled_index(labelled_windows) -> pd.DataFrame:
 
 
 def size_bootstrap_samples(bootstrap_samples: pd.DataFrame, labelled_windows) -> pd.DataFrame:
-    """Per fraction: records drawn and unique training records a bootstrap sample holds."""
+    """Per fraction: patients and records drawn, and unique ones, a bootstrap sample holds."""
     index = _labelled_index(labelled_windows)
-    train_records = index.loc[index["split"] == "train", "record_id"].to_numpy(dtype=object)
-    return sample_sizes(bootstrap_samples, train_records)
+    train = index[index["split"] == "train"]
+    patients = train["patient_id"].to_numpy(dtype=object) if "patient_id" in train.columns else None
+    return sample_sizes(bootstrap_samples, train["record_id"].to_numpy(dtype=object), patients)
 
 
 def score_floor(labelled_windows) -> pd.DataFrame:
