@@ -136,7 +136,7 @@ def study_report(
         parts.append("\n")
     parts.append(_PROTOCOL)
     if still_improving is not None:
-        parts.append(_budget_section(still_improving, meta))
+        parts.append(_budget_section(still_improving, meta, arms))
     parts.append(_paper_caveat(shown, meta))
     parts.append(_scores_section(summary, registry, arms, shown, classes))
     parts.append(_lci_section(summary, registry, arms, shown))
@@ -145,6 +145,12 @@ def study_report(
         parts.append(to_markdown(table))
         parts.append("\n")
     parts.append(_INTERVALS)
+    parts.append(_comparisons_section(comparisons, record_comparisons))
+    return "".join(parts)
+
+
+def _comparisons_section(comparisons: pd.DataFrame, record_comparisons: pd.DataFrame | None) -> str:
+    parts = []
     parts.append("## Comparisons across trials\n\n")
     parts.append(_COMPARISONS)
     if "metric" in comparisons.columns and comparisons["metric"].nunique() > 1:
@@ -285,7 +291,7 @@ def _sizes_section(meta: Mapping[str, Any], sample_sizes: pd.DataFrame | None, p
                 "records drawn": sample_sizes["records_drawn_mean"].map(lambda v: f"{v:g}"),
                 "unique records (mean)": sample_sizes["unique_records_mean"].map(lambda v: f"{v:.1f}"),
                 "unique (min-max)": [f"{lo}-{hi}" for lo, hi in zip(sample_sizes["unique_records_min"], sample_sizes["unique_records_max"])],
-                "unique share": sample_sizes["unique_share"].map(lambda v: f"{v:.1%}"),
+                "unique share (of the units drawn)": sample_sizes["unique_share"].map(lambda v: f"{v:.1%}"),
                 "windows (mean)": sample_sizes["windows_mean"].map(lambda v: f"{v:g}"),
                 "training split records": sample_sizes["training_records"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
             }
@@ -331,12 +337,12 @@ _COMPARISONS = (
 
 _INTERVALS = (
     "## What each interval covers\n\n"
-    "- **± SD over trials** and the **CI of diff** in the comparisons across trials: training "
-    "variance (which bootstrap sample, which seed) on the *one fixed* test split. They say "
-    "nothing about how the scores would move on other test records.\n"
-    "- **CI records** (comparisons over test records): test-split variance (which records are in "
-    "the test split), with the trained models fixed.\n"
-    "- **CI records + trials**: both sources at once (test records and trials redrawn).\n"
+    "- **± SD over trials** and the **95 % CI (paired t)** in the comparisons across trials: "
+    "training variance (which bootstrap sample, which seed) on the *one fixed* test split. They "
+    "say nothing about how the scores would move on other test patients.\n"
+    "- **CI records** (comparisons over test patients): test-split variance (which patients, "
+    "with all their records, are in the test split), with the trained models fixed.\n"
+    "- **CI records + trials**: both sources at once (test patients and trials redrawn).\n"
     "- No interval covers the choice of the labelled data set itself or of the hyperparameters.\n\n"
 )
 
@@ -346,10 +352,11 @@ def _unit(records: pd.DataFrame) -> str:
     return "patient" if units == {"patient"} else "record" if units == {"record"} else "record or patient"
 
 
-def _budget_section(flags: pd.DataFrame, meta: Mapping[str, Any]) -> str:
+def _budget_section(flags: pd.DataFrame, meta: Mapping[str, Any], arms: list[str]) -> str:
     epochs = (meta.get("run") or {}).get("epochs")
     lines = ["## Budget: arms still improving at their last epochs\n\n"]
-    flagged = flags[flags["flagged"]]
+    flagged = flags[flags["flagged"]].assign(_order=lambda f: f["arm"].map({a: i for i, a in enumerate(arms)}))
+    flagged = flagged.sort_values(["fraction", "_order"], ascending=[False, True])
     if flagged.empty:
         lines.append(
             f"No arm had its honest (best-validation) epoch in the last fifth of its {epochs} epochs in most "

@@ -231,25 +231,8 @@ def compare_arms(
     number (``lci_never_drops``: the raw LCI is ~1e7): where either arm has such a run, every
     test of that row is n/a, said in the note.
     """
-    required = {"fraction", "arm", "trial", metric} | ({undefined} if undefined else set())
-    missing = required - set(summary.columns)
-    if missing:
-        raise ValueError(f"compare_arms: summary lacks columns {sorted(missing)}")
-    duplicated = summary.duplicated(["fraction", "arm", "trial"])
-    if duplicated.any():
-        raise ValueError(
-            f"compare_arms: {int(duplicated.sum())} duplicate (fraction, arm, trial) rows in summary"
-        )
     _check_confidence(confidence, "compare_arms")
-    arms_present = set(summary["arm"])
-    kept = [(str(a), str(b)) for a, b in comparisons]
-    for arm_a, arm_b in kept:
-        absent = [arm for arm in (arm_a, arm_b) if arm not in arms_present]
-        if absent:
-            raise ValueError(
-                f"compare_arms: comparison {arm_a} vs {arm_b} names {absent}, which have no runs; "
-                f"the summary holds the arms {sorted(arms_present)}"
-            )
+    kept = _checked_comparisons(summary, metric, comparisons, undefined)
     if fractions is None:
         fractions = sorted(summary["fraction"].unique(), reverse=True)
     rows = []
@@ -273,6 +256,28 @@ def compare_arms(
         )
     ]
     return table
+
+
+def _checked_comparisons(summary: pd.DataFrame, metric: str, comparisons, undefined: str | None) -> list:
+    required = {"fraction", "arm", "trial", metric} | ({undefined} if undefined else set())
+    missing = required - set(summary.columns)
+    if missing:
+        raise ValueError(f"compare_arms: summary lacks columns {sorted(missing)}")
+    duplicated = summary.duplicated(["fraction", "arm", "trial"])
+    if duplicated.any():
+        raise ValueError(
+            f"compare_arms: {int(duplicated.sum())} duplicate (fraction, arm, trial) rows in summary"
+        )
+    arms_present = set(summary["arm"])
+    kept = [(str(a), str(b)) for a, b in comparisons]
+    for arm_a, arm_b in kept:
+        absent = [arm for arm in (arm_a, arm_b) if arm not in arms_present]
+        if absent:
+            raise ValueError(
+                f"compare_arms: comparison {arm_a} vs {arm_b} names {absent}, which have no runs; "
+                f"the summary holds the arms {sorted(arms_present)}"
+            )
+    return kept
 
 
 COMPARISON_COLUMNS = [
@@ -410,6 +415,34 @@ def record_bootstrap_comparison(
     in order of their first record, so with one record per patient the draws, and the numbers,
     are exactly those of the record-level bootstrap.
     """
+    y_true, pred_a, pred_b = _checked_record_inputs(y_true, pred_a, pred_b, confidence, n_boot)
+    n_trials, n_records = pred_a.shape
+    unit_of_record, n_units = _units_of_records(patients, n_records)
+    ones = np.ones((1, n_records))
+    f1_a = np.array([weighted_f1_resampled(y_true, p, n_classes, ones)[0] for p in pred_a])
+    f1_b = np.array([weighted_f1_resampled(y_true, p, n_classes, ones)[0] for p in pred_b])
+    records_only, with_trials = _resampled_differences(
+        y_true, pred_a, pred_b, n_classes, n_boot, seed, chunk, unit_of_record, n_units
+    )
+    tail = (1.0 - confidence) / 2.0
+    low_r, high_r = np.quantile(records_only, [tail, 1.0 - tail])
+    low_b, high_b = np.quantile(with_trials, [tail, 1.0 - tail])
+    return {
+        "unit": "record" if patients is None else "patient",
+        "n_records": int(n_records),
+        "n_patients": int(n_units),
+        "n_trials": int(n_trials),
+        "f1_a": float(f1_a.mean()),
+        "f1_b": float(f1_b.mean()),
+        "mean_diff": float((f1_a - f1_b).mean()),
+        "ci_low_records": float(low_r),
+        "ci_high_records": float(high_r),
+        "ci_low_records_trials": float(low_b),
+        "ci_high_records_trials": float(high_b),
+    }
+
+
+def _checked_record_inputs(y_true, pred_a, pred_b, confidence: float, n_boot: int) -> tuple:
     y_true = np.asarray(y_true, dtype=np.int64)
     pred_a = np.atleast_2d(np.asarray(pred_a, dtype=np.int64))
     pred_b = np.atleast_2d(np.asarray(pred_b, dtype=np.int64))
@@ -422,13 +455,14 @@ def record_bootstrap_comparison(
         raise ValueError(f"record_bootstrap_comparison: confidence must be in (0, 1), got {confidence}")
     if n_boot < 1:
         raise ValueError(f"record_bootstrap_comparison: n_boot must be >= 1, got {n_boot}")
-    n_trials, n_records = pred_a.shape
-    if n_records == 0:
+    if pred_a.shape[1] == 0:
         raise ValueError("record_bootstrap_comparison: no test records")
-    unit_of_record, n_units = _units_of_records(patients, n_records)
-    ones = np.ones((1, n_records))
-    f1_a = np.array([weighted_f1_resampled(y_true, p, n_classes, ones)[0] for p in pred_a])
-    f1_b = np.array([weighted_f1_resampled(y_true, p, n_classes, ones)[0] for p in pred_b])
+    return y_true, pred_a, pred_b
+
+
+def _resampled_differences(y_true, pred_a, pred_b, n_classes, n_boot, seed, chunk, unit_of_record, n_units):
+    """The resampled statistic (mean over trials of F1_a - F1_b): units only, and units and trials."""
+    n_trials = pred_a.shape[0]
     record_rng, trial_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     records_only, with_trials = [], []
     for start in range(0, n_boot, chunk):
@@ -446,22 +480,7 @@ def record_bootstrap_comparison(
         records_only.append(diff.mean(axis=1))
         trials = trial_rng.integers(0, n_trials, size=(size, n_trials))
         with_trials.append(np.take_along_axis(diff, trials, axis=1).mean(axis=1))
-    tail = (1.0 - confidence) / 2.0
-    low_r, high_r = np.quantile(np.concatenate(records_only), [tail, 1.0 - tail])
-    low_b, high_b = np.quantile(np.concatenate(with_trials), [tail, 1.0 - tail])
-    return {
-        "unit": "record" if patients is None else "patient",
-        "n_records": int(n_records),
-        "n_patients": int(n_units),
-        "n_trials": int(n_trials),
-        "f1_a": float(f1_a.mean()),
-        "f1_b": float(f1_b.mean()),
-        "mean_diff": float((f1_a - f1_b).mean()),
-        "ci_low_records": float(low_r),
-        "ci_high_records": float(high_r),
-        "ci_low_records_trials": float(low_b),
-        "ci_high_records_trials": float(high_b),
-    }
+    return np.concatenate(records_only), np.concatenate(with_trials)
 
 
 def _units_of_records(patients, n_records: int) -> tuple[np.ndarray, int]:
@@ -511,19 +530,8 @@ def record_bootstrap_comparisons(
     maps record id -> patient id (a mapping or a Series); else the record.
     """
     classes = [str(c) for c in classes]
-    missing = [c for c in (*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)) if c not in predictions.columns]
-    if missing:
-        raise ValueError(f"record_bootstrap_comparisons: predictions lack columns {missing}")
-    rows = predictions[(predictions["selection"] == selection) & (predictions["split"] == split)]
-    if rows.empty:
-        raise ValueError(f"record_bootstrap_comparisons: no predictions with selection={selection!r}, split={split!r}")
-    unknown = sorted(set(rows["label"].astype(str)) - set(classes))
-    if unknown:
-        raise ValueError(f"record_bootstrap_comparisons: labels {unknown} are not among the classes {classes}")
+    rows = _scored_predictions(predictions, classes, selection, split)
     patient_of = _patient_map(rows, patients)
-    code = {name: i for i, name in enumerate(classes)}
-    probabilities = rows[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
-    rows = rows.assign(_pred=probabilities.argmax(axis=1), _true=rows["label"].astype(str).map(code))
     out = []
     for fraction in sorted(rows["fraction"].unique(), reverse=True):
         at_fraction = rows[np.isclose(rows["fraction"], float(fraction))]
@@ -554,6 +562,23 @@ def record_bootstrap_comparisons(
             )
             out.append({**base, **result, "note": note})
     return pd.DataFrame(out, columns=RECORD_COMPARISON_COLUMNS)
+
+
+def _scored_predictions(predictions: pd.DataFrame, classes: list[str], selection: str, split: str) -> pd.DataFrame:
+    """The predictions of ``selection`` on ``split``, checked, with the predicted (``_pred``,
+    argmax, first class on ties) and the true (``_true``) class codes."""
+    missing = [c for c in (*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)) if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"record_bootstrap_comparisons: predictions lack columns {missing}")
+    rows = predictions[(predictions["selection"] == selection) & (predictions["split"] == split)]
+    if rows.empty:
+        raise ValueError(f"record_bootstrap_comparisons: no predictions with selection={selection!r}, split={split!r}")
+    unknown = sorted(set(rows["label"].astype(str)) - set(classes))
+    if unknown:
+        raise ValueError(f"record_bootstrap_comparisons: labels {unknown} are not among the classes {classes}")
+    code = {name: i for i, name in enumerate(classes)}
+    probabilities = rows[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
+    return rows.assign(_pred=probabilities.argmax(axis=1), _true=rows["label"].astype(str).map(code))
 
 
 def _patient_map(rows: pd.DataFrame, patients) -> dict | None:
