@@ -259,3 +259,23 @@ def test_sample_sizes_count_patients_drawn():
     # without patient ids every record is its own patient
     plain = sample_sizes(samples, records).set_index("fraction")
     assert (plain["patients_drawn_mean"] == plain["records_drawn_mean"]).all()
+
+
+def test_the_finetuning_node_draws_patients_from_the_labelled_index(tmp_path):
+    # Issue 16 item 2: the pipeline's samples resample patients (a patient here has 3 records).
+    from ecg_transfer.pipelines.finetuning.nodes import draw_bootstrap_samples
+    from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
+
+    n = 60
+    index = pd.DataFrame({
+        "record_id": [f"r{i}" for i in range(n)], "patient_id": [f"p{i // 3}" for i in range(n)],
+        "label": [("SB", "SR")[(i // 3) % 2] for i in range(n)], "split": "train",
+    })
+    with WindowStoreWriter(tmp_path / "store") as writer:
+        writer.append(np.zeros((n, 8), dtype=np.float32), index)
+    samples = draw_bootstrap_samples(WindowStore(tmp_path / "store"),
+                                     {"fractions": [1.0], "n_trials": 3, "base_seed": 1})
+    patients = index["patient_id"].to_numpy(dtype=object)
+    for _, rows in samples.groupby("trial"):
+        drawn = pd.Series(patients[rows["position"]]).value_counts()
+        assert (drawn % 3 == 0).all() and int((drawn // 3).sum()) == n // 3
