@@ -1,14 +1,21 @@
-"""Comparisons between arms: over bootstrap trials, and over the records of the test split.
+"""Comparisons between arms: over bootstrap trials, and over the patients of the test split.
 
 The paper used Welch's t-test only. All arms of one trial share the bootstrap sample and seed, so
 trials pair across arms and a paired t-test is valid and usually sharper; both are reported. Many
-comparisons are made (fractions x comparisons), so Holm-adjusted p-values come with them.
+comparisons are made (fractions x comparisons), so Holm-adjusted p-values come with them, and
+every p says whether it is adjusted.
+
+"No significant difference" is what most studies find, and no evidence of no difference: each
+comparison also carries the smallest difference it could have detected (80 % power) and an
+equivalence reading (TOST against a margin the user sets).
 
 Two sources of variance, two kinds of interval:
 - across trials (``compare_arms``): what changes from one training sample and seed to the next,
-  on the one fixed test split;
-- across test records (``record_bootstrap_comparison``): which records happen to be in the test
-  split, with the trained models fixed; optionally with the trials resampled too (both sources).
+  on the one fixed test split (a paired t-interval: with 5 or 10 trials a percentile bootstrap
+  is too narrow);
+- across test patients (``record_bootstrap_comparison``): which patients, with all their
+  records, happen to be in the test split, with the trained models fixed; optionally with the
+  trials resampled too (both sources).
 
 Degenerate inputs never crash: fewer than 2 values per arm gives NaN statistics; zero variance
 is passed through as scipy gives it (t = +-inf and p = 0 when the means differ, NaN when the
