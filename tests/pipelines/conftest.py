@@ -58,7 +58,7 @@ def shrunk_parameters() -> dict[str, Any]:
     params["finetuning"]["head"]["hidden"] = 8
     params["image_transfer"]["device"] = "cpu"
     params["image_transfer"]["feature_batch_size"] = 8
-    params["statistics"]["n_boot"] = 200
+    params["statistics"]["record_n_boot"] = 200
     return params
 
 

@@ -185,3 +185,97 @@ def test_sample_sizes_count_unique_records():
     assert sizes["records_drawn_mean"] == round(0.5 * LABELS.size)
     assert sizes["windows_mean"] == 3 * round(0.5 * LABELS.size)
     assert sizes["training_records"] == LABELS.size
+
+
+def test_one_record_per_patient_gives_exactly_todays_samples():
+    # Issue 16 item 2: the bundled data has one record per patient, so its samples must not move.
+    labels, records = _windowed(3)
+    patients = np.array([f"pat_{r}" for r in records], dtype=object)
+    for fraction in (1.0, 0.5, 0.25):
+        np.testing.assert_array_equal(
+            draw_bootstrap_sample(labels, fraction, seed=4, records=records, patients=patients),
+            draw_bootstrap_sample(labels, fraction, seed=4, records=records),
+        )
+    pd.testing.assert_frame_equal(
+        draw_all_samples(labels, (1.0, 0.25), 3, 7, records=records, patients=patients),
+        draw_all_samples(labels, (1.0, 0.25), 3, 7, records=records),
+    )
+
+
+def _patients_with_records(per_patient=5, windows=2):
+    """Each record of LABELS belongs to patient i // per_patient; records give ``windows`` windows."""
+    labels = np.repeat(LABELS, windows)
+    records = np.repeat([f"rec{i}" for i in range(LABELS.size)], windows).astype(object)
+    patients = np.repeat([f"pat{i // per_patient}" for i in range(LABELS.size)], windows).astype(object)
+    return labels, records, patients
+
+
+def test_a_drawn_patient_brings_all_their_records():
+    labels, records, patients = _patients_with_records(per_patient=5, windows=2)
+    positions = draw_bootstrap_sample(labels, 1.0, seed=3, records=records, patients=patients)
+    drawn = pd.Series(patients[positions]).value_counts()
+    sizes = pd.Series(patients).value_counts()
+    times = drawn / sizes.loc[drawn.index]
+    assert (times == times.round()).all()  # every drawn patient comes with all their windows, k times
+    n_patients = pd.unique(patients).size
+    assert int(times.sum()) == n_patients  # the sample size counts patients
+    # Patients mix labels here (records of several classes); a patient counts in the stratum
+    # of their most frequent label, yet every class of the split is in the sample.
+    assert set(labels[positions]) == set(LABELS)
+    assert not np.array_equal(positions, draw_bootstrap_sample(labels, 1.0, seed=3, records=records))
+
+
+def test_patient_stratum_is_the_most_frequent_label():
+    from ecg_transfer.study.bootstrap import _stratum_labels
+
+    labels = np.array(["B", "A", "A", "C", "C", "B", "B"], dtype=object)
+    codes = np.array([0, 0, 0, 1, 1, 2, 2])
+    # patient 0: A twice; patient 1: C; patient 2: B. Ties go to the first in sorted order.
+    assert _stratum_labels(labels, codes).tolist() == ["A", "C", "B"]
+    assert _stratum_labels(np.array(["B", "A"], dtype=object), np.array([0, 0])).tolist() == ["A"]
+
+
+def test_missing_patient_ids_are_refused():
+    labels, records, patients = _patients_with_records()
+    patients = patients.copy()
+    patients[3] = None
+    with pytest.raises(ValueError, match="patients holds missing patient ids"):
+        draw_bootstrap_sample(labels, 0.5, seed=0, records=records, patients=patients)
+
+
+def test_sample_sizes_count_patients_drawn():
+    from ecg_transfer.study.bootstrap import sample_sizes
+
+    labels, records, patients = _patients_with_records(per_patient=5, windows=2)
+    samples = draw_all_samples(labels, (1.0, 0.5), n_trials=3, base_seed=1, records=records, patients=patients)
+    sizes = sample_sizes(samples, records, patients).set_index("fraction")
+    n_patients = pd.unique(patients).size
+    assert sizes.loc[1.0, "patients_drawn_mean"] == n_patients and sizes.loc[0.5, "patients_drawn_mean"] == round(0.5 * n_patients)
+    assert sizes.loc[1.0, "training_patients"] == n_patients and sizes.loc[1.0, "training_records"] == LABELS.size
+    full = samples[samples["fraction"] == 1.0]
+    unique = np.mean([pd.unique(patients[rows["position"]]).size for _, rows in full.groupby("trial")])
+    assert sizes.loc[1.0, "unique_patients_mean"] == pytest.approx(unique)
+    assert sizes.loc[1.0, "unique_share"] == pytest.approx(unique / n_patients)
+    # without patient ids every record is its own patient
+    plain = sample_sizes(samples, records).set_index("fraction")
+    assert (plain["patients_drawn_mean"] == plain["records_drawn_mean"]).all()
+
+
+def test_the_finetuning_node_draws_patients_from_the_labelled_index(tmp_path):
+    # Issue 16 item 2: the pipeline's samples resample patients (a patient here has 3 records).
+    from ecg_transfer.pipelines.finetuning.nodes import draw_bootstrap_samples
+    from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
+
+    n = 60
+    index = pd.DataFrame({
+        "record_id": [f"r{i}" for i in range(n)], "patient_id": [f"p{i // 3}" for i in range(n)],
+        "label": [("SB", "SR")[(i // 3) % 2] for i in range(n)], "split": "train",
+    })
+    with WindowStoreWriter(tmp_path / "store") as writer:
+        writer.append(np.zeros((n, 8), dtype=np.float32), index)
+    samples = draw_bootstrap_samples(WindowStore(tmp_path / "store"),
+                                     {"fractions": [1.0], "n_trials": 3, "base_seed": 1})
+    patients = index["patient_id"].to_numpy(dtype=object)
+    for _, rows in samples.groupby("trial"):
+        drawn = pd.Series(patients[rows["position"]]).value_counts()
+        assert (drawn % 3 == 0).all() and int((drawn // 3).sum()) == n // 3

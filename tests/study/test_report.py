@@ -1,24 +1,21 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
+import yaml
 
 from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.bootstrap import draw_all_samples, sample_sizes
 from ecg_transfer.study.floor import floor_scores
-from ecg_transfer.study.report import (
-    PAPER_CLASSES,
-    PAPER_LCI,
-    PAPER_TABLE2,
-    is_paper_task,
-    labelled_split_text,
-    paper_arm,
-    study_report,
-)
+from ecg_transfer.study.report import PaperReference, labelled_split_text, paper_arm, study_report
 from ecg_transfer.study.statistics import compare_arms, record_bootstrap_comparisons
-from ecg_transfer.study.summaries import summarise_runs
+from ecg_transfer.study.summaries import still_improving, summarise_runs
 from ecg_transfer.study.tables import mean_sd, table2, table3
 from tests.study.histories import CLASSES, make_histories, make_predictions, registry
 
-CHAPMAN = sorted(PAPER_CLASSES)
+PAPER_PARAMS = yaml.safe_load((Path(__file__).parents[2] / "conf/base/parameters_paper.yml").read_text())["paper_reference"]
+PAPER = PaperReference.from_params(PAPER_PARAMS)
+CHAPMAN = sorted(PAPER.classes)
 PAIRS = (("transfer", "random"), ("transfer", "image"))
 
 
@@ -40,18 +37,27 @@ def _meta(classes, synthetic=True):
 
 def _report(meta, classes=CLASSES, **kwargs):
     summary = summarise_runs(make_histories(fractions=(1.0, 0.5, 0.25), classes=classes))
-    comparisons = compare_arms(summary, "best_test_f1_weighted", PAIRS, n_boot=500)
-    tables = {"Table 2": table2(summary, arms=registry(), comparisons=PAIRS),
-              "Table 3": table3(summary, arms=registry(), comparisons=PAIRS)}
+    comparisons = compare_arms(summary, "best_test_f1_weighted", PAIRS, margin=0.02).assign(metric="best_test_f1_weighted")
+    tables = {"Table 2": table2(summary, arms=registry(), comparisons=comparisons),
+              "Table 3": table3(summary, arms=registry(), comparisons=comparisons)}
+    kwargs.setdefault("paper", PAPER)
     return summary, study_report(summary, comparisons, tables, meta, registry=registry(), **kwargs)
 
 
-def test_paper_constants_match_paper_md():
-    assert PAPER_TABLE2[(0.25, "random init")] == (0.543, 0.009)
-    assert PAPER_TABLE2[(1.0, "CAE transfer")] == (0.857, 0.004)
-    assert PAPER_LCI[(0.5, "CAE transfer")] == (1.678, 0.266)
-    assert len(PAPER_TABLE2) == 9 and len(PAPER_LCI) == 6
-    assert len(PAPER_CLASSES) == 11 and is_paper_task(CHAPMAN) and not is_paper_task(CLASSES)
+def test_paper_numbers_are_data_matching_paper_md():
+    # Issue 17 item 7: the paper's numbers live in conf/base/parameters_paper.yml, not in code.
+    assert PAPER.table2[(0.25, "random init")] == (0.543, 0.009)
+    assert PAPER.table2[(1.0, "CAE transfer")] == (0.857, 0.004)
+    assert PAPER.lci[(0.5, "CAE transfer")] == (1.678, 0.266)
+    assert PAPER.lci_p == {1.0: "0.45", 0.5: "<0.05", 0.25: "<0.05"}
+    assert len(PAPER.table2) == 9 and len(PAPER.lci) == 6 and PAPER.fractions == (1.0, 0.5, 0.25)
+    assert len(PAPER.classes) == 11 and PAPER.is_task(CHAPMAN) and not PAPER.is_task(CLASSES)
+    assert dict(PAPER.protocol) == {"epochs": 150, "n_trials": 10, "test_fraction": 0.2}
+    bad = {**PAPER_PARAMS, "table3_lci": [{"fraction": 1.0, "column": "CAE", "mean": 1, "sd": 0}]}
+    with pytest.raises(ValueError, match="column 'CAE' is none of"):
+        PaperReference.from_params(bad)
+    with pytest.raises(ValueError, match=r"lacks \['protocol'\]"):
+        PaperReference.from_params({k: v for k, v in PAPER_PARAMS.items() if k != "protocol"})
 
 
 def test_paper_columns_map_to_arms_by_spec_not_by_name():
@@ -63,7 +69,7 @@ def test_paper_columns_map_to_arms_by_spec_not_by_name():
 
 def test_chapman_report_holds_paper_numbers_ours_and_the_data():
     summary, text = _report(_meta(CHAPMAN), classes=CHAPMAN)
-    for mean, sd in list(PAPER_TABLE2.values()) + list(PAPER_LCI.values()):
+    for mean, sd in list(PAPER.table2.values()) + list(PAPER.lci.values()):
         assert f"{mean:.3f} ± {sd:.3f}" in text
     ours = summary[(summary["fraction"] == 0.25) & (summary["arm"] == "transfer")]
     assert mean_sd(ours["best_test_f1_weighted"].to_numpy()) in text
@@ -112,7 +118,7 @@ def test_report_states_split_sample_sizes_floor_lci_counts_and_intervals():
 def test_comparisons_of_several_metrics_get_one_table_each():
     summary = summarise_runs(make_histories(fractions=(1.0, 0.5)))
     comparisons = pd.concat(
-        [compare_arms(summary, m, PAIRS, n_boot=200).assign(metric=m)
+        [compare_arms(summary, m, PAIRS).assign(metric=m)
          for m in ("best_test_f1_weighted", "honest_test_f1_weighted")],
         ignore_index=True,
     )
@@ -125,3 +131,62 @@ def test_comparisons_of_several_metrics_get_one_table_each():
 @pytest.mark.parametrize("split, expected", [({"train": 0.8, "val": 0.0, "test": 0.2}, "80/0/20"), (None, "not recorded")])
 def test_labelled_split_text(split, expected):
     assert labelled_split_text(split).startswith(expected)
+
+
+def test_the_papers_numbers_come_with_a_caveat_unless_the_run_is_the_papers_protocol():
+    # Issue 16 item 7: ours (6 epochs, 3 trials) differ from the paper's (150, 10): say how.
+    _, text = _report(_meta(CHAPMAN), classes=CHAPMAN)
+    assert "Caveat: not the paper's protocol" in text
+    assert "fine-tuning epochs: ours 6, the paper's 150" in text and "trials per setting: ours 3, the paper's 10" in text
+    assert "test share" not in text.split("Caveat: not the paper's protocol")[1].split("\n")[0]  # 20 % both
+    paper_run = _meta(CHAPMAN)
+    paper_run["run"] = {**paper_run["run"], "epochs": 150, "n_trials": 10}
+    _, same = _report(paper_run, classes=CHAPMAN)
+    assert "Caveat: not the paper's protocol" not in same and "follows the paper's protocol" in same
+    assert "0.857 ± 0.004" in same
+    _, other = _report(_meta(CLASSES))
+    assert "paper's protocol" not in other  # another task: no paper numbers, so no caveat either
+
+
+def test_the_cae_mse_is_labelled_as_the_minimum_on_the_split_that_stopped_it():
+    meta = {**_meta(CLASSES), "cae_heldout_mse_min": 0.1234}
+    _, text = _report(meta)
+    assert "CAE reconstruction MSE per sample**: 0.1234: the minimum over epochs on the held-out split that also early-stopped the CAE" in text
+    assert "cae_test_mse_per_sample" not in text
+
+
+def test_arms_still_improving_at_their_last_epochs_are_flagged():
+    # Issue 16 item 6: an arm whose best-validation epoch is in the last fifth in most runs.
+    summary = summarise_runs(make_histories(fractions=(1.0,), n_trials=3, n_epochs=10))
+    summary["honest_epoch"] = 3
+    summary.loc[summary["arm"] == "random", "honest_epoch"] = [9, 10, 4]  # 2 of 3 late
+    summary.loc[summary["arm"] == "image", "honest_epoch"] = [9, 8, 4]  # epoch 8 is not in the last fifth
+    flags = still_improving(summary, 10)
+    assert flags.set_index("arm")["flagged"].to_dict() == {"random": True, "transfer": False, "image": False}
+    assert flags.set_index("arm").loc["random", "late_runs"] == 2
+    meta = {**_meta(CLASSES), "run": {**_meta(CLASSES)["run"], "epochs": 10}}
+    text = study_report(summary, compare_arms(summary, "best_test_f1_weighted", PAIRS).assign(metric="best_test_f1_weighted"),
+                        {}, meta, registry=registry(), still_improving=flags)
+    assert ("**100% random**: honest epoch in the last fifth of the 10 epochs in 2 of 3 runs. Still improving: "
+            "a longer budget may change this comparison.") in text
+    assert "**100% image**" not in text
+    quiet = study_report(summary, pd.DataFrame(), {}, meta, registry=registry(),
+                         still_improving=flags.assign(flagged=False))
+    assert "No arm had its honest (best-validation) epoch in the last fifth" in quiet
+
+
+def test_comparisons_say_which_p_is_adjusted_the_detectable_difference_and_the_reading():
+    _, text = _report(_meta(CLASSES))
+    for column in ("p Welch (unadjusted)", "p Welch (Holm)", "p paired (unadjusted)", "p paired (Holm)",
+                   "95 % CI (paired t)", "detectable diff (80 % power)", "TOST p", "reading"):
+        assert f"| {column} " in text or f" {column} |" in text, column
+    assert "3/3/3" in text  # n of the paired t-interval
+
+
+def test_the_record_comparisons_name_the_patient_as_unit():
+    predictions = make_predictions(fractions=(1.0,))
+    records = sorted(predictions["record_id"].unique())
+    patients = {r: f"p{i // 2}" for i, r in enumerate(records)}
+    compared = record_bootstrap_comparisons(predictions, CLASSES, PAIRS, n_boot=100, patients=patients)
+    _, text = _report(_meta(CLASSES), record_comparisons=compared)
+    assert "with the **patient** as the unit" in text and "| 20 (40) |" in text

@@ -8,13 +8,16 @@ from sklearn.metrics import f1_score
 
 from ecg_transfer.study.statistics import (
     COMPARISON_COLUMNS,
-    bootstrap_ci_difference,
     compare_arms,
+    detectable_difference,
+    equivalence_reading,
     hedges_g,
     holm_adjust,
+    paired_t_interval,
     paired_ttest,
     record_bootstrap_comparison,
     record_bootstrap_comparisons,
+    tost_paired,
     weighted_f1_resampled,
     welch_ttest,
 )
@@ -48,7 +51,7 @@ def test_small_samples_give_nan_not_errors():
     assert all(math.isnan(v) for v in welch_ttest([0.8], [0.7, 0.6]))
     assert all(math.isnan(v) for v in paired_ttest([0.8], [0.7]))
     assert math.isnan(hedges_g([0.8], [0.7, 0.6]))
-    assert all(math.isnan(v) for v in bootstrap_ci_difference([0.8], [0.7]))
+    assert all(math.isnan(v) for v in paired_t_interval([0.8], [0.7]))
 
 
 def test_zero_variance_follows_scipy():
@@ -87,24 +90,62 @@ def test_hedges_gz_hand_computed():
     assert hedges_g(a, b, paired=True) == pytest.approx((8 / 11) * 2.75 / math.sqrt(11 / 12))
 
 
-def test_paired_bootstrap_ci_close_to_scipy():
-    low, high = bootstrap_ci_difference(A, B, paired=True, n_boot=20_000, seed=1)
-    ref = stats.bootstrap(
-        (A - B,), np.mean, method="percentile", n_resamples=20_000, rng=np.random.default_rng(2)
-    ).confidence_interval
-    diff_sd = (A - B).std(ddof=1)
-    assert low == pytest.approx(ref.low, abs=0.1 * diff_sd)
-    assert high == pytest.approx(ref.high, abs=0.1 * diff_sd)
-    assert low < (A - B).mean() < high
+def test_paired_t_interval_hand_computed():
+    # Issue 16 item 4: with few trials the interval is the paired t-interval, not a percentile
+    # bootstrap (too narrow at n = 5).
+    a, b = np.array([0.80, 0.82, 0.79, 0.85, 0.81]), np.array([0.78, 0.80, 0.80, 0.81, 0.78])
+    diff = a - b  # 0.02, 0.02, -0.01, 0.04, 0.03: mean 0.02, sd sqrt(0.00035)
+    half = stats.t.ppf(0.975, 4) * math.sqrt(0.00035) / math.sqrt(5)
+    low, high = paired_t_interval(a, b)
+    assert (low, high) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+    ref = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert (low, high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    # wider than the percentile bootstrap of the five differences
+    boot = stats.bootstrap((diff,), np.mean, method="percentile", n_resamples=20_000, rng=np.random.default_rng(0))
+    assert high - low > 1.3 * (boot.confidence_interval.high - boot.confidence_interval.low)
+    assert all(math.isnan(v) for v in paired_t_interval([0.8], [0.7]))
 
 
-def test_unpaired_bootstrap_ci_brackets_difference_and_is_reproducible():
-    ci = bootstrap_ci_difference(A, B[:7], paired=False, n_boot=5000, seed=3)
-    assert ci == bootstrap_ci_difference(A, B[:7], paired=False, n_boot=5000, seed=3)
-    assert ci[0] < A.mean() - B[:7].mean() < ci[1]
-    narrow = bootstrap_ci_difference(A, B, paired=True, confidence=0.5, seed=3)
-    wide = bootstrap_ci_difference(A, B, paired=True, confidence=0.99, seed=3)
-    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+def test_detectable_difference_has_the_asked_power():
+    # The power at the returned difference, by simulation (an independent reference), is 80 %.
+    n, sd = 5, 0.01
+    delta = detectable_difference(sd, n)
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(delta, sd, size=(200_000, n))
+    t = diffs.mean(axis=1) / (diffs.std(axis=1, ddof=1) / math.sqrt(n))
+    power = np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1))
+    assert power == pytest.approx(0.8, abs=0.005)
+    # hand: for large n the t-test is the z-test, d = (z_0.975 + z_0.8) / sqrt(n) = 2.8016 / sqrt(n)
+    large = detectable_difference(1.0, 2000)
+    assert large == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) / math.sqrt(2000), rel=2e-3)
+    # the difference scales with the SD; more trials detect less
+    assert detectable_difference(0.02, n) == pytest.approx(2 * delta)
+    assert detectable_difference(sd, 10) < delta
+    assert detectable_difference(0.0, n) == 0.0 and math.isnan(detectable_difference(sd, 1))
+
+
+def test_tost_hand_computed():
+    a, b = np.array([0.80, 0.82, 0.79, 0.85, 0.81]), np.array([0.78, 0.80, 0.80, 0.81, 0.78])
+    diff = a - b
+    se = diff.std(ddof=1) / math.sqrt(diff.size)
+    margin = 0.05
+    p_low = stats.t.sf((diff.mean() + margin) / se, diff.size - 1)  # H0: mean <= -margin
+    p_high = stats.t.cdf((diff.mean() - margin) / se, diff.size - 1)  # H0: mean >= +margin
+    assert tost_paired(a, b, margin) == pytest.approx(max(p_low, p_high))
+    assert tost_paired(a, b, margin) < 0.05  # the 90 % interval lies inside +-0.05
+    assert tost_paired(a, b, 0.02) == pytest.approx(0.5)  # the mean difference sits on the margin
+    assert math.isnan(tost_paired(a, b, None))
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        tost_paired(a, b, 0.0)
+
+
+def test_equivalence_reading():
+    assert equivalence_reading(0.01, 0.4, 0.02) == "equivalent within ±0.02"
+    assert equivalence_reading(0.3, 0.4, 0.02) == "not shown equivalent"
+    assert equivalence_reading(0.3, 0.001, 0.02) == "different"
+    assert equivalence_reading(0.01, 0.001, 0.02) == "different, but within ±0.02"
+    assert equivalence_reading(0.3, 0.001, None) == "different"
+    assert equivalence_reading(0.3, 0.4, None) == "no margin for this metric"
 
 
 def test_holm_hand_example():
@@ -139,8 +180,8 @@ def test_compare_arms_matches_direct_calls_and_holm_over_family():
         ]
     )
     pairs = (("transfer", "random"), ("transfer", "image"))
-    table = compare_arms(summary, "best_test_f1_weighted", pairs, n_boot=2000)
-    assert list(table.columns) == COMPARISON_COLUMNS + ["welch_p_holm", "paired_p_holm"]
+    table = compare_arms(summary, "best_test_f1_weighted", pairs)
+    assert list(table.columns) == COMPARISON_COLUMNS + ["welch_p_holm", "paired_p_holm", "reading"]
     assert table["comparison"].tolist() == ["transfer vs random", "transfer vs image"] * 2
     assert table["fraction"].tolist() == [1.0, 1.0, 0.5, 0.5]
     row = table.iloc[0]
@@ -150,6 +191,10 @@ def test_compare_arms_matches_direct_calls_and_holm_over_family():
     assert row["mean_diff"] == pytest.approx(A.mean() - B.mean())
     assert row["sd_a"] == pytest.approx(A.std(ddof=1))
     assert (row["n_a"], row["n_b"], row["n_paired"]) == (10, 10, 10)
+    assert (row["ci_low"], row["ci_high"]) == paired_t_interval(A, B)
+    assert row["sd_diff"] == pytest.approx((A - B).std(ddof=1))
+    assert row["detectable_diff"] == pytest.approx(detectable_difference((A - B).std(ddof=1), 10))
+    assert math.isnan(row["tost_p"]) and row["reading"] == "different"  # no margin given
     np.testing.assert_allclose(table["welch_p_holm"], holm_adjust(table["welch_p"]))
     np.testing.assert_allclose(table["paired_p_holm"], holm_adjust(table["paired_p"]))
 
@@ -157,7 +202,7 @@ def test_compare_arms_matches_direct_calls_and_holm_over_family():
 def test_compare_arms_pairs_by_trial_not_by_position():
     transfer = _summary({"transfer": [0.9, 0.7, 0.8, 0.85]})
     random = _summary({"random": [0.6, 0.5, 0.45, 0.7]}).iloc[::-1]  # trials in reverse order
-    table = compare_arms(pd.concat([transfer, random]), "best_test_f1_weighted", (("transfer", "random"),), n_boot=500)
+    table = compare_arms(pd.concat([transfer, random]), "best_test_f1_weighted", (("transfer", "random"),))
     expected = stats.ttest_rel([0.9, 0.7, 0.8, 0.85], [0.6, 0.5, 0.45, 0.7])
     assert table.loc[0, "paired_t"] == pytest.approx(expected.statistic)
     assert table.loc[0, "paired_p"] == pytest.approx(expected.pvalue)
@@ -168,7 +213,7 @@ def test_compare_arms_handles_one_trial_and_missing_trials():
         [_summary({"transfer": [0.9]}, 0.25), _summary({"random": [0.5]}, 0.25),
          _summary({"transfer": [0.9, 0.8, 0.85]}, 1.0), _summary({"random": [0.5, 0.6]}, 1.0)]
     )
-    table = compare_arms(summary, "best_test_f1_weighted", (("transfer", "random"),), n_boot=500)
+    table = compare_arms(summary, "best_test_f1_weighted", (("transfer", "random"),))
     one = table[table["fraction"] == 0.25].iloc[0]
     assert math.isnan(one["welch_p"]) and math.isnan(one["paired_p"]) and math.isnan(one["welch_p_holm"])
     assert "fewer than 2 trials" in one["note"]
@@ -274,7 +319,88 @@ def test_record_bootstrap_comparisons_table_from_predictions():
 
 def test_compare_arms_leaves_out_trials_without_a_value_and_says_so():
     summary = _summary({"transfer": [0.9, 0.8, np.nan, 0.85], "random": [0.5, 0.6, 0.55, 0.52]})
-    row = compare_arms(summary, "best_test_f1_weighted", (("transfer", "random"),), n_boot=200).iloc[0]
+    row = compare_arms(summary, "best_test_f1_weighted", (("transfer", "random"),)).iloc[0]
     assert (row["n_a"], row["n_b"], row["n_paired"]) == (3, 4, 3)
     assert "left out: {'transfer': 1}" in row["note"]
     assert row["welch_p"] == pytest.approx(stats.ttest_ind([0.9, 0.8, 0.85], [0.5, 0.6, 0.55, 0.52], equal_var=False).pvalue)
+
+
+def _clustered_predictions(per_patient=5, n_patients=40, seed=0):
+    """Test records grouped by patient: a patient's records are all right or all wrong for arm
+    a (records of one person are alike), arm b is right on a fixed 60 % of records."""
+    rng = np.random.default_rng(seed)
+    n = per_patient * n_patients
+    y = np.arange(n) % 3
+    patient_right = rng.random(n_patients) < 0.75
+    a = np.where(np.repeat(patient_right, per_patient), y, (y + 1) % 3)
+    b = np.where(rng.random(n) < 0.6, y, (y + 1) % 3)
+    patients = np.repeat([f"p{i:03d}" for i in range(n_patients)], per_patient).astype(object)
+    return y, np.vstack([a, a]), np.vstack([b, b]), patients
+
+
+def test_record_bootstrap_over_patients_is_wider_with_several_records_per_patient():
+    # Issue 16 item 2: five records per patient are not five independent records.
+    y, a, b, patients = _clustered_predictions(per_patient=5)
+    by_record = record_bootstrap_comparison(y, a, b, 3, n_boot=2000, seed=3)
+    by_patient = record_bootstrap_comparison(y, a, b, 3, n_boot=2000, seed=3, patients=patients)
+    assert by_patient["mean_diff"] == by_record["mean_diff"]
+    width = lambda r: r["ci_high_records"] - r["ci_low_records"]  # noqa: E731
+    assert width(by_patient) > 1.5 * width(by_record)
+    assert (by_patient["unit"], by_patient["n_patients"], by_patient["n_records"]) == ("patient", 40, 200)
+    assert (by_record["unit"], by_record["n_patients"]) == ("record", 200)
+
+
+def test_record_bootstrap_with_one_record_per_patient_gives_exactly_todays_numbers():
+    y, a, b, _ = _clustered_predictions(per_patient=1, n_patients=120)
+    patients = np.array([f"patient_{i}" for i in range(y.size)], dtype=object)
+    by_record = record_bootstrap_comparison(y, a, b, 3, n_boot=700, seed=[5, 1_000_000])
+    by_patient = record_bootstrap_comparison(y, a, b, 3, n_boot=700, seed=[5, 1_000_000], patients=patients)
+    differing = {k for k in by_record if by_record[k] != by_patient[k]}
+    assert differing == {"unit"}
+
+
+def test_record_bootstrap_comparisons_resample_patients_from_the_predictions_or_a_map():
+    predictions = make_predictions(fractions=(1.0,), arms=("random", "transfer"), n_trials=3)
+    records = sorted(predictions["record_id"].unique())
+    patient_of = {r: f"pat{i // 4}" for i, r in enumerate(records)}
+    plain = record_bootstrap_comparisons(predictions, CLASSES, (("transfer", "random"),), n_boot=300, seed=1)
+    mapped = record_bootstrap_comparisons(
+        predictions, CLASSES, (("transfer", "random"),), n_boot=300, seed=1, patients=patient_of
+    )
+    carried = record_bootstrap_comparisons(
+        predictions.assign(patient_id=predictions["record_id"].map(patient_of)), CLASSES,
+        (("transfer", "random"),), n_boot=300, seed=1,
+    )
+    pd.testing.assert_frame_equal(mapped, carried)
+    assert plain.loc[0, "unit"] == "record" and mapped.loc[0, "unit"] == "patient"
+    assert mapped.loc[0, "n_patients"] == 10 and mapped.loc[0, "n_records"] == 40
+    assert mapped.loc[0, "ci_low_records"] != plain.loc[0, "ci_low_records"]
+    with pytest.raises(ValueError, match="no patient id for the test record"):
+        record_bootstrap_comparisons(predictions, CLASSES, (("transfer", "random"),), n_boot=10,
+                                     patients={records[0]: "x"})
+
+
+def test_compare_arms_reads_equivalence_against_the_margin():
+    close = _summary({"transfer": A, "random": A - 0.001 + 0.0005 * np.sin(np.arange(10))})
+    row = compare_arms(close, "best_test_f1_weighted", (("transfer", "random"),), margin=0.02).iloc[0]
+    assert row["equivalence_margin"] == 0.02 and row["tost_p"] < 0.05
+    assert row["reading"].endswith("within ±0.02")
+    far = _summary({"transfer": A, "random": B})
+    assert compare_arms(far, "best_test_f1_weighted", (("transfer", "random"),), margin=0.005).iloc[0]["reading"] == "different"
+    noisy = _summary({"transfer": [0.80, 0.85, 0.75, 0.82], "random": [0.79, 0.80, 0.81, 0.76]})
+    row = compare_arms(noisy, "best_test_f1_weighted", (("transfer", "random"),), margin=0.02).iloc[0]
+    assert row["reading"] == "not shown equivalent" and row["detectable_diff"] > 0.02
+
+
+def test_raw_lci_tests_are_na_when_a_curve_never_drops():
+    summary = _summary({"transfer": [1.2, 1.4, 1.3], "random": [1.0, 1.1, 1.05]}).rename(
+        columns={"best_test_f1_weighted": "lci"}
+    )
+    summary["lci_never_drops"] = False
+    fine = compare_arms(summary, "lci", (("transfer", "random"),), undefined="lci_never_drops").iloc[0]
+    assert np.isfinite(fine["welch_p"]) and np.isfinite(fine["paired_p"])
+    summary.loc[(summary["arm"] == "random") & (summary["trial"] == 2), ["lci", "lci_never_drops"]] = [1e7, True]
+    row = compare_arms(summary, "lci", (("transfer", "random"),), undefined="lci_never_drops").iloc[0]
+    for column in ("welch_p", "paired_p", "welch_p_holm", "paired_p_holm", "ci_low", "detectable_diff", "hedges_g"):
+        assert math.isnan(row[column]), column
+    assert "['random'] has runs whose value is undefined" in row["note"] and row["reading"] == "n/a"

@@ -4,6 +4,7 @@ import pytest
 
 from ecg_transfer.study.lci import bounded_learning_curve_index, learning_curve_index
 from ecg_transfer.study.summaries import summarise_runs
+from tests.study.histories import make_histories
 
 TEST_F1 = [0.50, 0.70, 0.65, 0.80, 0.75]
 VAL_F1 = [0.40, 0.60, 0.62, 0.62, 0.55]  # best val at epoch 3 (tie with 4 -> earliest)
@@ -114,3 +115,38 @@ def test_bad_histories_raise():
     broken.loc[broken["split"] == "test", "f1_weighted"] = np.nan
     with pytest.raises(ValueError, match="NaN test f1_weighted"):
         summarise_runs(broken)
+
+
+def test_histories_cut_short_are_refused_naming_the_run_and_file():
+    # Issue 20 item 7: cutting the last rows of a history gave "n_epochs 1" and another honest F1.
+    from ecg_transfer.study.summaries import check_histories_complete
+
+    histories = make_histories(fractions=(1.0,), arms=("random",), n_trials=2, n_epochs=4)
+    check_histories_complete(histories, 4)  # complete: nothing to say
+    cut = histories.iloc[:-5]  # the last run loses its last epoch and two splits of the one before
+    with pytest.raises(ValueError, match=r"(?s)random.training_histories holds incomplete runs.*random \(fraction 1, trial 2\)"):
+        check_histories_complete(cut, 4, source="random.training_histories")
+    one_epoch = histories[histories["epoch"] == 1]
+    with pytest.raises(ValueError, match="1 of the planned 4 epochs and no recorded early stop"):
+        check_histories_complete(one_epoch, 4)
+    with pytest.raises(ValueError, match="more than the planned 3"):
+        check_histories_complete(histories, 3)
+    gap = histories[~((histories["epoch"] == 2) & (histories["split"] == "val"))]
+    with pytest.raises(ValueError, match=r"epochs missing or out of 1..n on split\(s\) \['val'\]"):
+        check_histories_complete(gap, 4)
+
+
+def test_an_early_stopped_run_is_complete_when_its_stop_is_recorded():
+    from ecg_transfer.study.summaries import check_histories_complete
+
+    histories = make_histories(fractions=(1.0,), arms=("random",), n_trials=1, n_epochs=6)
+    short = histories[histories["epoch"] <= 4]
+    check_histories_complete(short.assign(stopped_early=True), 10)  # the engine's record of the stop
+    with pytest.raises(ValueError, match="no recorded early stop"):
+        check_histories_complete(short.assign(stopped_early=False), 10)
+    # without the column, the stop rule read from the history: no better validation F1 for `patience` epochs
+    flat = short.copy()
+    flat.loc[flat["split"] == "val", "f1_weighted"] = [0.5, 0.7, 0.6, 0.65]  # best at epoch 2, then 2 bad
+    check_histories_complete(flat, 10, patience=2)
+    with pytest.raises(ValueError, match="4 of the planned 10 epochs"):
+        check_histories_complete(flat, 10, patience=3)

@@ -9,10 +9,13 @@ share of the training split, and at least one. The rare rhythms of the Chapman s
 SAAWR 7 records) would otherwise vanish from a 25 % sample now and then, and the classifier's
 output layer would never see them.
 
-When a record gives several windows, the sample draws *records* (pass ``records``, the record id
-of every training window): a drawn record brings all its windows, so the windows of one record
-travel together and the unit of resampling is the unit of independence. With one window per
-record this is exactly the window-level draw (the same positions, bit for bit).
+The unit of resampling is the unit of independence: the *patient*. Pass ``patients`` (the
+patient id of every training window) and a drawn patient brings all their records and windows
+(a cluster bootstrap); pass only ``records`` and a drawn record brings all its windows. A
+patient's stratum is their most frequent label (ties to the first in sorted order), the rule
+the patient-level splits use (signals/splits.py). With one window per record and one record per
+patient every variant is exactly the window-level draw (the same positions, bit for bit), so
+the bundled data's samples do not move.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def bootstrap_sample_with_redraws(
     seed: int,
     max_redraws: int = 1000,
     records: np.ndarray | None = None,
+    patients: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """draw_bootstrap_sample, also returning how many draws were rejected for a missing class."""
     labels = _as_label_array(train_labels)
@@ -82,8 +86,9 @@ def bootstrap_sample_with_redraws(
         raise ValueError(f"draw_bootstrap_sample: fraction must be in (0, 1], got {fraction}")
     if max_redraws < 0:
         raise ValueError(f"draw_bootstrap_sample: max_redraws must be >= 0, got {max_redraws}")
-    units = _Units(labels, records)
+    units = _Units(labels, records, patients)
     classes, class_index = np.unique(units.labels, return_inverse=True)
+    all_classes = np.unique(labels).size  # a minority label of a patient is no stratum, yet counts
     class_sizes = np.bincount(class_index, minlength=classes.size)
     sample_size = int(round(float(fraction) * units.labels.size))
     counts = stratified_counts(class_sizes, sample_size)
@@ -95,48 +100,43 @@ def bootstrap_sample_with_redraws(
         drawn = np.concatenate(
             [rng.choice(idx, size=k, replace=True) for idx, k in zip(members, counts)]
         )
-        if np.unique(class_index[drawn]).size == classes.size:
+        positions = units.positions(drawn)
+        if np.unique(labels[positions]).size == all_classes:
             # Sorted positions read a memmapped window store front to back; the training
             # loop shuffles every epoch anyway.
-            return np.sort(units.positions(drawn)), redraws
+            return np.sort(positions), redraws
     raise RuntimeError(
-        f"draw_bootstrap_sample: no sample with all {classes.size} classes after "
+        f"draw_bootstrap_sample: no sample with all {all_classes} classes after "
         f"{max_redraws} redraws (fraction={fraction}, seed={seed})"
     )
 
 
 class _Units:
-    """What the sample draws: windows, or records with all their windows.
+    """What the sample draws: windows, records with all their windows, or patients with all
+    their records' windows.
 
-    Records are numbered in the order of their first window, so with one window per record
-    unit i is window i and the draw is the window-level draw exactly.
+    Units are numbered in the order of their first window, so with one window per unit, unit i
+    is window i and the draw is the window-level draw exactly.
     """
 
-    def __init__(self, labels: np.ndarray, records: np.ndarray | None):
+    def __init__(self, labels: np.ndarray, records: np.ndarray | None, patients: np.ndarray | None = None):
         self._windows = None
-        if records is None:
-            self.labels = labels
+        self.labels = labels
+        if records is not None:
+            codes, uniques = _unit_codes(records, labels, "records", "record")
+            mixed = np.flatnonzero(pd.Series(labels).groupby(codes).nunique().to_numpy() > 1)
+            if mixed.size:
+                raise ValueError(
+                    f"draw_bootstrap_sample: record {uniques[mixed[0]]!r} has windows of several labels; "
+                    "a record has one label"
+                )
+        if patients is None and records is None:
             return
-        records = np.asarray(records, dtype=object)
-        if records.shape != labels.shape:
-            raise ValueError(
-                f"draw_bootstrap_sample: records has {records.size} entries but train_labels "
-                f"{labels.size}; give the record id of every training window"
-            )
-        if pd.isna(records).any():
-            raise ValueError("draw_bootstrap_sample: records holds missing record ids")
-        codes, uniques = pd.factorize(records, sort=False)
-        _, first = np.unique(codes, return_index=True)  # first window of each record
-        self.labels = labels[first]
-        mixed = np.flatnonzero(pd.Series(labels).groupby(codes).nunique().to_numpy() > 1)
-        if mixed.size:
-            raise ValueError(
-                f"draw_bootstrap_sample: record {uniques[mixed[0]]!r} has windows of several labels; "
-                "a record has one label"
-            )
-        if uniques.size < codes.size:  # several windows per record: remember them
+        codes, _ = _unit_codes(patients if patients is not None else records, labels, "patients", "patient")
+        self.labels = _stratum_labels(labels, codes)
+        if self.labels.size < codes.size:  # several windows per unit: remember them
             order = np.argsort(codes, kind="stable")
-            sizes = np.bincount(codes, minlength=uniques.size)
+            sizes = np.bincount(codes, minlength=self.labels.size)
             self._windows = (order, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
 
     def positions(self, drawn: np.ndarray) -> np.ndarray:
@@ -149,21 +149,48 @@ class _Units:
         return order[np.repeat(starts[drawn], lengths) + offsets]
 
 
+def _unit_codes(ids, labels: np.ndarray, name: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of the units in order of first appearance, and the unit ids."""
+    ids = np.asarray(ids, dtype=object)
+    if ids.shape != labels.shape:
+        raise ValueError(
+            f"draw_bootstrap_sample: {name} has {ids.size} entries but train_labels "
+            f"{labels.size}; give the {what} id of every training window"
+        )
+    if pd.isna(ids).any():
+        raise ValueError(f"draw_bootstrap_sample: {name} holds missing {what} ids")
+    return pd.factorize(ids, sort=False)
+
+
+def _stratum_labels(labels: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """One label per unit: its windows' label, or the most frequent one (ties to the first in
+    sorted order) for a patient whose records carry several labels."""
+    _, first = np.unique(codes, return_index=True)
+    strata = labels[first]
+    mixed = np.flatnonzero(pd.Series(labels).groupby(codes).nunique().to_numpy() > 1)
+    for unit in mixed:
+        values, counts = np.unique(labels[codes == unit], return_counts=True)
+        strata[unit] = values[np.argmax(counts)]  # np.unique sorts; argmax takes the first maximum
+    return strata
+
+
 def draw_bootstrap_sample(
     train_labels: np.ndarray,
     fraction: float,
     seed: int,
     max_redraws: int = 1000,
     records: np.ndarray | None = None,
+    patients: np.ndarray | None = None,
 ) -> np.ndarray:
     """Positions into the training split for one trial, drawn with replacement.
 
-    Without ``records``: round(fraction * n) windows. With ``records`` (the record id of each
-    training window): round(fraction * n_records) records, each with all its windows.
+    Without ``records`` or ``patients``: round(fraction * n) windows. With ``records`` (the
+    record id of each training window): round(fraction * n_records) records, each with all its
+    windows. With ``patients``: round(fraction * n_patients) patients, each with all their windows.
     Stratification puts every class in by construction; the check-and-redraw loop stays as a
     guard so that a change to the allocation can never silently drop a class.
     """
-    positions, redraws = bootstrap_sample_with_redraws(train_labels, fraction, seed, max_redraws, records)
+    positions, redraws = bootstrap_sample_with_redraws(train_labels, fraction, seed, max_redraws, records, patients)
     if redraws:
         logger.warning(
             "bootstrap sample (fraction=%s, seed=%s) needed %d redraws to hold every class",
@@ -181,12 +208,14 @@ def draw_all_samples(
     base_seed: int,
     max_redraws: int = 1000,
     records: np.ndarray | None = None,
+    patients: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every (fraction, trial) sample in long format: one row per drawn position.
 
     Trials are numbered 1..n_trials; the seed column is the trial's seed from trial_seeds, shared
     by all fractions and arms of that trial (the model-initialisation seed can reuse it).
-    ``records`` (record id per training window) makes the samples draw records, see the module.
+    ``records`` / ``patients`` (id per training window) make the samples draw records / patients
+    (the cluster bootstrap), see the module.
     """
     if len(fractions) == 0:
         raise ValueError("draw_all_samples: fractions is empty")
@@ -196,7 +225,7 @@ def draw_all_samples(
     frames = []
     for fraction in fractions:
         for trial, seed in enumerate(seeds, start=1):
-            positions = draw_bootstrap_sample(train_labels, fraction, seed, max_redraws, records)
+            positions = draw_bootstrap_sample(train_labels, fraction, seed, max_redraws, records, patients)
             frames.append(
                 pd.DataFrame(
                     {
@@ -210,38 +239,41 @@ def draw_all_samples(
     return pd.concat(frames, ignore_index=True)
 
 
-def sample_sizes(bootstrap_samples: pd.DataFrame, train_records=None) -> pd.DataFrame:
-    """Per fraction: how many training windows and unique records a sample holds on average.
+def sample_sizes(bootstrap_samples: pd.DataFrame, train_records=None, train_patients=None) -> pd.DataFrame:
+    """Per fraction: how many training windows, records and patients a sample holds on average.
 
-    ``train_records`` is the record id of every training window (position i -> record i); without
-    it every window is its own record. ``unique_share`` is unique / drawn records: sampling n of
-    n with replacement keeps about 1 - 1/e = 63 % distinct records, a quarter of n about 88 %.
+    ``train_records`` / ``train_patients`` are the record / patient id of every training window
+    (position i -> window i); without records every window is its own record, without patients
+    every record is its own patient.
+    ``unique_share`` is unique / drawn patients (the unit the sample draws): sampling n of n
+    with replacement keeps about 1 - 1/e = 63 % distinct units, a quarter of n about 88 %.
     """
     missing = {"fraction", "trial", "position"} - set(bootstrap_samples.columns)
     if missing:
         raise ValueError(f"sample_sizes: bootstrap_samples lacks columns {sorted(missing)}")
     positions = bootstrap_samples["position"].to_numpy(dtype=np.int64)
-    if train_records is None:
-        train_records = np.arange(int(positions.max()) + 1 if positions.size else 0)
-        n_records = None
-    else:
-        train_records = np.asarray(train_records, dtype=object)
-        n_records = int(pd.unique(train_records).size)
-    if positions.size and positions.max() >= len(train_records):
-        raise ValueError(
-            f"sample_sizes: position {int(positions.max())} lies outside the training split "
-            f"of {len(train_records)} windows; the samples belong to other data"
-        )
-    codes, _ = pd.factorize(pd.Series(train_records, dtype=object), sort=False)
-    windows_per_record = np.bincount(codes)
-    drawn = codes[positions]
+    per_trial = {"fraction": bootstrap_samples["fraction"].to_numpy(dtype=float),
+                 "trial": bootstrap_samples["trial"].to_numpy()}
+    counts = {}
+    for unit, ids in (("records", train_records), ("patients", train_patients if train_patients is not None else train_records)):
+        known = ids is not None
+        ids = np.asarray(ids, dtype=object) if known else np.arange(int(positions.max()) + 1 if positions.size else 0)
+        if positions.size and positions.max() >= len(ids):
+            raise ValueError(
+                f"sample_sizes: position {int(positions.max())} lies outside the training split "
+                f"of {len(ids)} windows; the samples belong to other data"
+            )
+        codes, uniques = pd.factorize(pd.Series(ids, dtype=object), sort=False)
+        drawn = codes[positions]
+        per_trial[unit] = drawn
+        # a unit drawn once contributes all its windows: 1 / windows per row
+        per_trial[f"{unit}_draw"] = 1.0 / np.bincount(codes)[drawn]
+        counts[unit] = int(uniques.size) if known else np.nan
     per_trial = (
-        pd.DataFrame({"fraction": bootstrap_samples["fraction"].to_numpy(dtype=float),
-                      "trial": bootstrap_samples["trial"].to_numpy(), "record": drawn,
-                      # a record drawn once contributes all its windows: 1 / windows per row
-                      "draw": 1.0 / windows_per_record[drawn]})
+        pd.DataFrame(per_trial)
         .groupby(["fraction", "trial"])
-        .agg(windows=("record", "size"), records_drawn=("draw", "sum"), unique_records=("record", "nunique"))
+        .agg(windows=("records", "size"), records_drawn=("records_draw", "sum"), unique_records=("records", "nunique"),
+             patients_drawn=("patients_draw", "sum"), unique_patients=("patients", "nunique"))
     )
     table = per_trial.groupby(level="fraction").agg(
         trials=("windows", "size"),
@@ -250,11 +282,15 @@ def sample_sizes(bootstrap_samples: pd.DataFrame, train_records=None) -> pd.Data
         unique_records_mean=("unique_records", "mean"),
         unique_records_min=("unique_records", "min"),
         unique_records_max=("unique_records", "max"),
+        patients_drawn_mean=("patients_drawn", "mean"),
+        unique_patients_mean=("unique_patients", "mean"),
     )
     table = table.sort_index(ascending=False).reset_index()
     table["records_drawn_mean"] = table["records_drawn_mean"].round(6)
-    table["unique_share"] = table["unique_records_mean"] / table["records_drawn_mean"]
-    table["training_records"] = n_records if n_records is not None else np.nan
+    table["patients_drawn_mean"] = table["patients_drawn_mean"].round(6)
+    table["unique_share"] = table["unique_patients_mean"] / table["patients_drawn_mean"]
+    table["training_records"] = counts["records"]
+    table["training_patients"] = counts["patients"]
     return table
 
 

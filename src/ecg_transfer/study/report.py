@@ -4,6 +4,7 @@ paper's where the task is the paper's, the floor, and what each interval covers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,35 +13,76 @@ import pandas as pd
 from ecg_transfer.study.arms import ArmRegistry, ArmSpec
 from ecg_transfer.study.tables import arm_order, format_p, fraction_label, mean_sd, to_markdown
 
-# Jang, Kim & Yoon (2021), Table 2: weighted F1, mean and SD of 10 trials (docs/statistics.md), by the
-# paper's column: "random init", "image transfer", "CAE transfer" (mapped to arms by paper_arm).
-PAPER_TABLE2 = {
-    (1.0, "random init"): (0.843, 0.004),
-    (1.0, "image transfer"): (0.811, 0.005),
-    (1.0, "CAE transfer"): (0.857, 0.004),
-    (0.5, "random init"): (0.831, 0.005),
-    (0.5, "image transfer"): (0.796, 0.003),
-    (0.5, "CAE transfer"): (0.843, 0.004),
-    (0.25, "random init"): (0.543, 0.009),
-    (0.25, "image transfer"): (0.782, 0.003),
-    (0.25, "CAE transfer"): (0.835, 0.008),
-}
-# Table 3: LCI, mean and SD, random vs transfer; p of their Welch test ("<0.05" where the
-# paper gives only the threshold).
-PAPER_LCI = {
-    (1.0, "random init"): (1.370, 0.178),
-    (1.0, "CAE transfer"): (1.440, 0.205),
-    (0.5, "random init"): (1.211, 0.183),
-    (0.5, "CAE transfer"): (1.678, 0.266),
-    (0.25, "random init"): (0.557, 0.075),
-    (0.25, "CAE transfer"): (1.184, 0.242),
-}
-PAPER_LCI_P = {1.0: "0.45", 0.5: "<0.05", 0.25: "<0.05"}
-PAPER_FRACTIONS = (1.0, 0.5, 0.25)
-# The paper's task: the 11 rhythms of the Chapman/Shaoxing set (docs/data_readers.md). Its numbers are
-# shown beside ours only when the study's classes are exactly these.
-PAPER_CLASSES = frozenset({"SB", "SR", "AFIB", "ST", "SVT", "AF", "SA", "AT", "AVNRT", "AVRT", "SAAWR"})
-PAPER_SPLIT = "80/20 train/test, no validation split"
+PAPER_COLUMNS = ("random init", "image transfer", "CAE transfer")
+
+
+@dataclass(frozen=True)
+class PaperReference:
+    """The published numbers the report sets beside ours, read once from ``params:paper_reference``
+    (conf/base/parameters_paper.yml): Table 2 (weighted F1) and Table 3 (LCI) as {(fraction,
+    paper column): (mean, SD)}, Table 3's printed p per fraction, the paper's classes, split and
+    protocol (fine-tuning epochs, trials, test share)."""
+
+    citation: str
+    classes: frozenset[str]
+    split: str
+    protocol: Mapping[str, float]
+    table2: Mapping[tuple[float, str], tuple[float, float]]
+    lci: Mapping[tuple[float, str], tuple[float, float]]
+    lci_p: Mapping[float, str]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> PaperReference:
+        where = "paper_reference"
+        missing = [k for k in ("citation", "classes", "split", "protocol", "table2_f1_weighted", "table3_lci",
+                               "table3_lci_p") if k not in (params or {})]
+        if missing:
+            raise ValueError(f"{where}: lacks {missing} (conf/base/parameters_paper.yml)")
+        protocol = {k: float(v) for k, v in dict(params["protocol"]).items()}
+        unknown = sorted(set(protocol) - set(PROTOCOL_KEYS))
+        if unknown or len(protocol) != len(PROTOCOL_KEYS):
+            raise ValueError(f"{where}.protocol: needs exactly {list(PROTOCOL_KEYS)}, got {sorted(protocol)}")
+        return cls(
+            citation=str(params["citation"]), classes=frozenset(map(str, params["classes"])),
+            split=str(params["split"]), protocol=protocol,
+            table2=_paper_cells(params["table2_f1_weighted"], f"{where}.table2_f1_weighted"),
+            lci=_paper_cells(params["table3_lci"], f"{where}.table3_lci"),
+            lci_p={float(row["fraction"]): str(row["p"]) for row in params["table3_lci_p"]},
+        )
+
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        return tuple(sorted({fraction for fraction, _ in self.table2}, reverse=True))
+
+    def is_task(self, classes: Sequence[str]) -> bool:
+        """Whether the study's classes are exactly the paper's."""
+        return set(map(str, classes)) == self.classes
+
+    def protocol_differences(self, run: Mapping[str, Any], split: Mapping[str, float] | None) -> list[str]:
+        """How our run differs from the paper's protocol, one phrase per setting ([] = same)."""
+        ours = {"epochs": run.get("epochs"), "n_trials": run.get("n_trials"),
+                "test_fraction": (split or {}).get("test")}
+        return [
+            f"{PROTOCOL_KEYS[key]}: ours {_plain(ours[key])}, the paper's {_plain(value)}"
+            for key, value in self.protocol.items()
+            if ours[key] is None or not np.isclose(float(ours[key]), value)
+        ]
+
+
+PROTOCOL_KEYS = {"epochs": "fine-tuning epochs", "n_trials": "trials per setting", "test_fraction": "test share"}
+
+
+def _plain(value) -> str:
+    return "not recorded" if value is None else f"{float(value):g}"
+
+
+def _paper_cells(rows, where: str) -> dict[tuple[float, str], tuple[float, float]]:
+    cells = {}
+    for row in rows:
+        if row.get("column") not in PAPER_COLUMNS:
+            raise ValueError(f"{where}: column {row.get('column')!r} is none of {list(PAPER_COLUMNS)}")
+        cells[(float(row["fraction"]), str(row["column"]))] = (float(row["mean"]), float(row["sd"]))
+    return cells
 
 
 def paper_arm(spec: ArmSpec) -> str | None:
@@ -53,11 +95,6 @@ def paper_arm(spec: ArmSpec) -> str | None:
     return None
 
 
-def is_paper_task(classes: Sequence[str]) -> bool:
-    """Whether the study's classes are the paper's 11 Chapman rhythms."""
-    return set(map(str, classes)) == PAPER_CLASSES
-
-
 def study_report(
     summary: pd.DataFrame,
     comparisons: pd.DataFrame,
@@ -67,6 +104,8 @@ def study_report(
     record_comparisons: pd.DataFrame | None = None,
     floor: pd.DataFrame | None = None,
     sample_sizes: pd.DataFrame | None = None,
+    paper: PaperReference | None = None,
+    still_improving: pd.DataFrame | None = None,
 ) -> str:
     """Markdown report.
 
@@ -74,16 +113,19 @@ def study_report(
     (see ``pipelines.statistics.nodes.describe_study``); keys used: ``synthetic`` (True, False or
     None = not recorded), ``labelled``/``unlabelled`` (source, records, windows, simulated),
     ``classes``, ``backbone``, ``image_backbone``, ``labelled_split`` ({train, val, test}
-    shares), ``run`` (``run_settings.describe_run``), ``device``, ``cae_test_mse_per_sample``.
+    shares), ``run`` (``run_settings.describe_run``), ``device``, ``cae_heldout_mse_min``.
+    ``paper``: the published numbers, shown beside ours on the paper's task only (with a caveat
+    when our protocol differs). ``still_improving`` (``summaries.still_improving``) flags arms
+    whose honest epoch sat in the last fifth of the budget in most runs.
     """
     classes = list(meta.get("classes") or _classes_from(summary))
-    paper = is_paper_task(classes)
+    shown = paper if paper is not None and paper.is_task(classes) else None  # its numbers: its task only
     arms = arm_order(registry, summary["arm"])
     parts = ["# ECG transfer learning: study report\n\n"]
     parts.append(_header(meta, classes))
     parts.append(_caveat(meta.get("synthetic")))
     parts.append(_run_section(meta, registry, arms))
-    parts.append(_sizes_section(meta, sample_sizes))
+    parts.append(_sizes_section(meta, sample_sizes, paper))
     if floor is not None:
         parts.append("## The floor: classifiers that never look at the ECG\n\n")
         parts.append(
@@ -93,19 +135,24 @@ def study_report(
         parts.append(to_markdown(_floor_view(floor)))
         parts.append("\n")
     parts.append(_PROTOCOL)
-    parts.append(_scores_section(summary, registry, arms, paper, classes))
-    parts.append(_lci_section(summary, registry, arms, paper))
+    if still_improving is not None:
+        parts.append(_budget_section(still_improving, meta, arms))
+    parts.append(_paper_caveat(shown, meta))
+    parts.append(_scores_section(summary, registry, arms, shown, classes))
+    parts.append(_lci_section(summary, registry, arms, shown))
     for title, table in tables.items():
         parts.append(f"## {title}\n\n")
         parts.append(to_markdown(table))
         parts.append("\n")
     parts.append(_INTERVALS)
+    parts.append(_comparisons_section(comparisons, record_comparisons))
+    return "".join(parts)
+
+
+def _comparisons_section(comparisons: pd.DataFrame, record_comparisons: pd.DataFrame | None) -> str:
+    parts = []
     parts.append("## Comparisons across trials\n\n")
-    parts.append(
-        "Welch and paired t-tests, Hedges' g (independent) and g_z (paired), a paired percentile "
-        "bootstrap CI of the mean difference over trials, and Holm-adjusted p-values over each "
-        "metric's table. See docs/statistics.md for what each column means.\n\n"
-    )
+    parts.append(_COMPARISONS)
     if "metric" in comparisons.columns and comparisons["metric"].nunique() > 1:
         # One table per metric; Holm ran over each metric's own family.
         for _, per_metric in comparisons.groupby("metric", sort=False):
@@ -114,11 +161,12 @@ def study_report(
     else:
         parts.append(to_markdown(_comparison_view(comparisons)))
     if record_comparisons is not None:
-        parts.append("\n## Comparisons over test records (honest epoch, weighted F1)\n\n")
+        parts.append("\n## Comparisons over test patients (honest epoch, weighted F1)\n\n")
         parts.append(
-            "A paired bootstrap over the test records: each resample draws the test records with "
-            "replacement, scores both arms of every trial on the same records, and takes the mean "
-            "over trials of the difference. `CI records` holds the trained models fixed; "
+            f"A paired bootstrap over the test split with the **{_unit(record_comparisons)}** as the unit: "
+            "each resample draws the test patients with replacement (a drawn patient brings all "
+            "their records), scores both arms of every trial on the same records, and takes the "
+            "mean over trials of the difference. `CI records` holds the trained models fixed; "
             "`CI records + trials` redraws the trials too.\n\n"
         )
         parts.append(to_markdown(_record_view(record_comparisons)))
@@ -180,10 +228,14 @@ def _run_section(meta: Mapping[str, Any], registry: ArmRegistry | None, arms: li
             f"- **fingerprints**: labelled data {run.get('labelled_fingerprint')}, bootstrap samples "
             f"{run.get('bootstrap_fingerprint')}\n"
         )
-    for key in ("device", "cae_test_mse_per_sample"):
-        if key in meta:
-            value = meta[key]
-            lines.append(f"- **{key}**: {value:.4f}\n" if isinstance(value, float) else f"- **{key}**: {value}\n")
+    if "device" in meta:
+        lines.append(f"- **device**: {meta['device']}\n")
+    if "cae_heldout_mse_min" in meta:
+        lines.append(
+            f"- **CAE reconstruction MSE per sample**: {meta['cae_heldout_mse_min']:.4f}: the minimum over "
+            "epochs on the held-out split that also early-stopped the CAE (the paper's protocol; the "
+            "split both chose the epoch and scored it, so the number is optimistic)\n"
+        )
     lines.append("\n")
     if registry is not None:
         view = pd.DataFrame(
@@ -200,19 +252,21 @@ def _run_section(meta: Mapping[str, Any], registry: ArmRegistry | None, arms: li
     return "".join(lines)
 
 
-def labelled_split_text(split: Mapping[str, float] | None) -> str:
-    """'70/10/20 (paper: 80/20 train/test, no validation split)' from {train, val, test} shares."""
+def labelled_split_text(split: Mapping[str, float] | None, paper: PaperReference | None = None) -> str:
+    """'70/10/20 (paper: 80/20 train/test, no validation split)' from {train, val, test} shares;
+    the paper's split in brackets when ``paper`` is given."""
     if not split:
         return "not recorded"
     shares = [float(split.get(k, 0.0)) * 100 for k in ("train", "val", "test")]
-    return "/".join(f"{s:g}" for s in np.round(shares, 1)) + f" (paper: {PAPER_SPLIT})"
+    text = "/".join(f"{s:g}" for s in np.round(shares, 1))
+    return text + (f" (paper: {paper.split})" if paper is not None else "")
 
 
-def _sizes_section(meta: Mapping[str, Any], sample_sizes: pd.DataFrame | None) -> str:
+def _sizes_section(meta: Mapping[str, Any], sample_sizes: pd.DataFrame | None, paper: PaperReference | None) -> str:
     lines = ["## Sizes\n\n"]
     lines.append(
         f"- **Labelled split** (train/val/test, % of each class's patients): "
-        f"{labelled_split_text(meta.get('labelled_split'))}.\n"
+        f"{labelled_split_text(meta.get('labelled_split'), paper)}.\n"
     )
     sizes = (meta.get("labelled") or {}).get("split_sizes")
     if sizes:
@@ -220,15 +274,24 @@ def _sizes_section(meta: Mapping[str, Any], sample_sizes: pd.DataFrame | None) -
     lines.append("\n")
     if sample_sizes is not None and not sample_sizes.empty:
         lines.append(
-            "Every trial trains on a bootstrap sample of the training split, drawn with replacement: "
-            "a sample of n from n records holds about 63 % distinct records, the rest are repeats.\n\n"
+            "Every trial trains on a bootstrap sample of the training split, drawn with replacement "
+            "with the **patient** as the unit (a drawn patient brings all their records): a sample "
+            "of n from n patients holds about 63 % distinct patients, the rest are repeats.\n\n"
         )
+        patients = {}
+        if "patients_drawn_mean" in sample_sizes.columns:
+            patients = {
+                "patients drawn": sample_sizes["patients_drawn_mean"].map(lambda v: f"{v:g}"),
+                "unique patients (mean)": sample_sizes["unique_patients_mean"].map(lambda v: f"{v:.1f}"),
+                "training split patients": sample_sizes["training_patients"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
+            }
         view = pd.DataFrame(
             {
+                **patients,
                 "records drawn": sample_sizes["records_drawn_mean"].map(lambda v: f"{v:g}"),
                 "unique records (mean)": sample_sizes["unique_records_mean"].map(lambda v: f"{v:.1f}"),
                 "unique (min-max)": [f"{lo}-{hi}" for lo, hi in zip(sample_sizes["unique_records_min"], sample_sizes["unique_records_max"])],
-                "unique share": sample_sizes["unique_share"].map(lambda v: f"{v:.1%}"),
+                "unique share (of the units drawn)": sample_sizes["unique_share"].map(lambda v: f"{v:.1%}"),
                 "windows (mean)": sample_sizes["windows_mean"].map(lambda v: f"{v:g}"),
                 "training split records": sample_sizes["training_records"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
             }
@@ -259,16 +322,67 @@ _PROTOCOL = (
     "- LCI is computed on each run's per-epoch test F1_weighted curve.\n\n"
 )
 
+_COMPARISONS = (
+    "Welch and paired t-tests, unadjusted and Holm-adjusted over each metric's table; Hedges' g "
+    "(independent) and g_z (paired); the 95 % paired t-interval of the mean difference over the n "
+    "shared trials (with five or ten trials a percentile bootstrap is too narrow); the smallest "
+    "difference the paired test would detect with 80 % power (from the SD of the paired "
+    "differences and n: a difference smaller than this can go unseen, so \"no significant "
+    "difference\" is no evidence of none); and the equivalence reading: TOST against "
+    "`statistics.equivalence_margin` (weighted F1 only), *equivalent within ±m*, *not shown "
+    "equivalent* (the study cannot tell) or *different* (Holm-adjusted paired p < 0.05). The raw "
+    "LCI's tests are n/a where an arm has a curve that never drops (LCI ~1e7). See "
+    "docs/statistics.md for every column.\n\n"
+)
+
 _INTERVALS = (
     "## What each interval covers\n\n"
-    "- **± SD over trials** and the **CI of diff** in the comparisons across trials: training "
-    "variance (which bootstrap sample, which seed) on the *one fixed* test split. They say "
-    "nothing about how the scores would move on other test records.\n"
-    "- **CI records** (comparisons over test records): test-split variance (which records are in "
-    "the test split), with the trained models fixed.\n"
-    "- **CI records + trials**: both sources at once (test records and trials redrawn).\n"
+    "- **± SD over trials** and the **95 % CI (paired t)** in the comparisons across trials: "
+    "training variance (which bootstrap sample, which seed) on the *one fixed* test split. They "
+    "say nothing about how the scores would move on other test patients.\n"
+    "- **CI records** (comparisons over test patients): test-split variance (which patients, "
+    "with all their records, are in the test split), with the trained models fixed.\n"
+    "- **CI records + trials**: both sources at once (test patients and trials redrawn).\n"
     "- No interval covers the choice of the labelled data set itself or of the hyperparameters.\n\n"
 )
+
+
+def _unit(records: pd.DataFrame) -> str:
+    units = set(records["unit"].dropna()) if "unit" in records.columns else set()
+    return "patient" if units == {"patient"} else "record" if units == {"record"} else "record or patient"
+
+
+def _budget_section(flags: pd.DataFrame, meta: Mapping[str, Any], arms: list[str]) -> str:
+    epochs = (meta.get("run") or {}).get("epochs")
+    lines = ["## Budget: arms still improving at their last epochs\n\n"]
+    flagged = flags[flags["flagged"]].assign(_order=lambda f: f["arm"].map({a: i for i, a in enumerate(arms)}))
+    flagged = flagged.sort_values(["fraction", "_order"], ascending=[False, True])
+    if flagged.empty:
+        lines.append(
+            f"No arm had its honest (best-validation) epoch in the last fifth of its {epochs} epochs in most "
+            "runs.\n\n"
+        )
+        return "".join(lines)
+    for row in flagged.itertuples():
+        lines.append(
+            f"- **{fraction_label(row.fraction)} {row.arm}**: honest epoch in the last fifth of the {epochs} "
+            f"epochs in {row.late_runs} of {row.runs} runs. Still improving: a longer budget may change "
+            "this comparison.\n"
+        )
+    return "".join(lines) + "\n"
+
+
+def _paper_caveat(paper: PaperReference | None, meta: Mapping[str, Any]) -> str:
+    if paper is None:
+        return ""
+    differences = paper.protocol_differences(meta.get("run") or {}, meta.get("labelled_split"))
+    if not differences:
+        return f"The run follows the paper's protocol ({paper.citation}), so its numbers are shown beside ours.\n\n"
+    return (
+        f"> **Caveat: not the paper's protocol.** The paper's numbers ({paper.citation}) are shown beside "
+        "ours, but our run differs: " + "; ".join(differences) + ". Read the comparison for the "
+        "direction of the effects, not for the values (conf/paper runs the paper's protocol).\n\n"
+    )
 
 
 def _stats(summary: pd.DataFrame, fraction: float, arm: str, column: str) -> np.ndarray:
@@ -279,16 +393,16 @@ def _stats(summary: pd.DataFrame, fraction: float, arm: str, column: str) -> np.
     return values[~np.isnan(values)]
 
 
-def _fractions(summary: pd.DataFrame, paper: bool) -> list[float]:
+def _fractions(summary: pd.DataFrame, paper: PaperReference | None) -> list[float]:
     ours = {float(f) for f in summary["fraction"].unique()}
-    return sorted(ours | set(PAPER_FRACTIONS) if paper else ours, reverse=True)
+    return sorted(ours | set(paper.fractions) if paper is not None else ours, reverse=True)
 
 
 def _paper_column(registry: ArmRegistry | None, arm: str) -> str | None:
     return paper_arm(registry[arm]) if registry is not None and arm in registry else None
 
 
-def _scores_section(summary, registry, arms, paper: bool, classes: list[str]) -> str:
+def _scores_section(summary, registry, arms, paper: PaperReference | None, classes: list[str]) -> str:
     title = "## Scores per arm: ours beside the paper's (mean ± SD over trials)\n\n" if paper else (
         "## Scores per arm (mean ± SD over trials)\n\n"
     )
@@ -308,7 +422,7 @@ def _scores_section(summary, registry, arms, paper: bool, classes: list[str]) ->
     for fraction in _fractions(summary, paper):
         for arm in arms:
             ours = _stats(summary, fraction, arm, "best_test_f1_weighted")
-            reference = PAPER_TABLE2.get((fraction, _paper_column(registry, arm))) if paper else None
+            reference = paper.table2.get((fraction, _paper_column(registry, arm))) if paper else None
             if ours.size == 0 and reference is None:
                 continue
             row = {"paper (weighted F1)": f"{reference[0]:.3f} ± {reference[1]:.3f}" if reference else ""} if paper else {}
@@ -321,7 +435,7 @@ def _scores_section(summary, registry, arms, paper: bool, classes: list[str]) ->
     return title + note + to_markdown(table) + "\n"
 
 
-def _lci_section(summary, registry, arms, paper: bool) -> str:
+def _lci_section(summary, registry, arms, paper: PaperReference | None) -> str:
     parts = ["## LCI per arm" + (": ours beside the paper's" if paper else "") + "\n\n"]
     parts.append(
         "`lci` is the paper's formula; a curve that never drops scores about best x mean rise / "
@@ -332,7 +446,7 @@ def _lci_section(summary, registry, arms, paper: bool) -> str:
     for fraction in _fractions(summary, paper):
         for arm in arms:
             ours = _stats(summary, fraction, arm, "lci")
-            reference = PAPER_LCI.get((fraction, _paper_column(registry, arm))) if paper else None
+            reference = paper.lci.get((fraction, _paper_column(registry, arm))) if paper else None
             if ours.size == 0 and reference is None:
                 continue
             row = {"paper": f"{reference[0]:.3f} ± {reference[1]:.3f}" if reference else ""} if paper else {}
@@ -347,7 +461,7 @@ def _lci_section(summary, registry, arms, paper: bool) -> str:
     if paper:
         parts.append(
             "\nThe paper's Welch p, random vs CAE transfer: "
-            + ", ".join(f"{fraction_label(f)} {p}" for f, p in PAPER_LCI_P.items())
+            + ", ".join(f"{fraction_label(f)} {p}" for f, p in paper.lci_p.items())
             + ". Ours are in Table 3 and the comparisons.\n"
         )
     if "lci_never_drops" in summary.columns:
@@ -359,17 +473,26 @@ def _lci_section(summary, registry, arms, paper: bool) -> str:
 def _comparison_view(comparisons: pd.DataFrame) -> pd.DataFrame:
     if comparisons.empty:
         return pd.DataFrame({"note": ["no comparisons could be made"]})
+
+    def signed(v):
+        return "n/a" if pd.isna(v) else f"{v:+.4f}"
+
     view = pd.DataFrame(
         {
             "n (a/b/paired)": [f"{a}/{b}/{p}" for a, b, p in zip(comparisons["n_a"], comparisons["n_b"], comparisons["n_paired"])],
-            "mean diff": comparisons["mean_diff"].map(lambda v: f"{v:+.4f}"),
-            "CI of diff": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparisons["ci_low"], comparisons["ci_high"])],
+            "mean diff": comparisons["mean_diff"].map(signed),
+            "95 % CI (paired t)": [
+                "n/a" if pd.isna(lo) else f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparisons["ci_low"], comparisons["ci_high"])
+            ],
             "g": comparisons["hedges_g"].map(lambda v: f"{v:.2f}"),
             "g_z": comparisons["hedges_gz"].map(lambda v: f"{v:.2f}"),
-            "p Welch": comparisons["welch_p"].map(format_p),
+            "p Welch (unadjusted)": comparisons["welch_p"].map(format_p),
             "p Welch (Holm)": comparisons["welch_p_holm"].map(format_p),
-            "p paired": comparisons["paired_p"].map(format_p),
+            "p paired (unadjusted)": comparisons["paired_p"].map(format_p),
             "p paired (Holm)": comparisons["paired_p_holm"].map(format_p),
+            "detectable diff (80 % power)": comparisons["detectable_diff"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.4f}"),
+            "TOST p": comparisons["tost_p"].map(format_p),
+            "reading": comparisons["reading"].fillna(""),
             "note": comparisons["note"].fillna(""),
         }
     )
@@ -387,7 +510,11 @@ def _record_view(records: pd.DataFrame) -> pd.DataFrame:
 
     view = pd.DataFrame(
         {
-            "records": records["n_records"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
+            "patients (records)": [
+                "" if pd.isna(r) else f"{int(p)} ({int(r)})" if unit == "patient" else f"records only ({int(r)})"
+                for p, r, unit in zip(records.get("n_patients", records["n_records"]), records["n_records"],
+                                      records.get("unit", pd.Series("record", index=records.index)))
+            ],
             "trials": records["n_trials"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
             "F1 a": records["f1_a"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
             "F1 b": records["f1_b"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),

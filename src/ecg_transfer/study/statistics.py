@@ -1,14 +1,21 @@
-"""Comparisons between arms: over bootstrap trials, and over the records of the test split.
+"""Comparisons between arms: over bootstrap trials, and over the patients of the test split.
 
 The paper used Welch's t-test only. All arms of one trial share the bootstrap sample and seed, so
 trials pair across arms and a paired t-test is valid and usually sharper; both are reported. Many
-comparisons are made (fractions x comparisons), so Holm-adjusted p-values come with them.
+comparisons are made (fractions x comparisons), so Holm-adjusted p-values come with them, and
+every p says whether it is adjusted.
+
+"No significant difference" is what most studies find, and no evidence of no difference: each
+comparison also carries the smallest difference it could have detected (80 % power) and an
+equivalence reading (TOST against a margin the user sets).
 
 Two sources of variance, two kinds of interval:
 - across trials (``compare_arms``): what changes from one training sample and seed to the next,
-  on the one fixed test split;
-- across test records (``record_bootstrap_comparison``): which records happen to be in the test
-  split, with the trained models fixed; optionally with the trials resampled too (both sources).
+  on the one fixed test split (a paired t-interval: with 5 or 10 trials a percentile bootstrap
+  is too narrow);
+- across test patients (``record_bootstrap_comparison``): which patients, with all their
+  records, happen to be in the test split, with the trained models fixed; optionally with the
+  trials resampled too (both sources).
 
 Degenerate inputs never crash: fewer than 2 values per arm gives NaN statistics; zero variance
 is passed through as scipy gives it (t = +-inf and p = 0 when the means differ, NaN when the
@@ -22,7 +29,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 logger = logging.getLogger(__name__)
 
@@ -95,45 +102,87 @@ def hedges_g(a, b, paired: bool = False) -> float:
     return correction * float(a.mean() - b.mean()) / float(np.sqrt(pooled_var))
 
 
-def bootstrap_ci_difference(
-    a,
-    b,
-    paired: bool = True,
-    n_boot: int = 10_000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(a) - mean(b) over trials.
+def paired_t_interval(a, b, confidence: float = 0.95) -> tuple[float, float]:
+    """Paired t confidence interval of mean(a - b): mean +- t_{n-1} x sd / sqrt(n).
 
-    Paired resamples whole trials (the differences); unpaired resamples each arm on its own.
-    With ten trials the interval is rough and tends to be a little narrow; it is reported as a
-    sense of scale next to the tests, not as a replacement for them. NaN if n < 2.
+    With five or ten trials a percentile bootstrap over trials is too narrow (it ignores the
+    uncertainty of the SD, which the t quantile carries); this is the interval the paired
+    t-test inverts. NaN with fewer than 2 pairs; zero spread gives the point.
     """
-    a, b = _clean(a, "bootstrap_ci_difference a"), _clean(b, "bootstrap_ci_difference b")
+    a, b = _clean(a, "paired_t_interval a"), _clean(b, "paired_t_interval b")
+    _check_confidence(confidence, "paired_t_interval")
+    if a.size != b.size:
+        raise ValueError(f"paired_t_interval: paired samples differ in length ({a.size} vs {b.size})")
+    if a.size < 2:
+        return float("nan"), float("nan")
+    diff = a - b
+    half = stats.t.ppf(0.5 + confidence / 2.0, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size)
+    return float(diff.mean() - half), float(diff.mean() + half)
+
+
+def detectable_difference(sd_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true paired difference a two-sided paired t-test at ``alpha`` detects with
+    probability ``power``, given n pairs whose differences have SD ``sd_diff``.
+
+    Power at a true difference d is P(|T| > t_{1-alpha/2, n-1}) with T noncentral t (df n-1,
+    noncentrality d sqrt(n) / sd); the function solves power = ``power`` for d. NaN with fewer
+    than 2 pairs or a NaN SD; 0 with zero spread (any difference is detected).
+    """
+    if n < 2 or not np.isfinite(sd_diff):
+        return float("nan")
+    if sd_diff == 0.0:
+        return 0.0
+    return float(_standardised_detectable(int(n), float(alpha), float(power)) * sd_diff)
+
+
+def _standardised_detectable(n: int, alpha: float, power: float) -> float:
+    df, critical = n - 1, stats.t.ppf(1.0 - alpha / 2.0, n - 1)
+
+    def shortfall(d: float) -> float:
+        nc = d * np.sqrt(n)
+        # The far tail underflows to NaN for large n x d in scipy; it is 0 there.
+        far = np.nan_to_num(stats.nct.cdf(-critical, df, nc), nan=0.0)
+        return stats.nct.sf(critical, df, nc) + far - power
+
+    high = 1.0
+    while shortfall(high) < 0:
+        high *= 2.0
+    return optimize.brentq(shortfall, 0.0, high, xtol=1e-12)
+
+
+def tost_paired(a, b, margin: float) -> float:
+    """Two one-sided paired t-tests of |mean(a - b)| < margin (equivalence): the larger of the
+    p-values of H0 mean <= -margin and H0 mean >= +margin. Below alpha, a and b are shown
+    equivalent within +-margin. NaN with fewer than 2 pairs or no margin."""
+    a, b = _clean(a, "tost_paired a"), _clean(b, "tost_paired b")
+    if a.size != b.size:
+        raise ValueError(f"tost_paired: paired samples differ in length ({a.size} vs {b.size})")
+    if a.size < 2 or margin is None or not np.isfinite(margin):
+        return float("nan")
+    if margin <= 0:
+        raise ValueError(f"tost_paired: the equivalence margin must be > 0, got {margin}")
+    diff = a - b
+    _, p_low = _scipy_quiet(stats.ttest_1samp, diff, -margin, alternative="greater")
+    _, p_high = _scipy_quiet(stats.ttest_1samp, diff, margin, alternative="less")
+    return max(p_low, p_high)
+
+
+def equivalence_reading(tost_p: float, paired_p_holm: float, margin: float | None, alpha: float = 0.05) -> str:
+    """The verdict a reviewer asks for: 'equivalent within +-m' (TOST), 'different' (Holm-adjusted
+    paired p), both, or 'not shown equivalent' (neither: the study cannot tell)."""
+    different = bool(np.isfinite(paired_p_holm) and paired_p_holm < alpha)
+    if margin is None or not np.isfinite(margin):
+        return "different" if different else "no margin for this metric"
+    if np.isnan(tost_p):
+        return "n/a"
+    if tost_p < alpha:
+        return f"different, but within ±{margin:g}" if different else f"equivalent within ±{margin:g}"
+    return "different" if different else "not shown equivalent"
+
+
+def _check_confidence(confidence: float, where: str) -> None:
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"bootstrap_ci_difference: confidence must be in (0, 1), got {confidence}")
-    if n_boot < 1:
-        raise ValueError(f"bootstrap_ci_difference: n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    if paired:
-        if a.size != b.size:
-            raise ValueError(
-                f"bootstrap_ci_difference: paired samples differ in length ({a.size} vs {b.size})"
-            )
-        if a.size < 2:
-            return float("nan"), float("nan")
-        diff = a - b
-        means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
-    else:
-        if a.size < 2 or b.size < 2:
-            return float("nan"), float("nan")
-        means = (
-            a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1)
-            - b[rng.integers(0, b.size, size=(n_boot, b.size))].mean(axis=1)
-        )
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+        raise ValueError(f"{where}: confidence must be in (0, 1), got {confidence}")
 
 
 def holm_adjust(pvalues) -> np.ndarray:
@@ -167,19 +216,57 @@ def compare_arms(
     metric: str,
     comparisons,
     fractions=None,
-    n_boot: int = 10_000,
     confidence: float = 0.95,
-    seed: int = 0,
+    margin: float | None = None,
+    power: float = 0.8,
+    undefined: str | None = None,
 ) -> pd.DataFrame:
     """One row per (fraction, comparison a vs b) of `metric` over trials.
 
-    Welch statistics use every trial of each arm; paired statistics, g_z and the CI use the trials
-    both arms have. Trials whose value is NaN are left out, with a note. Holm adjustment runs over the whole table (all fractions and comparisons),
-    separately for the Welch and the paired p-values. ``comparisons`` are (a, b) pairs, a minus b
-    (validate them against the arm registry first); a comparison naming an arm without any run in
-    the summary is an error, an arm missing at one fraction gives a row of NaN with a note.
+    Welch statistics use every trial of each arm; paired statistics, g_z, the paired t-interval
+    (``ci_low``/``ci_high``, over the ``n_paired`` shared trials), the detectable difference
+    and TOST use the trials both arms have. Trials whose value is NaN are left out, with a note.
+    Holm adjustment runs over the whole table (all fractions and comparisons), separately for
+    the Welch and the paired p-values. ``comparisons`` are (a, b) pairs, a minus b (validate
+    them against the arm registry first); a comparison naming an arm without any run in the
+    summary is an error, an arm missing at one fraction gives a row of NaN with a note.
+
+    ``detectable_diff``: the smallest true difference the paired test (alpha = 1 - confidence)
+    finds with probability ``power``, from the SD of the paired differences and n. ``margin``
+    (in the metric's units; None: no equivalence reading) feeds TOST and ``reading``.
+    ``undefined`` names a boolean summary column marking runs whose value is not a usable
+    number (``lci_never_drops``: the raw LCI is ~1e7): where either arm has such a run, every
+    test of that row is n/a, said in the note.
     """
-    required = {"fraction", "arm", "trial", metric}
+    _check_confidence(confidence, "compare_arms")
+    kept = _checked_comparisons(summary, metric, comparisons, undefined)
+    if fractions is None:
+        fractions = sorted(summary["fraction"].unique(), reverse=True)
+    rows = []
+    for fraction in fractions:
+        at_fraction = summary[np.isclose(summary["fraction"], float(fraction))]
+        for arm_a, arm_b in kept:
+            own = [at_fraction.loc[at_fraction["arm"] == arm].set_index("trial") for arm in (arm_a, arm_b)]
+            flagged = [arm for arm, rows_ in zip((arm_a, arm_b), own) if undefined and rows_[undefined].astype(bool).any()]
+            rows.append(
+                _compare_one(float(fraction), arm_a, arm_b, own[0][metric], own[1][metric],
+                             confidence, margin, power, flagged)
+            )
+    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    table["welch_p_holm"] = holm_adjust(table["welch_p"].to_numpy(dtype=float))
+    table["paired_p_holm"] = holm_adjust(table["paired_p"].to_numpy(dtype=float))
+    alpha = 1.0 - confidence
+    table["reading"] = [
+        "n/a" if p_welch_undefined else equivalence_reading(tost, holm, margin, alpha)
+        for tost, holm, p_welch_undefined in zip(
+            table["tost_p"], table["paired_p_holm"], table["note"].str.contains(_UNDEFINED_NOTE, regex=False)
+        )
+    ]
+    return table
+
+
+def _checked_comparisons(summary: pd.DataFrame, metric: str, comparisons, undefined: str | None) -> list:
+    required = {"fraction", "arm", "trial", metric} | ({undefined} if undefined else set())
     missing = required - set(summary.columns)
     if missing:
         raise ValueError(f"compare_arms: summary lacks columns {sorted(missing)}")
@@ -197,24 +284,7 @@ def compare_arms(
                 f"compare_arms: comparison {arm_a} vs {arm_b} names {absent}, which have no runs; "
                 f"the summary holds the arms {sorted(arms_present)}"
             )
-    if fractions is None:
-        fractions = sorted(summary["fraction"].unique(), reverse=True)
-
-    rows = []
-    for fraction in fractions:
-        at_fraction = summary[np.isclose(summary["fraction"], float(fraction))]
-        for arm_a, arm_b in kept:
-            series_a = at_fraction.loc[at_fraction["arm"] == arm_a].set_index("trial")[metric]
-            series_b = at_fraction.loc[at_fraction["arm"] == arm_b].set_index("trial")[metric]
-            rows.append(
-                _compare_one(
-                    float(fraction), arm_a, arm_b, series_a, series_b, n_boot, confidence, seed
-                )
-            )
-    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    table["welch_p_holm"] = holm_adjust(table["welch_p"].to_numpy(dtype=float))
-    table["paired_p_holm"] = holm_adjust(table["paired_p"].to_numpy(dtype=float))
-    return table
+    return kept
 
 
 COMPARISON_COLUMNS = [
@@ -231,6 +301,7 @@ COMPARISON_COLUMNS = [
     "mean_b",
     "sd_b",
     "mean_diff",
+    "sd_diff",
     "welch_t",
     "welch_p",
     "paired_t",
@@ -239,11 +310,15 @@ COMPARISON_COLUMNS = [
     "hedges_gz",
     "ci_low",
     "ci_high",
+    "detectable_diff",
+    "equivalence_margin",
+    "tost_p",
     "note",
 ]
+_UNDEFINED_NOTE = "has runs whose value is undefined"
 
 
-def _compare_one(fraction, arm_a, arm_b, series_a, series_b, n_boot, confidence, seed) -> list:
+def _compare_one(fraction, arm_a, arm_b, series_a, series_b, confidence, margin, power, flagged) -> list:
     # A trial without a value (e.g. no validation split, so no honest score) is left out, said.
     dropped = {arm: int(s.isna().sum()) for arm, s in ((arm_a, series_a), (arm_b, series_b)) if s.isna().any()}
     series_a, series_b = series_a.dropna(), series_b.dropna()
@@ -261,34 +336,17 @@ def _compare_one(fraction, arm_a, arm_b, series_a, series_b, n_boot, confidence,
         notes.append(f"paired statistics on the {shared.size} shared trials only")
     if a.size >= 2 and b.size >= 2 and (a.std(ddof=1) == 0 or b.std(ddof=1) == 0):
         notes.append("zero variance in an arm: t may be inf or NaN")
-    welch_t, welch_p = welch_ttest(a, b)
-    paired_t, paired_p = paired_ttest(pa, pb)
-    ci_low, ci_high = bootstrap_ci_difference(
-        pa, pb, paired=True, n_boot=n_boot, confidence=confidence, seed=seed
-    )
+    sd_diff = _sd(pa - pb)
+    tests = [*welch_ttest(a, b), *paired_ttest(pa, pb), hedges_g(a, b), hedges_g(pa, pb, paired=True),
+             *paired_t_interval(pa, pb, confidence),
+             detectable_difference(sd_diff, shared.size, 1.0 - confidence, power),
+             margin if margin is not None else float("nan"), tost_paired(pa, pb, margin)]
+    if flagged:
+        notes.append(f"{flagged} {_UNDEFINED_NOTE} (a curve that never drops): no test")
+        tests = [float("nan")] * 9 + tests[-2:-1] + [float("nan")]
     return [
-        fraction,
-        f"{arm_a} vs {arm_b}",
-        arm_a,
-        arm_b,
-        series_a.name,
-        int(a.size),
-        int(b.size),
-        int(shared.size),
-        _mean(a),
-        _sd(a),
-        _mean(b),
-        _sd(b),
-        _mean(a) - _mean(b),
-        welch_t,
-        welch_p,
-        paired_t,
-        paired_p,
-        hedges_g(a, b),
-        hedges_g(pa, pb, paired=True),
-        ci_low,
-        ci_high,
-        "; ".join(notes),
+        fraction, f"{arm_a} vs {arm_b}", arm_a, arm_b, series_a.name, int(a.size), int(b.size), int(shared.size),
+        _mean(a), _sd(a), _mean(b), _sd(b), _mean(a) - _mean(b), sd_diff, *tests, "; ".join(notes),
     ]
 
 
@@ -343,8 +401,9 @@ def record_bootstrap_comparison(
     confidence: float = 0.95,
     seed=0,
     chunk: int = 250,
+    patients=None,
 ) -> dict[str, float]:
-    """Paired bootstrap over test records of the weighted-F1 difference a - b, pooled over trials.
+    """Paired bootstrap over test patients of the weighted-F1 difference a - b, pooled over trials.
 
     ``pred_a``/``pred_b`` (n_trials, n_records): each trial's predicted class per test record,
     trials paired by row (same bootstrap sample and seed) and records by column. One resample
@@ -356,7 +415,41 @@ def record_bootstrap_comparison(
       given these trained models;
     - ``records_trials``: each resample also redraws the trials with replacement, so the
       interval covers training variance (sample and seed) and the test split's.
+
+    ``patients`` (one id per record, i.e. per column) makes the patient the unit: a resample
+    draws n_patients patients with replacement and a drawn patient brings all their records (a
+    cluster bootstrap), since records of one person are not independent. Patients are numbered
+    in order of their first record, so with one record per patient the draws, and the numbers,
+    are exactly those of the record-level bootstrap.
     """
+    y_true, pred_a, pred_b = _checked_record_inputs(y_true, pred_a, pred_b, confidence, n_boot)
+    n_trials, n_records = pred_a.shape
+    unit_of_record, n_units = _units_of_records(patients, n_records)
+    ones = np.ones((1, n_records))
+    f1_a = np.array([weighted_f1_resampled(y_true, p, n_classes, ones)[0] for p in pred_a])
+    f1_b = np.array([weighted_f1_resampled(y_true, p, n_classes, ones)[0] for p in pred_b])
+    records_only, with_trials = _resampled_differences(
+        y_true, pred_a, pred_b, n_classes, n_boot, seed, chunk, unit_of_record, n_units
+    )
+    tail = (1.0 - confidence) / 2.0
+    low_r, high_r = np.quantile(records_only, [tail, 1.0 - tail])
+    low_b, high_b = np.quantile(with_trials, [tail, 1.0 - tail])
+    return {
+        "unit": "record" if patients is None else "patient",
+        "n_records": int(n_records),
+        "n_patients": int(n_units),
+        "n_trials": int(n_trials),
+        "f1_a": float(f1_a.mean()),
+        "f1_b": float(f1_b.mean()),
+        "mean_diff": float((f1_a - f1_b).mean()),
+        "ci_low_records": float(low_r),
+        "ci_high_records": float(high_r),
+        "ci_low_records_trials": float(low_b),
+        "ci_high_records_trials": float(high_b),
+    }
+
+
+def _checked_record_inputs(y_true, pred_a, pred_b, confidence: float, n_boot: int) -> tuple:
     y_true = np.asarray(y_true, dtype=np.int64)
     pred_a = np.atleast_2d(np.asarray(pred_a, dtype=np.int64))
     pred_b = np.atleast_2d(np.asarray(pred_b, dtype=np.int64))
@@ -369,20 +462,22 @@ def record_bootstrap_comparison(
         raise ValueError(f"record_bootstrap_comparison: confidence must be in (0, 1), got {confidence}")
     if n_boot < 1:
         raise ValueError(f"record_bootstrap_comparison: n_boot must be >= 1, got {n_boot}")
-    n_trials, n_records = pred_a.shape
-    if n_records == 0:
+    if pred_a.shape[1] == 0:
         raise ValueError("record_bootstrap_comparison: no test records")
-    ones = np.ones((1, n_records))
-    f1_a = np.array([weighted_f1_resampled(y_true, p, n_classes, ones)[0] for p in pred_a])
-    f1_b = np.array([weighted_f1_resampled(y_true, p, n_classes, ones)[0] for p in pred_b])
+    return y_true, pred_a, pred_b
+
+
+def _resampled_differences(y_true, pred_a, pred_b, n_classes, n_boot, seed, chunk, unit_of_record, n_units):
+    """The resampled statistic (mean over trials of F1_a - F1_b): units only, and units and trials."""
+    n_trials = pred_a.shape[0]
     record_rng, trial_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     records_only, with_trials = [], []
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        drawn = record_rng.integers(0, n_records, size=(size, n_records))
-        rows = np.repeat(np.arange(size), n_records)
-        weights = np.bincount(rows * n_records + drawn.ravel(), minlength=size * n_records)
-        weights = weights.reshape(size, n_records).astype(np.float64)
+        drawn = record_rng.integers(0, n_units, size=(size, n_units))
+        rows = np.repeat(np.arange(size), n_units)
+        weights = np.bincount(rows * n_units + drawn.ravel(), minlength=size * n_units)
+        weights = weights.reshape(size, n_units).astype(np.float64)[:, unit_of_record]
         diff = np.column_stack(
             [
                 weighted_f1_resampled(y_true, a, n_classes, weights) - weighted_f1_resampled(y_true, b, n_classes, weights)
@@ -392,25 +487,28 @@ def record_bootstrap_comparison(
         records_only.append(diff.mean(axis=1))
         trials = trial_rng.integers(0, n_trials, size=(size, n_trials))
         with_trials.append(np.take_along_axis(diff, trials, axis=1).mean(axis=1))
-    tail = (1.0 - confidence) / 2.0
-    low_r, high_r = np.quantile(np.concatenate(records_only), [tail, 1.0 - tail])
-    low_b, high_b = np.quantile(np.concatenate(with_trials), [tail, 1.0 - tail])
-    return {
-        "n_records": int(n_records),
-        "n_trials": int(n_trials),
-        "f1_a": float(f1_a.mean()),
-        "f1_b": float(f1_b.mean()),
-        "mean_diff": float((f1_a - f1_b).mean()),
-        "ci_low_records": float(low_r),
-        "ci_high_records": float(high_r),
-        "ci_low_records_trials": float(low_b),
-        "ci_high_records_trials": float(high_b),
-    }
+    return np.concatenate(records_only), np.concatenate(with_trials)
+
+
+def _units_of_records(patients, n_records: int) -> tuple[np.ndarray, int]:
+    """(unit index of every record, number of units): patients in order of their first record,
+    or every record its own unit."""
+    if patients is None:
+        return np.arange(n_records), n_records
+    patients = np.asarray(patients, dtype=object)
+    if patients.shape != (n_records,):
+        raise ValueError(
+            f"record_bootstrap_comparison: patients has {patients.size} entries for {n_records} records"
+        )
+    if pd.isna(patients).any():
+        raise ValueError("record_bootstrap_comparison: patients holds missing patient ids")
+    codes, uniques = pd.factorize(patients, sort=False)
+    return codes, int(uniques.size)
 
 
 RECORD_COMPARISON_COLUMNS = [
-    "fraction", "comparison", "arm_a", "arm_b", "metric", "selection", "split", "n_records",
-    "n_trials", "f1_a", "f1_b", "mean_diff", "ci_low_records", "ci_high_records",
+    "fraction", "comparison", "arm_a", "arm_b", "metric", "selection", "split", "unit", "n_records",
+    "n_patients", "n_trials", "f1_a", "f1_b", "mean_diff", "ci_low_records", "ci_high_records",
     "ci_low_records_trials", "ci_high_records_trials", "note",
 ]
 PREDICTION_COLUMNS = ("fraction", "arm", "trial", "selection", "split", "record_id", "label")
@@ -425,6 +523,7 @@ def record_bootstrap_comparisons(
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    patients=None,
 ) -> pd.DataFrame:
     """``record_bootstrap_comparison`` for every fraction and (a, b) pair of saved predictions.
 
@@ -433,20 +532,13 @@ def record_bootstrap_comparisons(
     predicted class is the argmax of the probabilities (first class on ties). Trials pair by
     number (the ones both arms have), records by record_id (both arms must hold the same test
     records). At one fraction every comparison uses the same record resamples.
+
+    The resampled unit is the patient when the predictions carry ``patient_id`` or ``patients``
+    maps record id -> patient id (a mapping or a Series); else the record.
     """
     classes = [str(c) for c in classes]
-    missing = [c for c in (*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)) if c not in predictions.columns]
-    if missing:
-        raise ValueError(f"record_bootstrap_comparisons: predictions lack columns {missing}")
-    rows = predictions[(predictions["selection"] == selection) & (predictions["split"] == split)]
-    if rows.empty:
-        raise ValueError(f"record_bootstrap_comparisons: no predictions with selection={selection!r}, split={split!r}")
-    unknown = sorted(set(rows["label"].astype(str)) - set(classes))
-    if unknown:
-        raise ValueError(f"record_bootstrap_comparisons: labels {unknown} are not among the classes {classes}")
-    code = {name: i for i, name in enumerate(classes)}
-    probabilities = rows[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
-    rows = rows.assign(_pred=probabilities.argmax(axis=1), _true=rows["label"].astype(str).map(code))
+    rows = _scored_predictions(predictions, classes, selection, split)
+    patient_of = _patient_map(rows, patients)
     out = []
     for fraction in sorted(rows["fraction"].unique(), reverse=True):
         at_fraction = rows[np.isclose(rows["fraction"], float(fraction))]
@@ -473,9 +565,53 @@ def record_bootstrap_comparisons(
             result = record_bootstrap_comparison(
                 y_a.to_numpy(), pa.loc[shared].to_numpy(), pb.loc[shared].to_numpy(), len(classes),
                 n_boot=n_boot, confidence=confidence, seed=[int(seed), int(round(float(fraction) * 1_000_000))],
+                patients=None if patient_of is None else _patients_of(y_a.index, patient_of),
             )
             out.append({**base, **result, "note": note})
     return pd.DataFrame(out, columns=RECORD_COMPARISON_COLUMNS)
+
+
+def _scored_predictions(predictions: pd.DataFrame, classes: list[str], selection: str, split: str) -> pd.DataFrame:
+    """The predictions of ``selection`` on ``split``, checked, with the predicted (``_pred``,
+    argmax, first class on ties) and the true (``_true``) class codes."""
+    missing = [c for c in (*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)) if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"record_bootstrap_comparisons: predictions lack columns {missing}")
+    rows = predictions[(predictions["selection"] == selection) & (predictions["split"] == split)]
+    if rows.empty:
+        raise ValueError(f"record_bootstrap_comparisons: no predictions with selection={selection!r}, split={split!r}")
+    unknown = sorted(set(rows["label"].astype(str)) - set(classes))
+    if unknown:
+        raise ValueError(f"record_bootstrap_comparisons: labels {unknown} are not among the classes {classes}")
+    code = {name: i for i, name in enumerate(classes)}
+    probabilities = rows[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
+    return rows.assign(_pred=probabilities.argmax(axis=1), _true=rows["label"].astype(str).map(code))
+
+
+def _patient_map(rows: pd.DataFrame, patients) -> dict | None:
+    """record id -> patient id, from the predictions' ``patient_id`` column or ``patients``."""
+    if "patient_id" in rows.columns:
+        pairs = rows[["record_id", "patient_id"]].drop_duplicates()
+        clash = pairs["record_id"].duplicated()
+        if clash.any():
+            raise ValueError(
+                f"record_bootstrap_comparisons: record {pairs.loc[clash, 'record_id'].iloc[0]!r} "
+                "has several patient ids in the predictions"
+            )
+        return dict(zip(pairs["record_id"].astype(str), pairs["patient_id"]))
+    if patients is None:
+        return None
+    return {str(k): v for k, v in dict(patients).items()}
+
+
+def _patients_of(record_ids: pd.Index, patient_of: dict) -> np.ndarray:
+    unknown = [r for r in record_ids if str(r) not in patient_of]
+    if unknown:
+        raise ValueError(
+            f"record_bootstrap_comparisons: no patient id for the test record(s) {unknown[:3]}; the "
+            "predictions belong to other labelled data"
+        )
+    return np.array([patient_of[str(r)] for r in record_ids], dtype=object)
 
 
 def _prediction_matrix(rows: pd.DataFrame, arm: str, fraction: float):

@@ -147,3 +147,72 @@ def _validate_histories(histories: pd.DataFrame) -> None:
             f"summarise_runs: {int(duplicated.sum())} duplicate (fraction, arm, trial, epoch, split) "
             f"rows, first {first}"
         )
+
+
+def check_histories_complete(
+    histories: pd.DataFrame, max_epochs: int, patience: int | None = None, source: str = "training_histories"
+) -> None:
+    """Refuse histories cut short: every run must hold epochs 1..k on each of its splits, the
+    same k on all, and k must be the planned maximum ``max_epochs`` unless the run stopped
+    early. A stop is recorded by a true ``stopped_early`` column in the run's rows, or, without
+    that column and with ``patience`` set, read from the history itself: the last ``patience``
+    epochs did not improve the best validation F1_weighted (the stop rule of the engine).
+
+    A file whose last rows were cut off otherwise summarises without a word, as a run of fewer
+    epochs with another honest score; the error names the arm, the run and ``source``.
+    """
+    problems = []
+    for (fraction, arm, trial), run in histories.groupby(RUN_KEYS, sort=True):
+        where = f"{arm} (fraction {fraction:g}, trial {trial})"
+        counts = {split: sorted(int(e) for e in rows["epoch"]) for split, rows in run.groupby("split")}
+        last = {split: epochs[-1] for split, epochs in counts.items()}
+        gaps = [split for split, epochs in counts.items() if epochs != list(range(1, len(epochs) + 1))]
+        if gaps:
+            problems.append(f"{where}: epochs missing or out of 1..n on split(s) {gaps}")
+        elif len(set(last.values())) > 1:
+            problems.append(f"{where}: the splits end at different epochs {last}")
+        elif max(last.values()) > max_epochs:
+            problems.append(f"{where}: {max(last.values())} epochs, more than the planned {max_epochs}")
+        elif max(last.values()) < max_epochs and not _stopped_early(run, patience):
+            problems.append(
+                f"{where}: {max(last.values())} of the planned {max_epochs} epochs and no recorded early stop"
+            )
+    if problems:
+        shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise ValueError(
+            f"statistics: {source} holds incomplete runs (a damaged or cut file, or a run still "
+            f"training); retrain those arms or restore the file:\n  {shown}"
+        )
+
+
+def _stopped_early(run: pd.DataFrame, patience: int | None) -> bool:
+    if "stopped_early" in run.columns:
+        return bool(run["stopped_early"].fillna(False).astype(bool).any())
+    if patience is None:
+        return False
+    val = run[run["split"] == "val"].set_index("epoch")["f1_weighted"].sort_index()
+    if val.empty or val.isna().all():
+        return False
+    return int(val.index.max()) - int(val.idxmax()) >= int(patience)
+
+
+def still_improving(summary: pd.DataFrame, max_epochs: int, share: float = 0.2) -> pd.DataFrame:
+    """Per (fraction, arm): in how many runs the honest (best-validation) epoch lies in the last
+    ``share`` of the planned epochs; ``flagged`` where that is most runs (more than half).
+
+    Such an arm was still improving when the budget ended, so a longer budget may change its
+    comparisons: the honest epoch measures how fast an arm converges as much as how good it is.
+    """
+    missing = {"fraction", "arm", "trial", "honest_epoch"} - set(summary.columns)
+    if missing:
+        raise ValueError(f"still_improving: summary lacks columns {sorted(missing)}")
+    if max_epochs < 1:
+        raise ValueError(f"still_improving: max_epochs must be >= 1, got {max_epochs}")
+    late_from = max_epochs - share * max_epochs  # epochs after this lie in the last fifth
+    rows = []
+    for (fraction, arm), runs in summary.groupby(["fraction", "arm"], sort=False):
+        epochs = runs["honest_epoch"].dropna().to_numpy(dtype=float)
+        late = int((epochs > late_from).sum())
+        rows.append({"fraction": float(fraction), "arm": arm, "runs": int(epochs.size), "late_runs": late,
+                     "flagged": bool(epochs.size and late > epochs.size / 2)})
+    return pd.DataFrame(rows, columns=["fraction", "arm", "runs", "late_runs", "flagged"])

@@ -1,8 +1,9 @@
 """The paper's Tables 2 (weighted F1) and 3 (LCI), laid out as printed, for every arm.
 
-Rows: "trial 1" .. "trial n", then "mean ± SD", then one row of Welch p-values per declared
-comparison (the p-value of a vs b at a fraction sits in the column of arm a at that fraction),
-then optional context rows (the floor, the sample sizes, the labelled split, runs whose curve
+Rows: "trial 1" .. "trial n", then "mean ± SD", then per declared comparison two rows of Welch
+p-values read from the comparisons table (``statistics.compare_arms``), unadjusted and
+Holm-adjusted over that metric's family (the p-value of a vs b at a fraction sits in the column
+of arm a at that fraction), then optional context rows (the floor, the sample sizes, the labelled split, runs whose curve
 never drops). Columns: fraction x arm in the arm registry's order, e.g. "100% random",
 "100% image", "100% transfer", "50% random", ...
 Cells are formatted strings, so the frame writes to CSV exactly as it reads in Markdown.
@@ -16,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from ecg_transfer.study.arms import ArmRegistry
-from ecg_transfer.study.statistics import welch_ttest
 
 # An extra row's content: one text for every column, one per fraction, or one per fraction and arm.
 RowContent = str | Mapping[float, str | Mapping[str, str]]
@@ -37,16 +37,17 @@ def trial_table(
     summary: pd.DataFrame,
     metric: str,
     arms: ArmRegistry | Sequence[str] | None = None,
-    comparisons: Sequence[Sequence[str]] = (),
+    comparisons: pd.DataFrame | None = None,
     fractions=None,
     decimals: int = 3,
     extra_rows: Mapping[str, RowContent] | None = None,
 ) -> pd.DataFrame:
     """Per-trial values, mean ± SD and Welch p-values of one summary column, paper layout.
 
-    ``comparisons`` are (a, b) pairs; those naming an arm without runs get no row.
-    ``extra_rows`` (label -> text, {fraction: text} or {fraction: {arm: text}}) are appended in
-    order.
+    ``comparisons`` is the comparisons table (``compare_arms``; its rows of ``metric`` are
+    read, never recomputed); pairs naming an arm without runs get no row, a fraction without
+    a comparison row reads n/a. ``extra_rows`` (label -> text, {fraction: text} or
+    {fraction: {arm: text}}) are appended in order.
     """
     missing = {"fraction", "arm", "trial", metric} - set(summary.columns)
     if missing:
@@ -57,11 +58,12 @@ def trial_table(
     arms = arm_order(arms, summary["arm"])
     if not arms:
         raise ValueError("trial_table: none of the requested arms has runs in the summary")
-    comparisons = [(str(a), str(b)) for a, b in comparisons if a in arms and b in arms]
+    p_values = _p_values(comparisons, metric, arms)
     if fractions is None:
         fractions = sorted(summary["fraction"].unique(), reverse=True)
     trials = sorted(int(t) for t in summary["trial"].unique())
     extra_rows = dict(extra_rows or {})
+    p_rows = [_p_row(a, b, kind) for a, b in p_values for kind in P_KINDS]
 
     columns, cells = [], {}
     for fraction in fractions:
@@ -72,30 +74,54 @@ def trial_table(
             values = at_fraction.loc[at_fraction["arm"] == arm].set_index("trial")[metric]
             cell = {f"trial {t}": _number(values.get(t, np.nan), decimals) for t in trials}
             cell["mean ± SD"] = mean_sd(values.to_numpy(dtype=float), decimals)
-            for arm_a, arm_b in comparisons:
-                cell[_p_row(arm_a, arm_b)] = ""
+            cell.update({row: "" for row in p_rows})
+            for (arm_a, arm_b), rows in p_values.items():
+                if arm == arm_a:
+                    for kind, column_name in P_KINDS.items():
+                        cell[_p_row(arm_a, arm_b, kind)] = format_p(_at(rows, float(fraction), column_name))
             for label, content in extra_rows.items():
                 cell[label] = _row_text(content, float(fraction), arm)
             cells[column] = cell
-        for arm_a, arm_b in comparisons:
-            a = at_fraction.loc[at_fraction["arm"] == arm_a, metric].to_numpy(dtype=float)
-            b = at_fraction.loc[at_fraction["arm"] == arm_b, metric].to_numpy(dtype=float)
-            _, p = welch_ttest(a[~np.isnan(a)], b[~np.isnan(b)])
-            cells[f"{fraction_label(fraction)} {arm_a}"][_p_row(arm_a, arm_b)] = format_p(p)
 
-    index = (
-        [f"trial {t}" for t in trials] + ["mean ± SD"] + [_p_row(a, b) for a, b in comparisons] + list(extra_rows)
-    )
+    index = [f"trial {t}" for t in trials] + ["mean ± SD"] + p_rows + list(extra_rows)
     table = pd.DataFrame({column: [cells[column][row] for row in index] for column in columns}, index=index)
     table.index.name = metric
     return table
+
+
+# The p-value rows of a comparison: label -> column of the comparisons table.
+P_KINDS = {"unadjusted": "welch_p", "Holm": "welch_p_holm"}
+
+
+def _p_values(comparisons: pd.DataFrame | None, metric: str, arms: list[str]) -> dict[tuple[str, str], pd.DataFrame]:
+    """The comparisons table's rows of ``metric`` per (a, b) pair whose arms are shown."""
+    if comparisons is None:
+        return {}
+    if not isinstance(comparisons, pd.DataFrame):
+        raise TypeError("trial_table: comparisons must be the comparisons table (statistics.compare_arms)")
+    if comparisons.empty:
+        return {}
+    missing = {"fraction", "arm_a", "arm_b", "metric", *P_KINDS.values()} - set(comparisons.columns)
+    if missing:
+        raise ValueError(f"trial_table: the comparisons lack columns {sorted(missing)}")
+    rows = comparisons[comparisons["metric"] == metric]
+    pairs = dict.fromkeys(zip(rows["arm_a"].astype(str), rows["arm_b"].astype(str)))
+    return {
+        (a, b): rows[(rows["arm_a"] == a) & (rows["arm_b"] == b)]
+        for a, b in pairs if a in arms and b in arms
+    }
+
+
+def _at(rows: pd.DataFrame, fraction: float, column: str) -> float:
+    chosen = rows.loc[np.isclose(rows["fraction"].astype(float), fraction), column]
+    return float(chosen.iloc[0]) if len(chosen) else float("nan")
 
 
 def table2(
     summary: pd.DataFrame,
     metric: str = "best_test_f1_weighted",
     arms: ArmRegistry | Sequence[str] | None = None,
-    comparisons: Sequence[Sequence[str]] = (),
+    comparisons: pd.DataFrame | None = None,
     floor: Mapping[str, float] | None = None,
     sample_sizes: pd.DataFrame | None = None,
     labelled_split: str | None = None,
@@ -104,15 +130,16 @@ def table2(
     """Table 2: `metric` of every arm at each fraction, with the context a reader needs.
 
     ``floor`` ({"majority class": 0.55, ...}) adds one row per trivial classifier;
-    ``sample_sizes`` (``bootstrap.sample_sizes``) a row of training records per sample (drawn,
-    and unique on average); ``labelled_split`` a row stating the train/val/test split.
+    ``sample_sizes`` (``bootstrap.sample_sizes``) a row of training patients (the unit drawn;
+    records for a table without patient columns) per sample (drawn, and unique on average); ``labelled_split`` a row stating the train/val/test split.
     """
     extra: dict[str, RowContent] = dict(kwargs.pop("extra_rows", None) or {})
     for name, value in (floor or {}).items():
         extra[f"floor: {name}"] = _number(value, kwargs.get("decimals", 3))
     if sample_sizes is not None:
-        extra["training records per sample: drawn (unique, mean)"] = {
-            float(row.fraction): f"{row.records_drawn_mean:g} ({row.unique_records_mean:.1f})"
+        unit = "patients" if "patients_drawn_mean" in sample_sizes.columns else "records"
+        extra[f"training {unit} per sample: drawn (unique, mean)"] = {
+            float(row.fraction): f"{getattr(row, f'{unit}_drawn_mean'):g} ({getattr(row, f'unique_{unit}_mean'):.1f})"
             for row in sample_sizes.itertuples()
         }
     if labelled_split:
@@ -124,7 +151,7 @@ def table3(
     summary: pd.DataFrame,
     metric: str = "lci",
     arms: ArmRegistry | Sequence[str] | None = None,
-    comparisons: Sequence[Sequence[str]] = (),
+    comparisons: pd.DataFrame | None = None,
     **kwargs,
 ) -> pd.DataFrame:
     """Table 3: LCI of every arm at each fraction; with ``lci_never_drops`` in the summary, a row
@@ -175,8 +202,8 @@ def format_p(p: float) -> str:
     return f"{p:.3f}"
 
 
-def _p_row(arm_a: str, arm_b: str) -> str:
-    return f"p Welch {arm_a} vs {arm_b}"
+def _p_row(arm_a: str, arm_b: str, kind: str) -> str:
+    return f"p Welch ({kind}) {arm_a} vs {arm_b}"
 
 
 def _row_text(content: RowContent, fraction: float, arm: str) -> str:

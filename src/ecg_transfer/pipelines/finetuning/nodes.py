@@ -35,13 +35,14 @@ ArmOutputs = tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
 
 
 def draw_bootstrap_samples(labelled_windows, study: dict[str, Any]) -> pd.DataFrame:
-    """Every (fraction, trial) sample of the training split, drawn once for all arms; a record
-    that gives several windows is drawn whole (its windows travel together)."""
+    """Every (fraction, trial) sample of the training split, drawn once for all arms; the patient
+    is the unit: a drawn patient brings all their records and windows (study/bootstrap.py)."""
     train = labelled_windows.split_indices("train")
     index = labelled_windows.index
     return draw_all_samples(
         index["label"].to_numpy(dtype=object)[train], study["fractions"], int(study["n_trials"]),
         int(study["base_seed"]), records=index["record_id"].to_numpy(dtype=object)[train],
+        patients=index["patient_id"].to_numpy(dtype=object)[train],
     )
 
 
