@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import shutil
 
@@ -98,6 +99,24 @@ def test_unlabelled_recordings_give_several_windows_each(preprocessed):
     # Different positions in one recording, not one window repeated.
     for _, rows in store.index.groupby("record_id"):
         assert rows["window_start"].nunique() == per_recording
+
+
+# Digests of the window stores built from the bundled (shrunk) data, taken before the readers were
+# split into format and folder modules (issue 17): a refactor of the readers or of preprocessing
+# must leave them bit-identical. A deliberate change of the data or the signal chain updates them.
+BUNDLED_WINDOW_DIGESTS = {
+    "labelled_windows": ("354981b5d8a6502cc94c15dc6467a7577bd12141", "bab6933f6a2a942e07f2103ef607702a418ed61f"),
+    "unlabelled_windows": ("607b00e0d2e4ce249c1413ccdbaf916d03f76202", "e4d8cb0fb2c52f756d122a5b362d1bea959207e6"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_WINDOW_DIGESTS))
+def test_window_stores_of_the_bundled_data_are_bit_identical_to_the_recorded_ones(preprocessed, name):
+    catalog, _ = preprocessed
+    store = catalog.load(name)
+    index = store.index.drop(columns="source")  # the only column that holds the temporary folder
+    digests = (store.meta["windows_sha1"], hashlib.sha1(index.to_csv(index=False).encode()).hexdigest())
+    assert digests == BUNDLED_WINDOW_DIGESTS[name]
 
 
 def test_no_patient_is_in_two_splits_and_every_class_is_in_each_split(preprocessed):
