@@ -59,3 +59,54 @@ def test_a_folder_reader_is_one_class_and_the_dataset_asks_it_about_its_folders(
         dataset.save(records)
     with pytest.raises(FileNotFoundError, match="text ECG folder does not exist"):
         TextFolder(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- the checks hold at every reader
+def _wfdb_records(root: Path, comments: list[str]) -> dict[str, str]:
+    """Three 10-s lead-II records: clean, with two invalid (NaN) samples, with a 100 mV spike."""
+    import wfdb
+
+    root.mkdir(parents=True, exist_ok=True)
+    signal = np.sin(np.arange(5000) / 30.0)
+    gap, spike = signal.copy(), signal.copy()
+    gap[[10, 11]] = np.nan
+    spike[100] = 100.0
+    for name, samples in (("clean", signal), ("gap", gap), ("spike", spike)):
+        wfdb.wrsamp(name, fs=500, units=["mV"], sig_name=["II"], p_signal=samples.reshape(-1, 1),
+                    fmt=["16"], comments=comments, write_dir=str(root))
+    return {"gap": "non_finite", "spike": "implausible_amplitude"}
+
+
+def _chapman(root: Path):
+    from ecg_transfer.signals.chapman import CHAPMAN_LEADS, write_chapman_release
+    import pandas as pd
+
+    good = np.tile(1000 * np.sin(np.arange(5000) / 30.0)[:, None], (1, len(CHAPMAN_LEADS)))
+    ii = CHAPMAN_LEADS.index("II")
+    gap, inf, spike = good.copy(), good.copy(), good.copy()
+    gap[[10, 11], ii] = np.nan
+    inf[10, ii] = np.inf
+    spike[100, ii] = 100_000.0  # microvolts: 100 mV
+    names = ["clean", "gap", "inf", "spike"]
+    write_chapman_release(root, pd.DataFrame({"FileName": names, "Rhythm": "SR"}),
+                          zip(names, (good, gap, inf, spike)), progress=False)
+    return {"gap": "non_finite", "inf": "non_finite", "spike": "implausible_amplitude"}
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_non_finite_and_implausible_samples_are_excluded_at_every_reader(tmp_path, name):
+    root = tmp_path / name
+    options: dict = {"progress": False}
+    if name == "chapman":
+        expected = _chapman(root)
+    else:
+        expected = _wfdb_records(root, ["Dx: 426783006", "patient: p1"])
+    if name == "wfdb_folder":
+        options["allow_nan_gaps"] = False  # its default lets short NaN gaps through (tested apart)
+    if name == "wfdb_labelled_folder":
+        (tmp_path / "labels.csv").write_text("record,label\nclean,N\ngap,N\nspike,N\n")
+        options["labels_csv"] = tmp_path / "labels.csv"
+    log = ExclusionLog()
+    records = list(READERS[name](root, **options).iter_records(log))
+    assert [r.record_id for r in records] == ["clean"]
+    assert log.to_frame().set_index("record_id")["reason"].to_dict() == expected
