@@ -3,12 +3,16 @@ from dataclasses import replace
 
 import pytest
 import torch
+from kedro.io import DatasetError
 
+from ecg_transfer.datasets import PretrainedEncoderDataset
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
 from ecg_transfer.models.weights import (
+    check_card_inputs,
     check_pretrained_encoder,
     encoder_model_card,
     load_pretrained_encoder,
+    preprocessing_card,
     save_pretrained_encoder,
 )
 from tests.tiny import TINY_CAE
@@ -107,10 +111,6 @@ def test_in_memory_card_and_check_agree_with_the_files(saved):
 def test_a_card_that_does_not_state_its_inputs_is_refused_naming_the_file_and_fields(saved, deleted):
     """Issue 20 item 9: a card with its sampling rate, lead or normalisation deleted was taken
     for 250 Hz / II / z-score; now each path that reads a card refuses it."""
-    from ecg_transfer.datasets import PretrainedEncoderDataset
-    from ecg_transfer.models.weights import check_card_inputs, preprocessing_card
-    from kedro.io import DatasetError
-
     _, weights, card_path = saved
     card = json.loads(card_path.read_text())
     for field in deleted:
@@ -130,8 +130,6 @@ def test_a_card_that_does_not_state_its_inputs_is_refused_naming_the_file_and_fi
 
 def test_a_card_stating_its_inputs_still_loads_and_is_compared(saved):
     _, weights, card_path = saved
-    from ecg_transfer.models.weights import check_card_inputs, preprocessing_card
-
     card = json.loads(card_path.read_text())
     check_card_inputs(card, preprocessing_card(250.0, TINY.window_length, ["MLII"]), "x")  # MLII is lead II
     with pytest.raises(ValueError, match="sampling_rate_hz: card 250.0 vs data 500.0"):

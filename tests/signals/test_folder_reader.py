@@ -3,10 +3,13 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import wfdb
 from kedro.io import DatasetError
 
 from ecg_transfer.datasets import RawEcgDataset
+from ecg_transfer.signals.chapman import CHAPMAN_LEADS, write_chapman_release
 from ecg_transfer.signals.folder_reader import FolderReader
 from ecg_transfer.signals.readers import READERS
 from ecg_transfer.signals.records import Candidate, EcgRecord, ExclusionLog, SignalChecks
@@ -64,8 +67,6 @@ def test_a_folder_reader_is_one_class_and_the_dataset_asks_it_about_its_folders(
 # ---------------------------------------------------------------- the checks hold at every reader
 def _wfdb_records(root: Path, comments: list[str]) -> dict[str, str]:
     """Three 10-s lead-II records: clean, with two invalid (NaN) samples, with a 100 mV spike."""
-    import wfdb
-
     root.mkdir(parents=True, exist_ok=True)
     signal = np.sin(np.arange(5000) / 30.0)
     gap, spike = signal.copy(), signal.copy()
@@ -78,9 +79,6 @@ def _wfdb_records(root: Path, comments: list[str]) -> dict[str, str]:
 
 
 def _chapman(root: Path):
-    from ecg_transfer.signals.chapman import CHAPMAN_LEADS, write_chapman_release
-    import pandas as pd
-
     good = np.tile(1000 * np.sin(np.arange(5000) / 30.0)[:, None], (1, len(CHAPMAN_LEADS)))
     ii = CHAPMAN_LEADS.index("II")
     gap, inf, spike = good.copy(), good.copy(), good.copy()

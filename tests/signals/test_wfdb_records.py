@@ -10,6 +10,7 @@ import pytest
 import scipy.io
 import wfdb
 
+from ecg_transfer.signals import wfdb_readers
 from ecg_transfer.signals.records import EcgRecord, ExclusionLog
 from ecg_transfer.signals.wfdb_records import (
     PhysioNetLabelledWfdb,
@@ -461,8 +462,6 @@ def test_a_labels_csv_as_people_write_it_bom_crlf_duplicates_and_paths_outside(t
     """What held when probed (issue 20), kept: a BOM and CRLF line ends read as plain text, a
     duplicated row is one record plus a duplicate_id, and a row naming a record outside the
     folder (relative or absolute) is missing_file: nothing outside the folder is read."""
-    import ecg_transfer.signals.wfdb_readers as wfdb_readers
-
     root = _labelled_folder(tmp_path / "mine", n=3)
     outside = _labelled_folder(tmp_path / "outside", n=1)  # a readable record the CSV must not reach
     rows = ["record,label", "r0,Normal", "r1, AF ", "r1, AF ", "../outside/r0,Normal",

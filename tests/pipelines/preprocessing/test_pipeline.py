@@ -15,7 +15,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from ecg_transfer.pipelines.ingestion.pipeline import create_pipeline as ingestion
 from ecg_transfer.pipelines.preprocessing.pipeline import create_pipeline
-from ecg_transfer.signals.overlap import OVERLAP_COLUMNS
+from ecg_transfer.signals.overlap import OVERLAP_COLUMNS, find_overlap, signal_hash
 from ecg_transfer.signals.records import EcgRecord
 from tests.pipelines.conftest import (
     copy_raw_data,
@@ -425,8 +425,6 @@ def test_labelled_records_copied_into_the_unlabelled_corpus_are_warned_reported_
 
 
 def test_overlap_is_found_by_content_under_another_name_and_by_name_with_other_content():
-    from ecg_transfer.signals.overlap import find_overlap, signal_hash
-
     signal = np.sin(np.arange(3000) / 7.0)
     labelled = pd.DataFrame({
         "record_id": ["p1/rec1", "p2/rec2", "p3/rec3"],
