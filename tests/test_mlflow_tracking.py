@@ -15,6 +15,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
+from ecg_transfer.signals.overlap import OVERLAP_COLUMNS
 from ecg_transfer.tracking import RunTracker
 from tests.conftest import PROJECT_ROOT
 
@@ -32,6 +33,7 @@ def test_a_kedro_run_records_an_mlflow_run_in_sqlite(project_copy):
     exclusions.iloc[:0].to_csv(data / "08_reporting" / "ingestion" / "unlabelled_exclusions.csv", index=False)
     decided = exclusions.iloc[:0].assign(outcome="")  # preprocessing left nothing out
     decided.to_csv(data / "08_reporting" / "ingestion" / "labelled_class_exclusions.csv", index=False)
+    pd.DataFrame(columns=OVERLAP_COLUMNS).to_csv(data / "08_reporting" / "ingestion" / "unlabelled_overlap.csv", index=False)
 
     bootstrap_project(project_copy)
     with KedroSession.create(project_path=project_copy) as session:

@@ -3,12 +3,16 @@ from dataclasses import replace
 
 import pytest
 import torch
+from kedro.io import DatasetError
 
+from ecg_transfer.datasets import PretrainedEncoderDataset
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
 from ecg_transfer.models.weights import (
+    check_card_inputs,
     check_pretrained_encoder,
     encoder_model_card,
     load_pretrained_encoder,
+    preprocessing_card,
     save_pretrained_encoder,
 )
 from tests.tiny import TINY_CAE
@@ -99,3 +103,34 @@ def test_in_memory_card_and_check_agree_with_the_files(saved):
         check_pretrained_encoder({k: v for k, v in list(state.items())[1:]}, card, TINY)
     with pytest.raises(ValueError, match="architecture"):
         check_pretrained_encoder(state, {"data": "no architecture"}, TINY)
+
+
+@pytest.mark.parametrize(
+    "deleted", [("sampling_rate_hz",), ("lead",), ("normalisation",), ("sampling_rate_hz", "lead", "normalisation")]
+)
+def test_a_card_that_does_not_state_its_inputs_is_refused_naming_the_file_and_fields(saved, deleted):
+    """Issue 20 item 9: a card with its sampling rate, lead or normalisation deleted was taken
+    for 250 Hz / II / z-score; now each path that reads a card refuses it."""
+    _, weights, card_path = saved
+    card = json.loads(card_path.read_text())
+    for field in deleted:
+        del card[field]
+    card_path.write_text(json.dumps(card))
+    named = "does not state " + ", ".join(deleted)
+    with pytest.raises(ValueError, match=rf"{card_path}.*{named}"):
+        load_pretrained_encoder(weights, card_path, TINY)
+    with pytest.raises(DatasetError, match=rf"{card_path}.*{named}"):
+        PretrainedEncoderDataset(str(weights), str(card_path)).load()
+    state = torch.load(weights, weights_only=True)
+    with pytest.raises(ValueError, match=rf"arm transfer.*{named}"):
+        check_pretrained_encoder(state, card, TINY, source="arm transfer")
+    with pytest.raises(ValueError, match=named):
+        check_card_inputs(card, preprocessing_card(250.0, TINY.window_length, ["II"]), "arm transfer")
+
+
+def test_a_card_stating_its_inputs_still_loads_and_is_compared(saved):
+    _, weights, card_path = saved
+    card = json.loads(card_path.read_text())
+    check_card_inputs(card, preprocessing_card(250.0, TINY.window_length, ["MLII"]), "x")  # MLII is lead II
+    with pytest.raises(ValueError, match="sampling_rate_hz: card 250.0 vs data 500.0"):
+        check_card_inputs(card, preprocessing_card(500.0, TINY.window_length, ["II"]), "x")

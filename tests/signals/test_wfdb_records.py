@@ -10,6 +10,7 @@ import pytest
 import scipy.io
 import wfdb
 
+from ecg_transfer.signals import wfdb_readers
 from ecg_transfer.signals.records import EcgRecord, ExclusionLog
 from ecg_transfer.signals.wfdb_records import (
     PhysioNetLabelledWfdb,
@@ -348,8 +349,10 @@ def test_a_bad_sampling_frequency_is_unreadable_not_250_hz(tmp_path, field, mess
     header.write_text("\n".join(lines) + "\n")
     if field in ("abc", "-500", None):
         assert wfdb.rdheader(str(tmp_path / "rec")).fs == 250  # what wfdb would do silently
+    (tmp_path / "labels.csv").write_text("record,label\nrec,N\n")
     for reader in (WfdbFolder(tmp_path, progress=False),
-                   PhysioNetLabelledWfdb(tmp_path, progress=False)):
+                   PhysioNetLabelledWfdb(tmp_path, progress=False),
+                   WfdbLabelledFolder(tmp_path, tmp_path / "labels.csv", progress=False)):
         log = ExclusionLog()
         assert list(reader.iter_records(log)) == []
         (row,) = log.to_frame().to_dict("records")
@@ -453,3 +456,30 @@ def test_decimal_comma_gain_goes_to_the_fallback_not_a_wrong_gain(tmp_path):
     expected = wfdb.rdrecord(str(CPSC / "data_8_4"), channel_names=["II"]).p_signal[:, 0]
     np.testing.assert_allclose(record.signal, expected)
     assert record.lead == "II"
+
+
+def test_a_labels_csv_as_people_write_it_bom_crlf_duplicates_and_paths_outside(tmp_path, monkeypatch):
+    """What held when probed (issue 20), kept: a BOM and CRLF line ends read as plain text, a
+    duplicated row is one record plus a duplicate_id, and a row naming a record outside the
+    folder (relative or absolute) is missing_file: nothing outside the folder is read."""
+    root = _labelled_folder(tmp_path / "mine", n=3)
+    outside = _labelled_folder(tmp_path / "outside", n=1)  # a readable record the CSV must not reach
+    rows = ["record,label", "r0,Normal", "r1, AF ", "r1, AF ", "../outside/r0,Normal",
+            f"{(outside / 'r0').as_posix()},Normal", "r2,Normal"]
+    csv = tmp_path / "labels.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode("utf-8") + b"\r\n")
+    read: list[Path] = []
+    original = wfdb_readers.read_one_lead
+
+    def spying(header_path, *args):
+        read.append(Path(header_path))
+        return original(header_path, *args)
+
+    monkeypatch.setattr(wfdb_readers, "read_one_lead", spying)
+    log = ExclusionLog()
+    records = list(WfdbLabelledFolder(root, csv, lead="MLII", progress=False).iter_records(log))
+    assert [(r.record_id, r.label) for r in records] == [("r0", "Normal"), ("r1", "AF"), ("r2", "Normal")]
+    assert log.to_frame()[["record_id", "reason"]].values.tolist() == [
+        ["r1", "duplicate_id"], ["../outside/r0", "missing_file"],
+        [(outside / "r0").as_posix(), "missing_file"]]
+    assert read and all(path.resolve().is_relative_to(root.resolve()) for path in read)

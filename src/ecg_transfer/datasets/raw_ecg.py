@@ -2,11 +2,16 @@
 
 :class:`RawEcgDataset` loads a lazy reader of :mod:`ecg_transfer.signals` (nothing is read
 until a node iterates it), so a catalog entry costs nothing until it is used. ``reader:``
-names the file format (:data:`READERS`) or, with a dotted path, your own class following
-:class:`~ecg_transfer.signals.records.RecordSource`; every other key of the entry is an
-option of that reader, checked when the catalog is built. The four named datasets
+names the file format (:data:`~ecg_transfer.signals.readers.READERS`) or, with a dotted
+path, your own class following :class:`~ecg_transfer.signals.records.RecordSource`; every
+other key of the entry is an option of that reader, checked when the catalog is built. What
+the dataset needs to know about a reader's folders (how to tell one exists, whether and how
+the project writes one) the reader class says itself
+(:class:`~ecg_transfer.signals.folder_reader.FolderReader`); a reader that says nothing is
+read-only and its folder exists when it is a folder. The four named datasets
 (``ChapmanReleaseDataset``, ``WfdbFolderDataset``, ``PhysioNetWfdbDataset``,
-``WfdbLabelledFolderDataset``) are the same class with the reader fixed.
+``WfdbLabelledFolderDataset``) are the same class with the reader fixed, kept for the
+catalog entries that name them.
 
 Saving exists only for the two formats the project writes its bundled synthetic data in.
 Because a raw-data folder is usually a user's irreplaceable download, saving refuses to
@@ -20,22 +25,16 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from kedro.io import AbstractDataset, DatasetError
 
 from ecg_transfer.atomic_files import atomic_write_text
-from ecg_transfer.signals.chapman import DIAGNOSTICS_FILE, ChapmanRelease, write_chapman_release
+from ecg_transfer.signals.folder_reader import FolderReader
+from ecg_transfer.signals.readers import READERS
 from ecg_transfer.signals.records import SYNTHETIC_MARKER
-from ecg_transfer.signals.wfdb_records import (
-    PhysioNetLabelledWfdb,
-    WfdbFolder,
-    WfdbLabelledFolder,
-    write_wfdb_records,
-)
 
 __all__ = [
     "READERS",
@@ -48,75 +47,21 @@ __all__ = [
 ]
 
 
-def _write_chapman(root: Path, data: Any, options: dict[str, Any], progress: bool) -> int:
-    if not hasattr(data, "diagnostics") or not hasattr(data, "iter_waveforms"):
-        raise DatasetError(
-            f"a Chapman release at {root} is saved from an object with .diagnostics and "
-            f".iter_waveforms(); got {type(data).__name__}"
-        )
-    return write_chapman_release(
-        root, data.diagnostics, _quietly(data.iter_waveforms),
-        csv_folder=options.get("csv_folder", "ECGDataDenoised"), progress=progress,
-    )
-
-
-def _write_wfdb(root: Path, data: Any, options: dict[str, Any], progress: bool) -> int:
-    if not hasattr(data, "iter_records"):
-        raise DatasetError(
-            f"a WFDB corpus at {root} is saved from an object with .iter_records(); "
-            f"got {type(data).__name__}"
-        )
-    return write_wfdb_records(root, _quietly(data.iter_records), progress=progress)
-
-
-def _has_headers(root: Path, options: dict[str, Any]) -> bool:
-    return root.is_dir() and any(root.rglob("*.hea"))
-
-
-@dataclass(frozen=True)
-class ReaderFormat:
-    """A reader class and what the dataset needs to know about its folders."""
-
-    reader: type
-    exists: Callable[[Path, dict[str, Any]], bool]
-    write: Callable[[Path, Any, dict[str, Any], bool], int] | None = None
-    written_files: tuple[str, ...] = ()  # cleared before a rewrite of a synthetic folder
-    why_read_only: str = "it points at data this project never writes"
-
-
-READERS: dict[str, ReaderFormat] = {
-    "chapman": ReaderFormat(
-        ChapmanRelease,
-        exists=lambda root, options: (root / DIAGNOSTICS_FILE).is_file(),
-        write=_write_chapman,
-        written_files=("*.csv", DIAGNOSTICS_FILE),
-    ),
-    "wfdb_folder": ReaderFormat(
-        WfdbFolder, exists=_has_headers, write=_write_wfdb, written_files=("*.hea", "*.dat"),
-    ),
-    "physionet_wfdb": ReaderFormat(
-        PhysioNetLabelledWfdb, exists=_has_headers,
-        why_read_only="it points at a downloaded PhysioNet release, which this project never writes",
-    ),
-    "wfdb_labelled_folder": ReaderFormat(
-        WfdbLabelledFolder,
-        exists=lambda root, options: _has_headers(root, options)
-        and Path(str(options.get("labels_csv", ""))).is_file(),
-        why_read_only="it points at your own labelled recordings, which this project never writes",
-    ),
-}
-
-
-def _custom_format(dotted: str) -> ReaderFormat:
+def _custom_reader(dotted: str) -> type:
     module_name, _, class_name = dotted.rpartition(".")
     try:
-        reader = getattr(importlib.import_module(module_name), class_name)
+        return getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as error:
         raise DatasetError(
             f"reader {dotted!r} is neither one of {sorted(READERS)} nor an importable class "
             f"({error})"
         ) from error
-    return ReaderFormat(reader, exists=lambda root, options: root.is_dir())
+
+
+def _exists(reader: type, root: Path, options: dict[str, Any]) -> bool:
+    """What the reader says about its folders; a reader that says nothing: ``root`` is a folder."""
+    folder_exists = getattr(reader, "folder_exists", None)
+    return folder_exists(root, options) if folder_exists is not None else root.is_dir()
 
 
 def _local_path(path: str | Path) -> Path:
@@ -158,13 +103,6 @@ def _write_marker(root: Path, kind: str, n_records: int) -> None:
     )
 
 
-def _quietly(iterate):
-    """Iterate a source without its own progress bar when it has one: the writer shows one."""
-    if "progress" in inspect.signature(iterate).parameters:
-        return iterate(progress=False)
-    return iterate()
-
-
 class RawEcgDataset(AbstractDataset):
     """A folder of raw ECG records, loaded as the reader for its format.
 
@@ -202,13 +140,13 @@ class RawEcgDataset(AbstractDataset):
                 f"for {reader!r} use type: ecg_transfer.datasets.RawEcgDataset"
             )
         self._reader_name = name
-        self._format = READERS[name] if name in READERS else _custom_format(name)
-        accepted = _reader_options(self._format.reader)
+        self._reader = READERS[name] if name in READERS else _custom_reader(name)
+        accepted = _reader_options(self._reader)
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise DatasetError(
                 f"{type(self).__name__}({path}): option(s) {unknown} are not options of the "
-                f"{name!r} reader ({self._format.reader.__name__}); it takes {accepted}"
+                f"{name!r} reader ({self._reader.__name__}); it takes {accepted}"
             )
         self._path = _local_path(path)
         self._options = dict(options)
@@ -217,22 +155,20 @@ class RawEcgDataset(AbstractDataset):
         self.metadata = metadata
 
     def _load(self) -> Any:
-        return self._format.reader(self._path, **self._options)
+        return self._reader(self._path, **self._options)
 
     def _save(self, data: Any) -> None:
-        if self._format.write is None:
-            raise DatasetError(
-                f"{type(self).__name__}({self._path}) is read-only: "
-                f"{self._format.why_read_only}"
-            )
+        if not getattr(self._reader, "writable", False):
+            why = getattr(self._reader, "why_read_only", FolderReader.why_read_only)
+            raise DatasetError(f"{type(self).__name__}({self._path}) is read-only: {why}")
         kind = f"{self._reader_name} folder"
-        _prepare_synthetic_folder(self._path, kind, self._format.written_files)
+        _prepare_synthetic_folder(self._path, kind, self._reader.written_files)
         progress = bool(self._options.get("progress", True))
-        n_written = self._format.write(self._path, data, self._options, progress)
+        n_written = self._reader.write_folder(self._path, data, self._options, progress)
         _write_marker(self._path, self._reader_name, n_written)
 
     def _exists(self) -> bool:
-        return self._format.exists(self._path, self._options)
+        return _exists(self._reader, self._path, self._options)
 
     def _describe(self) -> dict[str, Any]:
         options = {key: value for key, value in self._options.items() if key != "progress"}

@@ -11,6 +11,7 @@ import torch
 from kedro.io import AbstractDataset, DatasetError
 
 from ecg_transfer.atomic_files import atomic_write, atomic_write_text
+from ecg_transfer.models.weights import check_card_fields
 
 
 class TorchStateDictDataset(AbstractDataset[dict, dict]):
@@ -65,6 +66,10 @@ class PretrainedEncoderDataset(AbstractDataset[dict, dict]):
             card = json.loads(card_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise DatasetError(f"{card_path}: the model card is not valid JSON ({error})") from error
+        try:
+            check_card_fields(card, str(card_path))
+        except ValueError as error:
+            raise DatasetError(str(error)) from error
         return {"weights": self._weights.load(), "card": card}
 
     def _save(self, data: dict[str, Any]) -> None:

@@ -23,6 +23,9 @@ from ecg_transfer.atomic_files import atomic_write, atomic_write_text
 from ecg_transfer.models.cae import CaeConfig, Encoder
 
 NORMALISATION = "per-window z-score"
+# What an encoder written without these facts is stated to expect (the paper's inputs). Only
+# the writer fills them in: a card read back must state each of them (REQUIRED_CARD_FIELDS),
+# because a card that lost them would otherwise pass for a 250 Hz lead-II z-scored encoder.
 CARD_DEFAULTS = {
     "sampling_rate_hz": 250.0,
     "normalisation": NORMALISATION,
@@ -31,6 +34,8 @@ CARD_DEFAULTS = {
 # Names under which lead II reaches the readers (MLII: the modified lead II of Holter and
 # monitor recordings); an encoder pretrained on any of them is a lead-II encoder.
 LEAD_II_NAMES = frozenset({"II", "MLII", "ECG II", "ECG2", "ECGII", "LEAD II"})
+# The input facts every card must state: the fine-tuning data is checked against them.
+REQUIRED_CARD_FIELDS: tuple[str, ...] = ("sampling_rate_hz", "lead", "normalisation")
 
 
 def lead_family(leads) -> str:
@@ -50,12 +55,33 @@ def preprocessing_card(sampling_rate_hz: float, window_length: int, leads) -> di
     }
 
 
+def check_card_fields(card: Any, source: str) -> None:
+    """Raise naming ``source`` (the card's file) and every input field the card does not state.
+
+    A card without its sampling rate, lead or normalisation cannot be checked against the
+    fine-tuning data; guessing the paper's values would fine-tune a 500 Hz or lead-V1 encoder
+    on 250 Hz lead-II windows without a word.
+    """
+    if not isinstance(card, Mapping):
+        raise ValueError(f"{source}: the model card is a {type(card).__name__}, not a JSON object")
+    missing = [key for key in REQUIRED_CARD_FIELDS if card.get(key) in (None, "")]
+    if missing:
+        raise ValueError(
+            f"{source}: the model card does not state {', '.join(missing)}; a card must say "
+            f"what inputs its encoder was pretrained on ({', '.join(REQUIRED_CARD_FIELDS)}). "
+            "Add the missing field(s) to the card, or re-publish the encoder with `kedro run "
+            "--pipeline=pretraining`"
+        )
+
+
 def check_card_inputs(card: Mapping[str, Any], expected: Mapping[str, Any], source: str) -> None:
     """Raise naming both values for every input field (sampling rate, window length,
-    normalisation, lead) where the encoder's card and the data it is to be fine-tuned on differ."""
+    normalisation, lead) where the encoder's card and the data it is to be fine-tuned on differ.
+    A field the card does not state is a difference: no value is assumed for it."""
+    check_card_fields(card, source)
     differing = []
     for key, wanted in expected.items():
-        have = card.get(key, CARD_DEFAULTS.get(key, "<absent>"))
+        have = card.get(key, "<absent>")
         same = (
             isinstance(have, (int, float)) and isinstance(wanted, (int, float)) and float(have) == float(wanted)
         ) or have == wanted
@@ -123,6 +149,7 @@ def check_pretrained_encoder(
     architecture = card.get("architecture") if isinstance(card, Mapping) else None
     if not isinstance(architecture, dict):
         raise ValueError(f"{source}: the model card has no 'architecture' object")
+    check_card_fields(card, source)
     expected = _jsonable_cfg(expected_cfg)
     differing = [
         f"{f.name}: card {architecture.get(f.name, '<absent>')!r} vs configured {expected[f.name]!r}"

@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ecg_transfer.signals.folder_reader import FolderReader, quietly
 from ecg_transfer.signals.records import (
     DEFAULT_MAX_AMPLITUDE_MV,
     DEFAULT_MIN_DURATION_S,
     Candidate,
     EcgRecord,
     Excluded,
-    ExclusionLog,
     SignalChecks,
-    read_checked,
 )
 
 # The 11 rhythm acronyms of the Chapman-Shaoxing Diagnostics.xlsx, in the paper's order.
@@ -195,7 +195,7 @@ def _format_csv(waveform_uv: np.ndarray) -> str:
     return ",".join(CHAPMAN_LEADS) + "\n" + body
 
 
-class ChapmanRelease:
+class ChapmanRelease(FolderReader):
     """A Chapman-Shaoxing release on disk, read lazily one record at a time.
 
     Nothing is read when the object is built (only the folder is checked), so a Kedro
@@ -203,7 +203,11 @@ class ChapmanRelease:
     The patient id is the FileName: the release has one recording per patient.
     """
 
+    reader_name = "chapman"
     dataset_name = DATASET_NAME
+    folder_kind = "Chapman release"
+    writable = True
+    written_files = ("*.csv", DIAGNOSTICS_FILE)
 
     def __init__(
         self,
@@ -215,9 +219,7 @@ class ChapmanRelease:
         max_amplitude_mv: float = DEFAULT_MAX_AMPLITUDE_MV,
         progress: bool = True,
     ) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"Chapman release folder does not exist: {self.root}")
+        super().__init__(root, progress)
         matched = [name for name in CHAPMAN_LEADS if name.lower() == lead.strip().lower()]
         if not matched:
             raise ValueError(f"lead {lead!r} is not one of the release's leads {CHAPMAN_LEADS}")
@@ -227,11 +229,6 @@ class ChapmanRelease:
         if not np.isfinite(self.fs) or self.fs <= 0:
             raise ValueError(f"fs must be a positive number of Hz, got {fs!r}")
         self.checks = SignalChecks(float(min_duration_s), float(max_amplitude_mv))
-        self.progress = progress
-
-    @property
-    def min_duration_s(self) -> float:
-        return self.checks.min_duration_s
 
     def __repr__(self) -> str:
         return (
@@ -239,21 +236,35 @@ class ChapmanRelease:
             f"lead={self.lead!r}, fs={self.fs}, min_duration_s={self.min_duration_s})"
         )
 
+    @classmethod
+    def folder_exists(cls, root: Path, options: Mapping[str, Any]) -> bool:
+        return (root / DIAGNOSTICS_FILE).is_file()
+
+    @classmethod
+    def write_folder(cls, root: Path, data: Any, options: Mapping[str, Any], progress: bool) -> int:
+        if not hasattr(data, "diagnostics") or not hasattr(data, "iter_waveforms"):
+            raise TypeError(
+                f"a Chapman release at {root} is saved from an object with .diagnostics and "
+                f".iter_waveforms(); got {type(data).__name__}"
+            )
+        return write_chapman_release(
+            root, data.diagnostics, quietly(data.iter_waveforms),
+            csv_folder=options.get("csv_folder", "ECGDataDenoised"), progress=progress,
+        )
+
     @property
     def diagnostics(self) -> pd.DataFrame:
         return read_diagnostics(self.root)
 
-    def iter_records(self, exclusions: ExclusionLog) -> Iterator[EcgRecord]:
-        """Yield every usable labelled record; log each unusable one under its reason.
-
-        Checks run cheapest first (duplicate and label need no file read) and a record
-        is logged under the first reason that applies, so the counts add up to the rows.
-        """
+    def candidates(self) -> tuple[Iterator[Candidate], int]:
+        """Every row of Diagnostics.xlsx. Checks run cheapest first (duplicate and label need
+        no file read) and a record is logged under the first reason that applies, so the
+        counts add up to the rows."""
         diagnostics = read_diagnostics(self.root)
         wave_dir = self.root / self.csv_folder
-        seen: set[str] = set()
 
         def candidates() -> Iterator[Candidate]:
+            seen: set[str] = set()
             for file_name, rhythm in zip(diagnostics["FileName"], diagnostics["Rhythm"]):
                 record_id = str(file_name).strip()
                 source = wave_dir / f"{record_id}.csv"
@@ -264,10 +275,7 @@ class ChapmanRelease:
                     lambda r=record_id, s=source, y=rhythm, d=duplicate: self._read(r, s, y, d),
                 )
 
-        yield from read_checked(
-            self.dataset_name, candidates(), exclusions, self.checks,
-            progress=self.progress, total=len(diagnostics),
-        )
+        return candidates(), len(diagnostics)
 
     def _read(self, record_id: str, source: Path, rhythm: object, duplicate: bool) -> EcgRecord:
         if duplicate:

@@ -23,8 +23,10 @@ from ecg_transfer.signals.records import EcgRecord
 from ecg_transfer.signals.wfdb_records import write_wfdb_records
 from tests.pipelines.conftest import copy_raw_data, make_catalog, run, shrunk_parameters
 
-# The report node lives in preprocessing, after the class decision it also counts.
-SCAN = create_pipeline() + preprocessing().only_nodes("decide_label_classes", "report_ingestion")
+# The report node lives in preprocessing, after the class decision and the overlap it also counts.
+SCAN = create_pipeline() + preprocessing().only_nodes(
+    "decide_label_classes", "assign_labelled_splits", "find_labelled_overlap", "report_ingestion"
+)
 SCAN_LABELLED = create_pipeline().from_nodes("scan_labelled_records").to_nodes("check_labelled_records")
 
 

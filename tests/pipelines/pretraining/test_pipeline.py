@@ -73,6 +73,17 @@ def test_the_encoder_is_saved_weights_only_with_a_card_of_the_configured_archite
     assert {f"encoder.{k}" for k in state} < set(cae)
 
 
+def test_every_pt_file_pretraining_writes_loads_weights_only(pretrained):
+    """What held when probed (issue 20), kept: the weights, the encoder and every checkpoint and
+    result file open with torch.load(weights_only=True), so no file of a run executes code."""
+    _, _, root = pretrained
+    written = sorted(root.rglob("*.pt"))
+    names = {path.name for path in written}
+    assert {"cae_weights.pt", "encoder_weights.pt", "checkpoint.pt", "result.pt"} <= names, names
+    for path in written:
+        torch.load(path, map_location="cpu", weights_only=True)
+
+
 def test_the_history_holds_the_test_mse_and_one_mlflow_run_is_recorded(pretrained):
     catalog, params, _ = pretrained
     history = catalog.load("cae_history")

@@ -12,13 +12,14 @@ import logging
 import numpy as np
 import pandas as pd
 
+from ecg_transfer.signals.overlap import signal_hash
 from ecg_transfer.signals.records import ExclusionLog, RecordSource, is_simulated
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = [
     "record_id", "patient_id", "label", "fs", "n_samples", "duration_s", "lead", "source",
-    "simulated", "nan_samples",
+    "simulated", "nan_samples", "content_hash",
 ]
 REPORT_COLUMNS = ["dataset", "stage", "outcome", "reason", "count"]
 
@@ -44,6 +45,8 @@ def _scan(source: RecordSource, dataset: str) -> tuple[pd.DataFrame, pd.DataFram
             "simulated": simulated,
             # NaN samples are gaps the reader let through (allow_nan_gaps); 0 for most readers
             "nan_samples": int(np.isnan(record.signal).sum()),
+            # the samples as read: finds a labelled record copied into the unlabelled corpus
+            "content_hash": signal_hash(record.signal),
         }
         for record in source.iter_records(exclusions)
     ]
@@ -115,6 +118,7 @@ def report_ingestion(
     unlabelled_manifest: pd.DataFrame,
     unlabelled_exclusions: pd.DataFrame,
     labelled_class_exclusions: pd.DataFrame,
+    unlabelled_overlap: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One table a person can read: what became of every record, by dataset, stage and reason.
 
@@ -122,7 +126,9 @@ def report_ingestion(
     ``excluded`` per reason, ``accepted_by_label``, and ``accepted_with_gaps``, the
     recordings let through with NaN gaps) or ``preprocessing`` (``labelled_class_exclusions``
     from decide_label_classes: ``excluded`` as too_short or class_too_small, ``padded``,
-    then ``used`` and ``used_by_label``, the labelled records the study goes on with). So
+    then ``used`` and ``used_by_label``, the labelled records the study goes on with; and
+    the unlabelled recordings that are labelled records, ``excluded`` from pretraining or
+    ``kept``, counted per labelled split as reason ``labelled_overlap_<split>``). So
     every record left out is counted under its reason; the exclusion CSVs list each one.
     """
     rows: list[dict[str, object]] = []
@@ -146,6 +152,11 @@ def report_ingestion(
             if with_gaps:
                 add(dataset, "ingestion", "accepted_with_gaps", "nan_gaps", with_gaps)
 
+    if unlabelled_overlap is not None:
+        for (outcome, split), count in unlabelled_overlap.groupby(
+            ["outcome", "labelled_split"], sort=True
+        ).size().items():
+            add("unlabelled", "preprocessing", outcome, f"labelled_overlap_{split}", count)
     decided = labelled_class_exclusions
     for (outcome, reason), count in decided.groupby(["outcome", "reason"], sort=True).size().items():
         add("labelled", "preprocessing", outcome, reason, count)

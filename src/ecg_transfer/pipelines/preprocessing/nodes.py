@@ -25,6 +25,7 @@ from ecg_transfer.signals.preprocess import (
     windows_from_labelled_records,
     windows_from_unlabelled_records,
 )
+from ecg_transfer.signals.overlap import find_overlap, overlap_decisions
 from ecg_transfer.signals.records import EcgRecord, ExclusionLog
 from ecg_transfer.signals.splits import SplitConfig, assign_splits
 from ecg_transfer.typed_config import config_from_params
@@ -42,6 +43,7 @@ class _PreprocessingGroup:
     small_classes: str = "exclude"
     labelled_splits: Any = None
     unlabelled_splits: Any = None
+    exclude_labelled_overlap: bool = True
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class PreprocessingParams:
     labelled_splits: SplitConfig
     unlabelled_splits: SplitConfig
     unlabelled_seed: int
+    exclude_labelled_overlap: bool = True
 
     @classmethod
     def from_params(cls, preprocessing: Mapping[str, Any]) -> PreprocessingParams:
@@ -63,6 +66,7 @@ class PreprocessingParams:
             labelled_splits=SplitConfig.from_params(top.labelled_splits, "preprocessing.labelled_splits"),
             unlabelled_splits=SplitConfig.from_params(top.unlabelled_splits, "preprocessing.unlabelled_splits"),
             unlabelled_seed=top.unlabelled_seed,
+            exclude_labelled_overlap=top.exclude_labelled_overlap,
         )
 
 
@@ -133,10 +137,40 @@ def assign_labelled_splits(
     return _split_table(kept, params.labelled_splits)
 
 
-def assign_unlabelled_splits(unlabelled_manifest: pd.DataFrame, preprocessing: dict[str, Any]) -> pd.DataFrame:
-    """8:2 train/test by patient for the CAE's early stopping (no validation split, as the paper)."""
+def find_labelled_overlap(
+    unlabelled_manifest: pd.DataFrame,
+    labelled_manifest: pd.DataFrame,
+    labelled_splits: pd.DataFrame,
+    preprocessing: dict[str, Any],
+) -> pd.DataFrame:
+    """The unlabelled recordings that are labelled records (same samples, or same record name),
+    with the labelled split each belongs to: warned about, and left out of pretraining unless
+    ``preprocessing.exclude_labelled_overlap`` is false (then kept, and still listed)."""
     params = PreprocessingParams.from_params(preprocessing)
-    return _split_table(unlabelled_manifest.assign(label=None), params.unlabelled_splits)
+    overlap = find_overlap(unlabelled_manifest, labelled_manifest, labelled_splits)
+    decisions = overlap_decisions(overlap, params.exclude_labelled_overlap)
+    if len(decisions):
+        by_split = decisions["labelled_split"].value_counts().sort_index()
+        logger.warning(
+            "unlabelled: %d recording(s) are labelled records (%s), e.g. %s = labelled %s; %s "
+            "(preprocessing.exclude_labelled_overlap: %s). Each is listed in unlabelled_overlap",
+            len(decisions), ", ".join(f"{n} of the {split} split" for split, n in by_split.items()),
+            decisions["record_id"].iloc[0], decisions["labelled_record_id"].iloc[0],
+            "left out of pretraining" if params.exclude_labelled_overlap else "KEPT in pretraining",
+            str(params.exclude_labelled_overlap).lower(),
+        )
+    return decisions
+
+
+def assign_unlabelled_splits(
+    unlabelled_manifest: pd.DataFrame, unlabelled_overlap: pd.DataFrame, preprocessing: dict[str, Any]
+) -> pd.DataFrame:
+    """8:2 train/test by patient for the CAE's early stopping (no validation split, as the paper),
+    over the recordings find_labelled_overlap did not exclude."""
+    params = PreprocessingParams.from_params(preprocessing)
+    excluded = unlabelled_overlap.loc[unlabelled_overlap["outcome"] == "excluded", "record_id"].astype(str)
+    kept = unlabelled_manifest[~unlabelled_manifest["record_id"].astype(str).isin(set(excluded))]
+    return _split_table(kept.assign(label=None), params.unlabelled_splits)
 
 
 def _records_in(source, splits: pd.DataFrame) -> Iterator[EcgRecord]:

@@ -9,6 +9,7 @@ from .nodes import (
     assign_labelled_splits,
     assign_unlabelled_splits,
     decide_label_classes,
+    find_labelled_overlap,
     window_labelled_records,
     window_unlabelled_records,
 )
@@ -29,7 +30,10 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     unlabelled = pipeline(
         [
-            node(assign_unlabelled_splits, ["unlabelled_manifest", "params:preprocessing"],
+            node(find_labelled_overlap,
+                 ["unlabelled_manifest", "labelled_manifest", "labelled_splits", "params:preprocessing"],
+                 "unlabelled_overlap", name="find_labelled_overlap"),
+            node(assign_unlabelled_splits, ["unlabelled_manifest", "unlabelled_overlap", "params:preprocessing"],
                  "unlabelled_splits", name="assign_unlabelled_splits"),
             node(window_unlabelled_records, ["unlabelled_recordings", "unlabelled_splits", "params:preprocessing"],
                  "unlabelled_windows", name="window_unlabelled_records"),
@@ -42,7 +46,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(report_ingestion,
                  ["labelled_manifest", "labelled_exclusions", "unlabelled_manifest",
-                  "unlabelled_exclusions", "labelled_class_exclusions"],
+                  "unlabelled_exclusions", "labelled_class_exclusions", "unlabelled_overlap"],
                  "ingestion_report", name="report_ingestion"),
         ],
     )
