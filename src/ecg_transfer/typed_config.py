@@ -4,7 +4,8 @@ YAML gives ``2048`` and ``250.0`` and ``[a, b]``; the code wants ``int``, ``floa
 tuple. :func:`config_from_params` converts each field by its annotation and refuses unknown
 keys and wrong types with an error naming the parameter, so the domain code never casts.
 Supported annotations: ``Any`` (passed through), ``bool``, ``int``, ``float``, ``str``, ``tuple[str, ...]`` (or of
-int/float) and ``X | None`` of those.
+int/float), a nested config dataclass (read from a mapping the same way) and ``X | None`` of those.
+This is the project's one way from parameters to a config: nodes call it, never ``Config(**dict)``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def config_from_params(cls: type[T], params: Mapping[str, Any] | None, where: st
 def _convert(value: Any, annotation: Any, where: str) -> Any:
     if annotation is Any:
         return value
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return value if isinstance(value, annotation) else config_from_params(annotation, value, where)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)

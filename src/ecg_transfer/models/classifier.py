@@ -87,6 +87,21 @@ class RhythmClassifier(nn.Module):
         self.encoder = Encoder(cfg)
         self.head = FeatureClassifier(cfg.bottleneck, n_classes, head_hidden, dropout)
         self.encoder_frozen = False
+        self.frozen_blocks = 0
+
+    def freeze_blocks(self, n: int) -> None:
+        """Partial unfreezing: the first ``n`` residual blocks keep their weights and their
+        BatchNorm statistics (pinned to eval mode, see :meth:`train`); the rest trains."""
+        if not 1 <= n <= len(self.encoder.blocks):
+            raise ValueError(
+                f"freeze: {n} residual blocks asked, the encoder has {len(self.encoder.blocks)} "
+                f"(give 1..{len(self.encoder.blocks)}, or true for the whole encoder)"
+            )
+        self.frozen_blocks = n
+        for block in self.encoder.blocks[:n]:
+            for param in block.parameters():
+                param.requires_grad_(False)
+            block.eval()
 
     def freeze_encoder(self) -> None:
         """Linear-probe mode: no gradients into the encoder and BatchNorm stats held fixed.
@@ -104,6 +119,8 @@ class RhythmClassifier(nn.Module):
         super().train(mode)
         if self.encoder_frozen:
             self.encoder.eval()
+        for block in self.encoder.blocks[: self.frozen_blocks]:
+            block.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,13 +150,14 @@ def build_classifier(
     n_classes: int,
     seed: int,
     init: str = "random",
-    freeze: bool = False,
+    freeze: bool | int = False,
     encoder_state: Mapping[str, torch.Tensor] | None = None,
     head_hidden: int = 64,
     dropout: float = 0.2,
 ) -> RhythmClassifier:
     """A window classifier: its encoder starts from ``init`` ("random", from ``seed``, or
-    "pretrained", the CAE encoder's ``encoder_state``) and trains unless ``freeze``.
+    "pretrained", the CAE encoder's ``encoder_state``) and trains unless ``freeze`` (true:
+    the whole encoder is frozen; N: its first N residual blocks, :meth:`RhythmClassifier.freeze_blocks`).
 
     ``encoder_state`` (e.g. from :func:`ecg_transfer.models.weights.load_pretrained_encoder`)
     is loaded strictly, so a mismatching architecture fails here rather than training a
@@ -160,8 +178,10 @@ def build_classifier(
                 f"build_classifier: encoder_state does not match Encoder({cfg}): " + "; ".join(differences)
             )
         model.encoder.load_state_dict(dict(encoder_state), strict=True)
-    if freeze:
+    if freeze is True:
         model.freeze_encoder()
+    elif freeze is not False:
+        model.freeze_blocks(int(freeze))
     return model
 
 

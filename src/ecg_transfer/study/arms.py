@@ -1,34 +1,42 @@
 """The study's arms as data: one YAML block (``study.arms``) read once into typed specs.
 
-An arm is defined by what the paper varies and nothing else: how the network starts
-(``init``), whether the pretrained part trains (``freeze``) and what it reads (``input``).
-Pipelines, tables, figures, the report and the comparisons iterate over this registry, so a
-new arm is one YAML entry; see docs/models_and_training.md ("Adding an arm").
+An arm is defined by how the network starts (``init``), how much of the pretrained part
+trains (``freeze``: all, none, or the first N residual blocks frozen), what it reads
+(``input``) and its head (``head``: ``mlp`` or ``linear``). Pipelines, tables, figures, the
+report and the comparisons iterate over this registry, so a new arm is one YAML entry; see
+docs/models_and_training.md ("Adding an arm").
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from ecg_transfer.runs import COSMETIC, result_settings
 
 INITS = ("random", "pretrained")
 INPUTS = ("window", "spectrogram")
+HEADS = ("mlp", "linear")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
 class ArmSpec:
     """One arm. ``init: pretrained`` with ``input: window`` starts from the CAE's encoder;
-    with ``input: spectrogram`` it uses the frozen ImageNet CNN (which must be frozen)."""
+    with ``input: spectrogram`` it uses the frozen ImageNet CNN (which must be frozen).
+    ``freeze``: true (the whole encoder), false, or N (the first N residual blocks; window
+    arms). ``head``: ``mlp`` (the parameter group's hidden layer) or ``linear`` (none).
+    ``label`` and ``colour`` only dress tables and figures."""
 
     name: str
     init: str
-    freeze: bool
+    freeze: bool | int
     input: str
-    label: str
-    colour: str
+    head: str = "mlp"
+    label: str = field(default="", metadata=COSMETIC)
+    colour: str = field(default="tab:gray", metadata=COSMETIC)
 
     def __post_init__(self) -> None:
         where = f"study.arms.{self.name}"
@@ -38,9 +46,14 @@ class ArmSpec:
             raise ValueError(f"{where}: init must be one of {INITS}, got {self.init!r}")
         if self.input not in INPUTS:
             raise ValueError(f"{where}: input must be one of {INPUTS}, got {self.input!r}")
-        if not isinstance(self.freeze, bool):
-            raise ValueError(f"{where}: freeze must be true or false, got {self.freeze!r}")
-        if self.input == "spectrogram" and not (self.init == "pretrained" and self.freeze):
+        if not isinstance(self.freeze, int) or (not isinstance(self.freeze, bool) and self.freeze < 1):
+            raise ValueError(
+                f"{where}: freeze must be true or false, or N >= 1 (the first N residual blocks "
+                f"frozen), got {self.freeze!r}"
+            )
+        if self.head not in HEADS:
+            raise ValueError(f"{where}: head must be one of {HEADS}, got {self.head!r}")
+        if self.input == "spectrogram" and not (self.init == "pretrained" and self.freeze is True):
             raise ValueError(
                 f"{where}: a spectrogram arm reads a frozen ImageNet CNN's features, so it needs "
                 "init: pretrained and freeze: true"
@@ -50,6 +63,11 @@ class ArmSpec:
     def uses_encoder(self) -> bool:
         """Whether the arm starts from the pretrained CAE encoder."""
         return self.input == "window" and self.init == "pretrained"
+
+    def result_spec(self) -> dict[str, Any]:
+        """What the arm is, as far as its numbers go (not its name, label or colour): part of its
+        run key and of the settings the statistics check."""
+        return {k: v for k, v in result_settings(self).items() if k != "name"}
 
 
 @dataclass(frozen=True)
@@ -120,7 +138,7 @@ def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
     """The registry from the ``study.arms`` parameter block (name -> spec fields)."""
     if not isinstance(arms, Mapping) or not arms:
         raise ValueError(f"study.arms must be a mapping of arm name -> settings, got {arms!r}")
-    fields = {"init", "freeze", "input", "label", "colour"}
+    fields = {"init", "freeze", "input", "head", "label", "colour"}
     specs = []
     for name, settings in arms.items():
         settings = dict(settings or {})
@@ -138,6 +156,7 @@ def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
                 init=str(settings["init"]),
                 freeze=settings["freeze"],
                 input=str(settings["input"]),
+                head=str(settings.get("head", "mlp")),
                 label=str(settings.get("label", name)),
                 colour=str(settings.get("colour", "tab:gray")),
             )

@@ -70,7 +70,7 @@ class TrainConfig:
     patience: int | None = None
     monitor_split: str | None = None
     monitor_metric: str | None = None
-    num_threads: int | None = None
+    num_threads: int | None = field(default=None, metadata={"affects_results": False})  # speed only
     eval_batch_size: int = 256
     weight_decay: float = 0.0
     restore_best: bool = True
