@@ -34,9 +34,9 @@ class ArmSpec:
     init: str
     freeze: bool | int
     input: str
+    label: str = field(metadata=COSMETIC)
+    colour: str = field(metadata=COSMETIC)
     head: str = "mlp"
-    label: str = field(default="", metadata=COSMETIC)
-    colour: str = field(default="tab:gray", metadata=COSMETIC)
 
     def __post_init__(self) -> None:
         where = f"study.arms.{self.name}"
