@@ -258,17 +258,21 @@ def test_the_transfer_arm_refuses_an_encoder_made_for_other_inputs(tiny_windows,
     assert not (tmp_path / "data/06_models/checkpoints").exists()
 
 
-def test_another_card_means_other_runs(tiny_windows, tmp_path):
-    """The card is part of the run key: a changed card never hands back runs made with another."""
+def test_other_encoder_weights_mean_other_runs_but_where_the_encoder_was_made_does_not(tiny_windows, tmp_path):
+    """The encoder's weights and architecture are part of the run key; the card's corpus path,
+    date and torch version are not (a moved project folder keeps its transfer runs)."""
     params = shrunk_parameters()
-    _, card = _encoder(params)
+    state, card = _encoder(params)
+    other = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
     settings = []
-    for note in ("first", "second"):
-        catalog = _catalog(tiny_windows, tmp_path, params, card={**card, "data": {"corpus": note}},
+    for weights, note, date in ((state, "/old/place", "2026-01-01"), (state, "/new/place", "2027-01-01"),
+                                (other, "/new/place", "2027-01-01")):
+        catalog = _catalog(tiny_windows, tmp_path, params, weights=weights,
+                           card={**card, "data": {"corpus": note}, "date": date},
                            bootstrap_samples=_one_sample(tiny_windows))
         settings.append(run(TRANSFER, catalog).load("transfer.arm_settings"))
-    assert settings[0]["encoder_fingerprint"] != settings[1]["encoder_fingerprint"]
-    assert settings[0]["run_fingerprint"] != settings[1]["run_fingerprint"]
+    assert settings[0]["encoder_fingerprint"] == settings[1]["encoder_fingerprint"] != settings[2]["encoder_fingerprint"]
+    assert settings[0]["run_fingerprint"] == settings[1]["run_fingerprint"] != settings[2]["run_fingerprint"]
     assert len(list((tmp_path / "data/06_models/checkpoints").rglob("result.pt"))) == 2
 
 
