@@ -41,3 +41,24 @@ def test_comparisons_naming_an_unknown_arm_are_an_error_listing_the_known_ones()
         registry.check_comparisons([["random", "nope"]])
     with pytest.raises(ValueError, match="with itself"):
         registry.check_comparisons([["random", "random"]])
+
+
+def test_head_and_partial_freeze_are_one_field_each():
+    registry = arm_registry({
+        "linear": {"init": "random", "freeze": False, "input": "window", "head": "linear"},
+        "partial": {"init": "pretrained", "freeze": 3, "input": "window"},
+    })
+    assert registry["linear"].head == "linear" and registry["partial"].head == "mlp"
+    assert registry["partial"].result_spec() == {"init": "pretrained", "freeze": 3, "input": "window", "head": "mlp"}
+    with pytest.raises(ValueError, match="head must be one of \\('mlp', 'linear'\\)"):
+        arm_registry({"x": {"init": "random", "freeze": False, "input": "window", "head": "deep"}})
+    with pytest.raises(ValueError, match="or N >= 1"):
+        arm_registry({"x": {"init": "random", "freeze": 0, "input": "window"}})
+    with pytest.raises(ValueError, match="frozen ImageNet CNN"):
+        arm_registry({"x": {"init": "pretrained", "freeze": 2, "input": "spectrogram"}})
+
+
+def test_label_and_colour_are_not_part_of_what_an_arm_is():
+    plain = arm_registry({"a": {"init": "random", "freeze": False, "input": "window"}})["a"]
+    dressed = arm_registry({"a": {"init": "random", "freeze": False, "input": "window", "label": "A", "colour": "red"}})["a"]
+    assert plain.result_spec() == dressed.result_spec()

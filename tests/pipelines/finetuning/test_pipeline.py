@@ -15,6 +15,8 @@ from ecg_transfer.models.classifier import build_feature_classifier
 from ecg_transfer.models.weights import encoder_model_card
 from ecg_transfer.pipelines.finetuning.pipeline import create_pipeline
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
+from ecg_transfer.study.arms import arm_registry
+from ecg_transfer.study.run_settings import check_arm_settings
 from tests.pipelines.conftest import make_catalog, run, shrunk_parameters, window_store
 
 ENCODER_ARMS = ("random", "transfer", "transfer_frozen")
@@ -327,3 +329,34 @@ def test_a_finished_run_is_not_reused_once_the_windows_changed(tiny_windows, tmp
                            label_classes=list(original.classes), bootstrap_samples=_one_sample(tiny_windows))
         histories.append(run(RANDOM, catalog).load("random.training_histories"))
     assert not histories[0].equals(histories[1])
+
+
+def test_arms_with_a_linear_head_or_a_partially_frozen_encoder_train_from_their_yaml_entry(tiny_windows, tmp_path):
+    params = shrunk_parameters()
+    params["study"]["arms"].update(
+        transfer_linear={"init": "pretrained", "freeze": False, "input": "window", "head": "linear"},
+        transfer_partial={"init": "pretrained", "freeze": 2, "input": "window"},
+    )
+    arms = arm_registry(params["study"]["arms"])
+    pipeline = create_pipeline(arms=arms).only_nodes(
+        *(f"{name}.train_arm" for name in ("transfer", "transfer_linear", "transfer_partial"))
+    )
+    catalog = run(pipeline, _catalog(tiny_windows, tmp_path, params, bootstrap_samples=_one_sample(tiny_windows)))
+    settings = {name: catalog.load(f"{name}.arm_settings") for name in ("transfer", "transfer_linear", "transfer_partial")}
+    assert settings["transfer_linear"]["spec"] == {"init": "pretrained", "freeze": False, "input": "window", "head": "linear"}
+    assert settings["transfer_partial"]["spec"]["freeze"] == 2
+    assert len({s["run_fingerprint"] for s in settings.values()}) == 3
+    histories = [catalog.load(f"{name}.training_histories")["loss"].to_numpy() for name in settings]
+    assert not np.array_equal(histories[0], histories[1]) and not np.array_equal(histories[0], histories[2])
+    # Every arm read the same parameter groups under the same settings: the statistics combine them.
+    check_arm_settings(list(settings.values()), list(settings))
+
+
+def test_freeze_beyond_the_encoders_blocks_is_refused_naming_the_arm(tiny_windows, tmp_path):
+    params = shrunk_parameters()
+    n_blocks = params["pretraining"]["cae"]["n_blocks"]
+    params["study"]["arms"]["too_deep"] = {"init": "random", "freeze": n_blocks + 1, "input": "window"}
+    pipeline = create_pipeline(arms=arm_registry(params["study"]["arms"])).only_nodes("too_deep.train_arm")
+    with pytest.raises(ValueError, match=f"study.arms.too_deep.freeze: {n_blocks + 1} residual blocks"):
+        run(pipeline, _catalog(tiny_windows, tmp_path, params, encoder=False,
+                               bootstrap_samples=_one_sample(tiny_windows)))
