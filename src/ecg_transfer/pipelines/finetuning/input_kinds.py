@@ -21,8 +21,8 @@ from ecg_transfer.models.classifier import build_classifier, build_feature_class
 from ecg_transfer.models.weights import CARD_DEFAULTS, check_card_inputs, check_pretrained_encoder, preprocessing_card
 from ecg_transfer.runs import fingerprint, result_settings
 from ecg_transfer.study.arms import ArmSpec
-from ecg_transfer.study.experiment import ArmData, FinetuningConfig, HeadConfig, ModelRecipe, labelled_arm_data
-from ecg_transfer.typed_config import config_from_params
+from ecg_transfer.pipelines.image_transfer.nodes import ImageTransferConfig
+from ecg_transfer.study.experiment import ArmData, FinetuningConfig, ModelRecipe, labelled_arm_data
 
 # Stages a kind may need before its arms train (names of pipeline_registry's stages).
 PRETRAINING = "pretraining"
@@ -113,7 +113,7 @@ def _prepare_window(spec: ArmSpec, labelled_windows, classes, finetuning: Finetu
 
 def _prepare_spectrogram(spec: ArmSpec, labelled_windows, classes, finetuning: FinetuningConfig,
                          image_spectrogram_features: pd.DataFrame, image_transfer) -> PreparedArm:
-    configured = config_from_params(HeadConfig, image_transfer.get("head"), "image_transfer.head")
+    configured = ImageTransferConfig.from_params(image_transfer).head
     head = configured.for_arm(spec)
     record_ids = labelled_windows.index["record_id"].to_numpy()
     features = image_spectrogram_features.set_index("record_id")
