@@ -28,8 +28,10 @@ def test_arm_specs_are_checked():
         arm_registry({"x": {"init": "random", "freeze": False, "input": "spectrogram"}})
     with pytest.raises(ValueError, match="missing \\['freeze'\\]"):
         arm_registry({"x": {"init": "random", "input": "window"}})
-    with pytest.raises(ValueError, match="freeze must be true or false"):
+    with pytest.raises(TypeError, match="study.arms.x.freeze: expected true or false, got 'no'; or expected an integer"):
         arm_registry({"x": {"init": "random", "freeze": "no", "input": "window"}})
+    with pytest.raises(TypeError, match="study.arms.x.label: expected a string"):
+        arm_registry({"x": {"init": "random", "freeze": False, "input": "window", "label": ["a"]}})
     with pytest.raises(ValueError, match="lower-case"):
         arm_registry({"Bad-Name": {"init": "random", "freeze": False, "input": "window"}})
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecg_transfer.runs import COSMETIC, result_settings
+from ecg_transfer.typed_config import config_from_params
 
 INITS = ("random", "pretrained")
 INPUTS = ("window", "spectrogram")
@@ -35,7 +36,7 @@ class ArmSpec:
     freeze: bool | int
     input: str
     label: str = field(metadata=COSMETIC)
-    colour: str = field(metadata=COSMETIC)
+    colour: str = field(default="tab:gray", metadata=COSMETIC)
     head: str = "mlp"
 
     def __post_init__(self) -> None:
@@ -150,15 +151,6 @@ def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
                 + "; ".join(filter(None, [missing and f"missing {missing}", unknown and f"unknown keys {unknown}"]))
                 + f" (allowed: {sorted(fields)})"
             )
-        specs.append(
-            ArmSpec(
-                name=str(name),
-                init=str(settings["init"]),
-                freeze=settings["freeze"],
-                input=str(settings["input"]),
-                head=str(settings.get("head", "mlp")),
-                label=str(settings.get("label", name)),
-                colour=str(settings.get("colour", "tab:gray")),
-            )
-        )
+        where = f"study.arms.{name}"
+        specs.append(config_from_params(ArmSpec, {"label": str(name), **settings, "name": str(name)}, where))
     return ArmRegistry(tuple(specs))
