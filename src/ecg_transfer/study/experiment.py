@@ -403,7 +403,7 @@ def training_settings(train_config: TrainConfig) -> dict[str, Any]:
 
 def arm_settings(
     spec: ArmSpec,
-    study: Mapping[str, Any],
+    study: StudyConfig,
     train_config: TrainConfig,
     classes: Sequence[str],
     bootstrap_samples: pd.DataFrame,
@@ -428,8 +428,25 @@ def arm_settings(
         "parameters": {name: dict(values) for name, values in parameters.items()},
         "encoder_fingerprint": encoder_fingerprint,
         "run_fingerprint": run_fingerprint,
-        "base_seed": int(study.get("base_seed", 0)),
+        "base_seed": study.base_seed,
     }
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The ``study`` parameter group: the design (fractions, trials, the seed every trial's seed
+    derives from), how many trials train at once, and the arms (read by
+    :func:`~ecg_transfer.study.arms.arm_registry`)."""
+
+    fractions: tuple[float, ...]
+    n_trials: int
+    base_seed: int
+    arms: Any = None
+    batch_trials: int | str = "auto"
+
+    @classmethod
+    def from_params(cls, study: Mapping[str, Any]) -> StudyConfig:
+        return config_from_params(cls, study, "study")
 
 
 @dataclass(frozen=True)

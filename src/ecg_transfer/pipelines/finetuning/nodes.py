@@ -16,6 +16,7 @@ from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.bootstrap import draw_all_samples
 from ecg_transfer.study.experiment import (
     FinetuningConfig,
+    StudyConfig,
     arm_settings,
     bootstrap_fingerprint,
     labelled_fingerprint,
@@ -31,11 +32,12 @@ ArmOutputs = tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
 def draw_bootstrap_samples(labelled_windows, study: dict[str, Any]) -> pd.DataFrame:
     """Every (fraction, trial) sample of the training split, drawn once for all arms; a record
     that gives several windows is drawn whole (its windows travel together)."""
+    config = StudyConfig.from_params(study)
     train = labelled_windows.split_indices("train")
     index = labelled_windows.index
     return draw_all_samples(
-        index["label"].to_numpy(dtype=object)[train], study["fractions"], int(study["n_trials"]),
-        int(study["base_seed"]), records=index["record_id"].to_numpy(dtype=object)[train],
+        index["label"].to_numpy(dtype=object)[train], config.fractions, config.n_trials,
+        config.base_seed, records=index["record_id"].to_numpy(dtype=object)[train],
     )
 
 
@@ -53,6 +55,7 @@ def train_arm(
     """Train arm ``spec`` at every fraction and trial; ``kind_inputs`` are what its input kind
     reads from the catalog (input_kinds.py)."""
     check_arm_unchanged(spec, study)
+    design = StudyConfig.from_params(study)
     config = FinetuningConfig.from_params(finetuning)
     prepared = input_kind(spec).prepare(spec, labelled_windows, label_classes, config, **kind_inputs)
     # The run key: what changes the arm's numbers, from the settings' marks (ecg_transfer.runs).
@@ -64,10 +67,10 @@ def train_arm(
     runs = run_arm(
         spec.name, prepared.recipe, prepared.data, bootstrap_samples, config.training, label_classes,
         run_checkpoints, data_fingerprint, progress=config.progress,
-        batch_trials=study.get("batch_trials", "auto"), tracker=run_tracker,
+        batch_trials=design.batch_trials, tracker=run_tracker,
     )
     settings = arm_settings(
-        spec, study, config.training, label_classes, bootstrap_samples, labelled_windows,
+        spec, design, config.training, label_classes, bootstrap_samples, labelled_windows,
         prepared.encoder_fingerprint, data_fingerprint, parameters,
     )
     return runs.histories, runs.predictions, settings
