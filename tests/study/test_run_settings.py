@@ -92,3 +92,13 @@ def test_settings_written_before_parameters_were_recorded_are_refused():
     del old["parameters"]
     with pytest.raises(ValueError, match="lacks \\['parameters'\\]; re-run the arm"):
         check_arm_settings([old], ["random"])
+
+
+def test_a_spec_that_freezes_one_block_is_not_the_spec_that_freezes_all():
+    ran = make_arm_settings("transfer")
+    ran["spec"] = {"init": "pretrained", "freeze": True, "input": "window", "head": "mlp"}
+    now = {"transfer": {"init": "pretrained", "freeze": 1, "input": "window", "head": "mlp"}}
+    with pytest.raises(ValueError, match="transfer ran as .*'freeze': True.* but study.arms now says .*'freeze': 1"):
+        check_arm_settings([ran], ["transfer"], now)
+    old = make_arm_settings("transfer")  # written before arms had a head: the default head
+    check_arm_settings([old], ["transfer"], {"transfer": {**old["spec"], "head": "mlp"}})

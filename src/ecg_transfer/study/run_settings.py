@@ -57,7 +57,7 @@ def check_arm_settings(
         if specs is not None and arm in specs:
             ran = {k: _normalise(settings["spec"].get(k, SPEC_DEFAULTS.get(k))) for k in specs[arm]}
             now = {k: _normalise(v) for k, v in specs[arm].items()}
-            if ran != now:
+            if json.dumps(ran, sort_keys=True) != json.dumps(now, sort_keys=True):  # freeze: true is not 1
                 problems.append(f"{arm} ran as {ran} but study.arms now says {now}")
     for key in SHARED_SETTINGS:
         problems.extend(_differences(key, [(arm, _normalise(s[key])) for arm, s in zip(arms, arm_settings)]))
