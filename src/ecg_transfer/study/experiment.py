@@ -1,8 +1,10 @@
 """One arm of the starvation experiment: for every training fraction and trial, train on that
 trial's bootstrap sample and evaluate every epoch on the fixed validation and test splits.
 
-Every arm goes through this one function and the one training engine, so arms differ only in
-the model a factory builds: same samples, same seeds, same optimiser, same evaluation.
+Every arm goes through :func:`run_arm` and the one training engine, so arms differ only in the
+model their recipe builds: same samples, same seeds, same optimiser, same evaluation. The runs
+are planned as data first (:func:`plan_runs`), then trained alone or in stacked groups
+(:class:`_ArmTrainer`), then collected (:func:`collect_runs`).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def run_arm(
     data_fingerprint: str,
     progress: bool = True,
     batch_trials: int | str = 1,
-    tracker: RunTracker | NullTracker | None = None,
+    tracker: RunTracker | NullTracker | None = None,  # the tracking Protocol, once it exists
 ) -> ArmRuns:
     """Train `arm` on every (fraction, trial) sample: plan the runs, train them (alone or in
     groups), collect. Finished runs found in `checkpoints` are not trained again, and an
@@ -192,8 +194,9 @@ class _ArmTrainer:
     """Trains planned runs of one arm, alone (:meth:`train_one`) or stacked (:meth:`train_group`),
     with one MLflow child run each, and notes what resume did with each."""
 
-    def __init__(self, arm, recipe: ModelRecipe, data: ArmData, classes: tuple[str, ...], plan: list[PlannedRun],
-                 train_config: TrainConfig, checkpoints: CheckpointStore | None, progress: bool, tracker) -> None:
+    def __init__(self, arm: str, recipe: ModelRecipe, data: ArmData, classes: tuple[str, ...], plan: list[PlannedRun],
+                 train_config: TrainConfig, checkpoints: CheckpointStore | None, progress: bool,
+                 tracker: RunTracker | NullTracker) -> None:
         self.arm, self.recipe, self.data, self.plan = arm, recipe, data, plan
         self.train_config, self.checkpoints, self.progress, self.tracker = train_config, checkpoints, progress, tracker
         self.task = ClassificationTask(classes)
