@@ -32,12 +32,12 @@ class BackboneConfig:
 @dataclass(frozen=True)
 class ImageTransferConfig:
     """The ``image_transfer`` parameter group: spectrograms, the backbone, how the features are
-    computed, and the spectrogram arms' head. The features are cached content and the arms'
-    run keys hash them, so only ``head`` enters a run key of its own."""
+    computed, and the spectrogram arms' head. The arms' run keys hash the features themselves,
+    so of this group only ``head`` enters a run key directly."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
-    feature_batch_size: int = field(default=32, metadata=COSMETIC)
+    feature_batch_size: int = 32
     device: str = "auto"
     head: HeadConfig = field(default_factory=HeadConfig)
     progress: bool = field(default=True, metadata=COSMETIC)
