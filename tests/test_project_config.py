@@ -10,6 +10,10 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.io import DatasetError
 
+from ecg_transfer.models.cae import CaeConfig
+from ecg_transfer.pipelines.image_transfer.nodes import ImageTransferConfig
+from ecg_transfer.study.experiment import FinetuningConfig, StudyConfig
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +32,11 @@ def test_config_loads(project_copy, env):
     for group in ("bundled_data", "preprocessing", "pretraining", "finetuning", "image_transfer", "study"):
         assert group in params, group
     assert "labelled_windows" in catalog
+    # Every group this project's nodes type reads into its config in every environment.
+    FinetuningConfig.from_params(params["finetuning"])
+    StudyConfig.from_params(params["study"])
+    ImageTransferConfig.from_params(params["image_transfer"])
+    CaeConfig.from_dict(params["pretraining"]["cae"])
     uri = context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"]
     assert uri == f"sqlite:///{project_copy / 'mlflow.db'}"  # the copy's own store (tests/conftest.py)
 

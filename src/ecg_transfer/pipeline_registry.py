@@ -3,7 +3,9 @@
 - one pipeline per stage: ``bundled_data``, ``ingestion``, ``preprocessing``, ``pretraining``,
   ``image_transfer`` (spectrogram features), ``finetuning`` (every arm, one namespace each),
   ``statistics``;
-- ``study``: every stage but the bundled data, for real data;
+- ``study``: every stage the arms need but the bundled data, for real data (pretraining only
+  when an arm starts from the CAE's encoder, spectrogram features only for a spectrogram arm:
+  pipelines/finetuning/input_kinds.py);
 - ``starvation`` (also ``__default__``): the bundled data plus the study.
 """
 
@@ -21,6 +23,10 @@ from ecg_transfer.pipelines import (
     statistics,
 )
 from ecg_transfer.pipelines.configured_arms import configured_arms
+from ecg_transfer.pipelines.finetuning.input_kinds import IMAGE_FEATURES, PRETRAINING, stages_needed
+
+# Stages a study runs only when one of its arms needs them.
+_OPTIONAL_STAGES = (PRETRAINING, IMAGE_FEATURES)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -34,6 +40,11 @@ def register_pipelines() -> dict[str, Pipeline]:
         "finetuning": finetuning.create_pipeline(arms=arms),
         "statistics": statistics.create_pipeline(arms=arms),
     }
-    study = sum((pipeline for name, pipeline in stages.items() if name != "bundled_data"), Pipeline([]))
+    needed = stages_needed(arms)
+    study = sum(
+        (pipeline for name, pipeline in stages.items()
+         if name != "bundled_data" and (name not in _OPTIONAL_STAGES or name in needed)),
+        Pipeline([]),
+    )
     starvation = stages["bundled_data"] + study
     return {**stages, "study": study, "starvation": starvation, "__default__": starvation}

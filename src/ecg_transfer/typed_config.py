@@ -4,7 +4,9 @@ YAML gives ``2048`` and ``250.0`` and ``[a, b]``; the code wants ``int``, ``floa
 tuple. :func:`config_from_params` converts each field by its annotation and refuses unknown
 keys and wrong types with an error naming the parameter, so the domain code never casts.
 Supported annotations: ``Any`` (passed through), ``bool``, ``int``, ``float``, ``str``, ``tuple[str, ...]`` (or of
-int/float) and ``X | None`` of those.
+int/float), a nested config dataclass (read from a mapping the same way), ``X | None`` of those
+and ``X | Y`` (the first that takes the value).
+This is the project's one way from parameters to a config: nodes call it, never ``Config(**dict)``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,22 @@ def config_from_params(cls: type[T], params: Mapping[str, Any] | None, where: st
     return cls(**kwargs)
 
 
+def _convert_first(value: Any, options: list[Any], where: str) -> Any:
+    """``A | B``: the value as the first option that takes it (``bool | int``: true stays true)."""
+    errors = []
+    for option in options:
+        try:
+            return _convert(value, option, where)
+        except TypeError as error:
+            errors.append(str(error).removeprefix(f"{where}: "))
+    raise TypeError(f"{where}: " + "; or ".join(errors))
+
+
 def _convert(value: Any, annotation: Any, where: str) -> Any:
     if annotation is Any:
         return value
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return value if isinstance(value, annotation) else config_from_params(annotation, value, where)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -44,9 +59,9 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
                 return None
             raise TypeError(f"{where}: a value is required, got null")
         inner = [o for o in options if o is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"{where}: unsupported annotation {annotation!r}")
-        return _convert(value, inner[0], where)
+        if len(inner) == 1:
+            return _convert(value, inner[0], where)
+        return _convert_first(value, inner, where)
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise TypeError(f"{where}: expected a list, got {type(value).__name__} {value!r}")

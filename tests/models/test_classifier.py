@@ -241,3 +241,27 @@ def test_both_frozen_window_arms_standardise_the_code_with_the_training_sample_a
     torch.testing.assert_close(logits, expected)
     model.train()
     assert not model.encoder.training and model.head.training
+
+
+def test_freeze_n_keeps_the_first_n_blocks_and_trains_the_rest(cae_encoder_state):
+    model = build_classifier(TINY, 3, seed=0, init="pretrained", freeze=2, encoder_state=cae_encoder_state)
+    blocks = model.encoder.blocks
+    assert all(not p.requires_grad for block in blocks[:2] for p in block.parameters())
+    assert all(p.requires_grad for block in blocks[2:] for p in block.parameters())
+    model.train()
+    assert not any(block.training for block in blocks[:2]) and all(block.training for block in blocks[2:])
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 256)).astype(np.float32)
+    fit(model, ClassificationTask(("a", "b", "c")), x, rng.integers(0, 3, 16), {},
+        TrainConfig(epochs=1, batch_size=8), progress=False)
+    after = model.encoder.state_dict()
+    frozen = [k for k in before if k.startswith(("blocks.0.", "blocks.1."))]
+    trained = [k for k in before if k.startswith("blocks.2.") and k.endswith("weight")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # weights and BN statistics
+    assert trained and not all(torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_freeze_n_beyond_the_encoder_is_refused():
+    with pytest.raises(ValueError, match=f"freeze: {TINY.n_blocks + 1} residual blocks asked"):
+        build_classifier(TINY, 3, seed=0, freeze=TINY.n_blocks + 1)

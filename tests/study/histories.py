@@ -90,7 +90,7 @@ def make_arm_settings(arm, fractions=(1.0, 0.5), n_trials=3, classes=CLASSES, **
     settings = {
         "arm": arm, "spec": spec, "fractions": list(fractions), "n_trials": n_trials,
         "training": {"epochs": 6, "batch_size": 32, "lr": 0.005, "device": "auto", "monitor_split": "val"},
-        "classes": list(classes), "bootstrap_fingerprint": "b00t", "labelled_fingerprint": "1abe",
+        "classes": list(classes), "bootstrap_fingerprint": "b00t", "labelled_fingerprint": "1abe", "parameters": {},
         "encoder_fingerprint": None if spec["init"] == "random" else "enc0", "run_fingerprint": f"run-{arm}",
     }
     for key, value in changes.items():

@@ -28,8 +28,10 @@ def test_arm_specs_are_checked():
         arm_registry({"x": {"init": "random", "freeze": False, "input": "spectrogram"}})
     with pytest.raises(ValueError, match="missing \\['freeze'\\]"):
         arm_registry({"x": {"init": "random", "input": "window"}})
-    with pytest.raises(ValueError, match="freeze must be true or false"):
+    with pytest.raises(TypeError, match="study.arms.x.freeze: expected true or false, got 'no'; or expected an integer"):
         arm_registry({"x": {"init": "random", "freeze": "no", "input": "window"}})
+    with pytest.raises(TypeError, match="study.arms.x.label: expected a string"):
+        arm_registry({"x": {"init": "random", "freeze": False, "input": "window", "label": ["a"]}})
     with pytest.raises(ValueError, match="lower-case"):
         arm_registry({"Bad-Name": {"init": "random", "freeze": False, "input": "window"}})
 
@@ -64,3 +66,25 @@ def test_the_bundled_study_s_frozen_random_control_uses_the_standard_scheme():
     conf = Path(__file__).resolve().parents[2] / "conf" / "base" / "parameters_study.yml"
     arms = arm_registry(yaml.safe_load(conf.read_text())["study"]["arms"])
     assert arms["random_frozen"].init_scheme == "standard" and arms["random"].init_scheme == "cae"
+
+
+def test_head_and_partial_freeze_are_one_field_each():
+    registry = arm_registry({
+        "linear": {"init": "random", "freeze": False, "input": "window", "head": "linear"},
+        "partial": {"init": "pretrained", "freeze": 3, "input": "window"},
+    })
+    assert registry["linear"].head == "linear" and registry["partial"].head == "mlp"
+    assert registry["partial"].result_spec() == {"init": "pretrained", "freeze": 3, "input": "window", "head": "mlp",
+                                                 "init_scheme": "cae"}
+    with pytest.raises(ValueError, match="head must be one of \\('mlp', 'linear'\\)"):
+        arm_registry({"x": {"init": "random", "freeze": False, "input": "window", "head": "deep"}})
+    with pytest.raises(ValueError, match="or N >= 1"):
+        arm_registry({"x": {"init": "random", "freeze": 0, "input": "window"}})
+    with pytest.raises(ValueError, match="frozen ImageNet CNN"):
+        arm_registry({"x": {"init": "pretrained", "freeze": 2, "input": "spectrogram"}})
+
+
+def test_label_and_colour_are_not_part_of_what_an_arm_is():
+    plain = arm_registry({"a": {"init": "random", "freeze": False, "input": "window"}})["a"]
+    dressed = arm_registry({"a": {"init": "random", "freeze": False, "input": "window", "label": "A", "colour": "red"}})["a"]
+    assert plain.result_spec() == dressed.result_spec()

@@ -7,20 +7,9 @@ import torch
 from sklearn.metrics import f1_score
 
 from ecg_transfer.models.classifier import FeatureClassifier
-from ecg_transfer.study.experiment import ArmData, describe_outcomes, fingerprint, run_arm, run_key
+from ecg_transfer.study.experiment import ArmData, ModelRecipe, describe_outcomes, plan_runs, run_arm, run_key
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig
-
-
-def test_fingerprint_is_stable_for_equal_content_and_changes_with_it():
-    labels = np.array(["SR", "SB", None], dtype=object)
-    same = np.array(["SR", "SB", None], dtype=object)  # other objects, same strings
-    assert fingerprint({"lr": 0.005}, labels, np.arange(3)) == fingerprint({"lr": 0.005}, same, np.arange(3))
-    assert fingerprint(labels) != fingerprint(np.array(["SR", "SB", "AF"], dtype=object))
-    assert fingerprint(np.arange(3)) != fingerprint(np.arange(3).astype(np.int32))  # dtype counts
-    assert fingerprint({"lr": 0.005}) != fingerprint({"lr": 0.001})
-    weights = {"w": torch.ones(2)}
-    assert fingerprint(weights) == fingerprint({"w": torch.ones(2)}) != fingerprint({"w": torch.zeros(2)})
 
 
 def _data(rng, n_features=6):
@@ -109,3 +98,22 @@ def test_describe_outcomes_says_what_resume_did():
     assert describe_outcomes(["reused", "resumed:3", "trained", "resumed:7", "collected"]) == (
         "reused 1 finished runs, resumed 2 (from epoch 3, 7), trained 1, collected 1 trained by another worker"
     )
+
+
+def test_runs_are_planned_as_data_before_anything_trains():
+    plan = plan_runs("image", _samples(), "abc")
+    assert [(run.fraction, run.trial, run.seed) for run in plan] == [(1.0, 1, 101), (1.0, 2, 202), (0.5, 1, 101), (0.5, 2, 202)]
+    assert plan[2].key == run_key("image", 0.5, 1, "abc") == "finetuning/image/fraction=0.5/trial=01/abc"
+    samples = _samples()
+    own = samples[(samples["fraction"] == 0.5) & (samples["trial"] == 1)]["position"].to_numpy()
+    np.testing.assert_array_equal(plan[2].positions, np.sort(own))
+
+
+def test_a_recipe_says_what_a_model_learns_from_its_own_sample():
+    seen = []
+    recipe = ModelRecipe(lambda seed: FeatureClassifier(6, 3, hidden=0), fit_to_sample=lambda model, rows: seen.append(rows))
+    rows = np.ones((4, 6), dtype=np.float32)
+    recipe.model(1, lambda: rows)
+    assert len(seen) == 1 and seen[0] is rows
+    plain = ModelRecipe(lambda seed: FeatureClassifier(6, 3, hidden=0))
+    plain.model(1, lambda: pytest.fail("a recipe without fit_to_sample never reads the training rows"))

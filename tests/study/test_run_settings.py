@@ -62,3 +62,43 @@ def test_histories_must_hold_the_settings_runs():
         check_histories_match(make_histories(arms=["random", "image"]), settings)
     with pytest.raises(ValueError, match="fractions"):
         check_histories_match(make_histories(arms=ARMS, fractions=(1.0,)), settings)
+
+
+def test_a_parameter_group_is_compared_among_the_arms_that_read_it():
+    head = {"finetuning.head": {"hidden": 64, "dropout": 0.2}}
+    settings = [
+        make_arm_settings("random", parameters=head),
+        make_arm_settings("image", parameters={"image_transfer.head": {"hidden": 16, "dropout": 0.2}}),
+        make_arm_settings("transfer", parameters={"finetuning.head": {"hidden": 8, "dropout": 0.2}}),
+    ]
+    with pytest.raises(ValueError, match=r"finetuning\.head\.hidden differs: 64 \(random\); 8 \(transfer\)") as error:
+        check_arm_settings(settings, ARMS)
+    assert "image_transfer" not in str(error.value)  # read by one arm only: nothing to compare
+    settings[2]["parameters"] = head
+    check_arm_settings(settings, ARMS)
+
+
+def test_arms_from_two_encoders_are_refused_and_random_arms_have_none():
+    settings = [make_arm_settings("random"), make_arm_settings("image", encoder_fingerprint=None),
+                make_arm_settings("transfer", encoder_fingerprint="enc1")]
+    check_arm_settings(settings, ARMS)
+    both = [make_arm_settings("transfer"), make_arm_settings("transfer_frozen", encoder_fingerprint="enc1")]
+    with pytest.raises(ValueError, match=r"the pretrained encoder differs \(fingerprint\): \"enc0\" \(transfer\); \"enc1\" \(transfer_frozen\)"):
+        check_arm_settings(both, ["transfer", "transfer_frozen"])
+
+
+def test_settings_written_before_parameters_were_recorded_are_refused():
+    old = make_arm_settings("random")
+    del old["parameters"]
+    with pytest.raises(ValueError, match="lacks \\['parameters'\\]; re-run the arm"):
+        check_arm_settings([old], ["random"])
+
+
+def test_a_spec_that_freezes_one_block_is_not_the_spec_that_freezes_all():
+    ran = make_arm_settings("transfer")
+    ran["spec"] = {"init": "pretrained", "freeze": True, "input": "window", "head": "mlp"}
+    now = {"transfer": {"init": "pretrained", "freeze": 1, "input": "window", "head": "mlp"}}
+    with pytest.raises(ValueError, match="transfer ran as .*'freeze': True.* but study.arms now says .*'freeze': 1"):
+        check_arm_settings([ran], ["transfer"], now)
+    old = make_arm_settings("transfer")  # written before arms had a head: the default head
+    check_arm_settings([old], ["transfer"], {"transfer": {**old["spec"], "head": "mlp"}})

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ecg_transfer.typed_config import config_from_params
+
 POOLING_KINDS = ("max", "avg")
 #: How a randomly initialised encoder starts (:func:`init_encoder`).
 INIT_SCHEMES = ("cae", "standard")
@@ -99,13 +101,10 @@ class CaeConfig:
         return self.window_length // math.prod(self.pool_factors)
 
     @classmethod
-    def from_dict(cls, params: dict) -> CaeConfig:
-        """Build from a parameters dict, refusing unknown keys instead of ignoring typos."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"CaeConfig: unknown parameters {unknown}; known are {sorted(known)}")
-        return cls(**params)
+    def from_dict(cls, params: dict, where: str = "pretraining.cae") -> CaeConfig:
+        """Build from a parameters dict (:func:`~ecg_transfer.typed_config.config_from_params`:
+        unknown keys and wrong types are refused, naming ``where.key``)."""
+        return config_from_params(cls, params, where)
 
 
 #: The wider "paper" preset (same pool_factors): closer to common ECG ResNets, ~16x the compute.

@@ -96,6 +96,21 @@ class RhythmClassifier(nn.Module):
         self.encoder = Encoder(cfg)
         self.head = self.head_class(cfg.bottleneck, n_classes, head_hidden, dropout)
         self.encoder_frozen = False
+        self.frozen_blocks = 0
+
+    def freeze_blocks(self, n: int) -> None:
+        """Partial unfreezing: the first ``n`` residual blocks keep their weights and their
+        BatchNorm statistics (pinned to eval mode, see :meth:`train`); the rest trains."""
+        if not 1 <= n <= len(self.encoder.blocks):
+            raise ValueError(
+                f"freeze: {n} residual blocks asked, the encoder has {len(self.encoder.blocks)} "
+                f"(give 1..{len(self.encoder.blocks)}, or true for the whole encoder)"
+            )
+        self.frozen_blocks = n
+        for block in self.encoder.blocks[:n]:
+            for param in block.parameters():
+                param.requires_grad_(False)
+            block.eval()
 
     def freeze_encoder(self) -> None:
         """Linear-probe mode: no gradients into the encoder and BatchNorm stats held fixed.
@@ -113,6 +128,8 @@ class RhythmClassifier(nn.Module):
         super().train(mode)
         if self.encoder_frozen:
             self.encoder.eval()
+        for block in self.encoder.blocks[: self.frozen_blocks]:
+            block.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +174,7 @@ def build_classifier(
     n_classes: int,
     seed: int,
     init: str = "random",
-    freeze: bool = False,
+    freeze: bool | int = False,
     encoder_state: Mapping[str, torch.Tensor] | None = None,
     head_hidden: int = 64,
     dropout: float = 0.2,
@@ -165,7 +182,8 @@ def build_classifier(
 ) -> RhythmClassifier:
     """A window classifier: its encoder starts from ``init`` ("random", from ``seed`` under
     ``init_scheme``, or "pretrained", the CAE encoder's ``encoder_state``) and trains unless
-    ``freeze``; a frozen one is a :class:`FrozenEncoderClassifier` (standardised code).
+    ``freeze``: true freezes the whole encoder, a :class:`FrozenEncoderClassifier` (standardised
+    code); N freezes its first N residual blocks (:meth:`RhythmClassifier.freeze_blocks`).
 
     ``init_scheme`` (:func:`ecg_transfer.models.cae.init_encoder`): "cae" starts the random
     encoder as the CAE's encoder started (the fine-tuned random arm); "standard" is the
@@ -179,7 +197,7 @@ def build_classifier(
     if init not in INITS:
         raise ValueError(f"build_classifier: init must be one of {INITS}, got {init!r}")
     _check_init_scheme(cfg, init, freeze, init_scheme)
-    kind = FrozenEncoderClassifier if freeze else RhythmClassifier
+    kind = FrozenEncoderClassifier if freeze is True else RhythmClassifier
     with torch.random.fork_rng(devices=[]):  # construction draws default inits from the global RNG
         model = kind(cfg, n_classes=n_classes, head_hidden=head_hidden, dropout=dropout)
     _seeded_init(model.encoder, seed * 2 + _ENCODER_SEED_OFFSET, partial(init_encoder, scheme=init_scheme))
@@ -193,10 +211,12 @@ def build_classifier(
                 f"build_classifier: encoder_state does not match Encoder({cfg}): " + "; ".join(differences)
             )
         model.encoder.load_state_dict(dict(encoder_state), strict=True)
+    if freeze is not True and freeze is not False:
+        model.freeze_blocks(int(freeze))
     return model
 
 
-def _check_init_scheme(cfg: CaeConfig, init: str, freeze: bool, init_scheme: str) -> None:
+def _check_init_scheme(cfg: CaeConfig, init: str, freeze: bool | int, init_scheme: str) -> None:
     if init_scheme not in INIT_SCHEMES:
         raise ValueError(f"build_classifier: init_scheme must be one of {INIT_SCHEMES}, got {init_scheme!r}")
     if init == "pretrained" and init_scheme != "cae":
@@ -204,7 +224,7 @@ def _check_init_scheme(cfg: CaeConfig, init: str, freeze: bool, init_scheme: str
             f"build_classifier: init_scheme {init_scheme!r} applies to a random encoder; a pretrained "
             "one starts from the CAE's weights (leave init_scheme at 'cae')"
         )
-    if init == "random" and freeze and init_scheme == "cae" and cfg.zero_init_residual and not cfg.final_relu:
+    if init == "random" and freeze is True and init_scheme == "cae" and cfg.zero_init_residual and not cfg.final_relu:
         raise ValueError(
             "build_classifier: a frozen random encoder under init_scheme 'cae' (zero_init_residual: true, "
             "final_relu: false) is an affine map: every residual branch outputs 0. Use init_scheme "

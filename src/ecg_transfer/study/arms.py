@@ -1,22 +1,27 @@
 """The study's arms as data: one YAML block (``study.arms``) read once into typed specs.
 
-An arm is defined by what the paper varies and nothing else: how the network starts
-(``init``), whether the pretrained part trains (``freeze``) and what it reads (``input``);
-a random window encoder also names its initialisation scheme (``init_scheme``).
-Pipelines, tables, figures, the report and the comparisons iterate over this registry, so a
-new arm is one YAML entry; see docs/models_and_training.md ("Adding an arm").
+An arm is defined by how the network starts (``init``; a random window encoder also names
+its initialisation scheme, ``init_scheme``), how much of the pretrained part trains
+(``freeze``: all, none, or the first N residual blocks frozen), what it reads (``input``) and
+its head (``head``: ``mlp`` or ``linear``). Pipelines, tables, figures, the report and the
+comparisons iterate over this registry, so a new arm is one YAML entry; see
+docs/models_and_training.md ("Adding an arm").
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ecg_transfer.models.cae import INIT_SCHEMES
+from ecg_transfer.runs import COSMETIC, result_settings
+from ecg_transfer.typed_config import config_from_params
+
 INITS = ("random", "pretrained")
 INPUTS = ("window", "spectrogram")
+HEADS = ("mlp", "linear")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -24,15 +29,19 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 class ArmSpec:
     """One arm. ``init: pretrained`` with ``input: window`` starts from the CAE's encoder;
     with ``input: spectrogram`` it uses the frozen ImageNet CNN (which must be frozen).
+    ``freeze``: true (the whole encoder), false, or N (the first N residual blocks; window
+    arms). ``head``: ``mlp`` (the parameter group's hidden layer) or ``linear`` (none).
     ``init_scheme`` (``init: random`` only; models/cae.py, ``init_encoder``): "cae", the CAE's
-    own scheme, for an encoder that trains; "standard" for a frozen random control."""
+    own scheme, for an encoder that trains; "standard" for a frozen random control.
+    ``label`` and ``colour`` only dress tables and figures."""
 
     name: str
     init: str
-    freeze: bool
+    freeze: bool | int
     input: str
-    label: str
-    colour: str
+    label: str = field(metadata=COSMETIC)
+    colour: str = field(default="tab:gray", metadata=COSMETIC)
+    head: str = "mlp"
     init_scheme: str = "cae"
 
     def __post_init__(self) -> None:
@@ -43,8 +52,13 @@ class ArmSpec:
             raise ValueError(f"{where}: init must be one of {INITS}, got {self.init!r}")
         if self.input not in INPUTS:
             raise ValueError(f"{where}: input must be one of {INPUTS}, got {self.input!r}")
-        if not isinstance(self.freeze, bool):
-            raise ValueError(f"{where}: freeze must be true or false, got {self.freeze!r}")
+        if not isinstance(self.freeze, int) or (not isinstance(self.freeze, bool) and self.freeze < 1):
+            raise ValueError(
+                f"{where}: freeze must be true or false, or N >= 1 (the first N residual blocks "
+                f"frozen), got {self.freeze!r}"
+            )
+        if self.head not in HEADS:
+            raise ValueError(f"{where}: head must be one of {HEADS}, got {self.head!r}")
         if self.init_scheme not in INIT_SCHEMES:
             raise ValueError(f"{where}: init_scheme must be one of {INIT_SCHEMES}, got {self.init_scheme!r}")
         if self.init_scheme != "cae" and not (self.init == "random" and self.input == "window"):
@@ -52,7 +66,7 @@ class ArmSpec:
                 f"{where}: init_scheme {self.init_scheme!r} sets how a random encoder starts; this arm "
                 f"has init {self.init}, input {self.input} (leave init_scheme out)"
             )
-        if self.input == "spectrogram" and not (self.init == "pretrained" and self.freeze):
+        if self.input == "spectrogram" and not (self.init == "pretrained" and self.freeze is True):
             raise ValueError(
                 f"{where}: a spectrogram arm reads a frozen ImageNet CNN's features, so it needs "
                 "init: pretrained and freeze: true"
@@ -62,6 +76,11 @@ class ArmSpec:
     def uses_encoder(self) -> bool:
         """Whether the arm starts from the pretrained CAE encoder."""
         return self.input == "window" and self.init == "pretrained"
+
+    def result_spec(self) -> dict[str, Any]:
+        """What the arm is, as far as its numbers go (not its name, label or colour): part of its
+        run key and of the settings the statistics check."""
+        return {k: v for k, v in result_settings(self).items() if k != "name"}
 
 
 @dataclass(frozen=True)
@@ -132,7 +151,7 @@ def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
     """The registry from the ``study.arms`` parameter block (name -> spec fields)."""
     if not isinstance(arms, Mapping) or not arms:
         raise ValueError(f"study.arms must be a mapping of arm name -> settings, got {arms!r}")
-    fields = {"init", "freeze", "input", "label", "colour", "init_scheme"}
+    fields = {"init", "freeze", "input", "head", "label", "colour", "init_scheme"}
     specs = []
     for name, settings in arms.items():
         settings = dict(settings or {})
@@ -144,15 +163,6 @@ def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
                 + "; ".join(filter(None, [missing and f"missing {missing}", unknown and f"unknown keys {unknown}"]))
                 + f" (allowed: {sorted(fields)})"
             )
-        specs.append(
-            ArmSpec(
-                name=str(name),
-                init=str(settings["init"]),
-                freeze=settings["freeze"],
-                input=str(settings["input"]),
-                label=str(settings.get("label", name)),
-                colour=str(settings.get("colour", "tab:gray")),
-                init_scheme=str(settings.get("init_scheme", "cae")),
-            )
-        )
+        where = f"study.arms.{name}"
+        specs.append(config_from_params(ArmSpec, {"label": str(name), **settings, "name": str(name)}, where))
     return ArmRegistry(tuple(specs))

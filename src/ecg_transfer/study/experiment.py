@@ -1,27 +1,29 @@
 """One arm of the starvation experiment: for every training fraction and trial, train on that
 trial's bootstrap sample and evaluate every epoch on the fixed validation and test splits.
 
-Every arm goes through this one function and the one training engine, so arms differ only in
-the model a factory builds: same samples, same seeds, same optimiser, same evaluation.
+Every arm goes through :func:`run_arm` and the one training engine, so arms differ only in the
+model their recipe builds: same samples, same seeds, same optimiser, same evaluation. The runs
+are planned as data first (:func:`plan_runs`), then trained alone or in stacked groups
+(:class:`_ArmTrainer`), then collected (:func:`collect_runs`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
+from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.summaries import summarise_runs
-from ecg_transfer.tracking import NullTracker, epoch_logger
+from ecg_transfer.tracking import NullTracker, RunTracker, epoch_logger
+from ecg_transfer.typed_config import config_from_params
 from ecg_transfer.training.batched import (
     auto_batch_trials,
     fit_trials,
@@ -79,25 +81,6 @@ def labelled_arm_data(labelled_windows, classes: Sequence[str], inputs: np.ndarr
     return ArmData(**parts)
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of configuration and data, so a finished run is reused only when
-    nothing it depends on changed."""
-    digest = hashlib.sha1()
-    for part in parts:
-        if isinstance(part, np.ndarray) and part.dtype != object:
-            digest.update(str((part.dtype.str, part.shape)).encode())
-            digest.update(np.ascontiguousarray(part).tobytes())
-        elif isinstance(part, np.ndarray):  # strings: their bytes, never the object pointers
-            digest.update(json.dumps(part.tolist(), default=str).encode())
-        elif isinstance(part, Mapping) and part and all(hasattr(v, "numpy") for v in part.values()):
-            for key in sorted(part):
-                digest.update(key.encode())
-                digest.update(part[key].detach().cpu().numpy().tobytes())
-        else:
-            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:12]
-
-
 def labelled_fingerprint(labelled_windows) -> str:
     """What every arm shares on the labelled side: records, labels, splits and the windows."""
     return fingerprint(labelled_windows.index[["record_id", "label", "split"]].to_numpy(), labelled_windows.meta)
@@ -109,6 +92,47 @@ def bootstrap_fingerprint(bootstrap_samples: pd.DataFrame) -> str:
 
 def run_key(arm: str, fraction: float, trial: int, data_fingerprint: str) -> str:
     return f"finetuning/{arm}/fraction={fraction:g}/trial={trial:02d}/{data_fingerprint}"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of an arm, planned before anything trains: its bootstrap sample (``positions``
+    into the training split), its seed and its key in the checkpoint store."""
+
+    fraction: float
+    trial: int
+    seed: int
+    positions: np.ndarray
+    key: str
+
+
+def plan_runs(arm: str, bootstrap_samples: pd.DataFrame, data_fingerprint: str) -> list[PlannedRun]:
+    """Every (fraction, trial) run of ``arm``: largest fraction first, trials in order."""
+    groups = bootstrap_samples.groupby(["fraction", "trial"], sort=False)
+    plan = []
+    for (fraction, trial), sample in sorted(groups, key=lambda item: (-item[0][0], item[0][1])):
+        plan.append(PlannedRun(
+            fraction=float(fraction), trial=int(trial), seed=int(sample["seed"].iloc[0]),
+            positions=np.sort(sample["position"].to_numpy()),
+            key=run_key(arm, float(fraction), int(trial), data_fingerprint),
+        ))
+    return plan
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """How an arm's models are made: ``build(seed)``, and, for a model that learns something
+    from its run's own training rows before training (the spectrogram heads' input scaling),
+    ``fit_to_sample(model, rows)``. A plain ``seed -> model`` callable is a recipe without it."""
+
+    build: Callable[[int], nn.Module]
+    fit_to_sample: Callable[[nn.Module, np.ndarray], None] | None = None
+
+    def model(self, seed: int, train_rows: Callable[[], np.ndarray]) -> nn.Module:
+        model = self.build(seed)
+        if self.fit_to_sample is not None:
+            self.fit_to_sample(model, train_rows())
+        return model
 
 
 @dataclass
@@ -123,7 +147,7 @@ class ArmRuns:
 
 def run_arm(
     arm: str,
-    make_model: Callable[[int], nn.Module],
+    make_model: ModelRecipe | Callable[[int], nn.Module],
     data: ArmData,
     bootstrap_samples: pd.DataFrame,
     train_config: TrainConfig,
@@ -132,11 +156,12 @@ def run_arm(
     data_fingerprint: str,
     progress: bool = True,
     batch_trials: int | str = 1,
-    tracker: Any = None,
+    tracker: RunTracker | NullTracker | None = None,
     class_weights: Sequence[float] | None = None,
 ) -> ArmRuns:
-    """Train `arm` on every (fraction, trial) sample. Finished runs found in `checkpoints` are
-    not trained again, and an interrupted one continues from its last epoch.
+    """Train `arm` on every (fraction, trial) sample: plan the runs, train them (alone or in
+    groups), collect. Finished runs found in `checkpoints` are not trained again, and an
+    interrupted one continues from its last epoch.
 
     ``batch_trials`` (``study.batch_trials``): 1 trains the runs one after another with
     :func:`~ecg_transfer.training.engine.fit`; K trains the trials of a fraction in groups of K
@@ -150,105 +175,121 @@ def run_arm(
     ``class_weights`` (one per class; None = plain cross-entropy): the loss of every run
     (``FinetuningConfig.class_weighting``).
     """
-    tracker = tracker if tracker is not None else NullTracker()
-    task = ClassificationTask(tuple(classes), class_weights)
-    evals = {split: data.eval_split(split) for split in ("val", "test")}
-    groups = bootstrap_samples.groupby(["fraction", "trial"], sort=False)
-    plan = []
-    for (fraction, trial), sample in sorted(groups, key=lambda item: (-item[0][0], item[0][1])):
-        seed = int(sample["seed"].iloc[0])
-        plan.append((float(fraction), int(trial), seed, np.sort(sample["position"].to_numpy())))
-    keys = [run_key(arm, fraction, trial, data_fingerprint) for fraction, trial, _, _ in plan]
-    outcome: dict[int, str] = {}
-    done_at_start = {key for key in keys if checkpoints is not None and checkpoints.is_done(key)}
+    recipe = make_model if isinstance(make_model, ModelRecipe) else ModelRecipe(make_model)
+    plan = plan_runs(arm, bootstrap_samples, data_fingerprint)
+    trainer = _ArmTrainer(arm, recipe, data, tuple(classes), plan, train_config, checkpoints, progress,
+                          tracker if tracker is not None else NullTracker(), class_weights)
+    # Parallel workers on one folder split the runs (a claim per run key); this worker still
+    # returns every run, collecting those trained elsewhere.
+    at_once = _trials_at_once(batch_trials, arm, recipe, plan, data, train_config)
+    keys = [run.key for run in plan]
+    if at_once == 1:
+        results = run_once(checkpoints, keys, trainer.train_one)
+    else:
+        results = run_groups_once(checkpoints, keys, trial_groups(plan, at_once), trainer.train_group)
+    runs = collect_runs(arm, plan, results, data, classes, train_config)
+    for index, record in enumerate(runs.records):
+        if trainer.outcome.get(index) == "reused":
+            trainer.tracker.log_record(record)
+    logger.info("%s: %s", arm, describe_outcomes(list(trainer.outcome.values())))
+    return runs
 
-    def note(index: int, result: FitResult, done_before: bool) -> None:
+
+class _ArmTrainer:
+    """Trains planned runs of one arm, alone (:meth:`train_one`) or stacked (:meth:`train_group`),
+    with one MLflow child run each, and notes what resume did with each."""
+
+    def __init__(self, arm: str, recipe: ModelRecipe, data: ArmData, classes: tuple[str, ...], plan: list[PlannedRun],
+                 train_config: TrainConfig, checkpoints: CheckpointStore | None, progress: bool,
+                 tracker: RunTracker | NullTracker, class_weights: Sequence[float] | None = None) -> None:
+        self.arm, self.recipe, self.data, self.plan = arm, recipe, data, plan
+        self.train_config, self.checkpoints, self.progress, self.tracker = train_config, checkpoints, progress, tracker
+        self.task = ClassificationTask(classes, class_weights)
+        self.evals = {split: data.eval_split(split) for split in ("val", "test")}
+        self.outcome: dict[int, str] = {}
+        self.done_at_start = {run.key for run in plan if self._done(run)}
+
+    def _done(self, run: PlannedRun) -> bool:
+        return self.checkpoints is not None and self.checkpoints.is_done(run.key)
+
+    def config_of(self, index: int) -> TrainConfig:
+        return replace(self.train_config, seed=self.plan[index].seed)
+
+    def model_for(self, index: int) -> nn.Module:
+        run = self.plan[index]
+        return self.recipe.model(run.seed, lambda: _take(self.data.train_x, run.positions))
+
+    def note(self, index: int, result: FitResult, done_before: bool) -> None:
         if done_before:
-            outcome[index] = "reused" if keys[index] in done_at_start else "collected"
+            self.outcome[index] = "reused" if self.plan[index].key in self.done_at_start else "collected"
         elif result.resumed_from_epoch is not None:
-            outcome[index] = f"resumed:{result.resumed_from_epoch}"
+            self.outcome[index] = f"resumed:{result.resumed_from_epoch}"
         else:
-            outcome[index] = "trained"
+            self.outcome[index] = "trained"
 
-    def config_of(index: int) -> TrainConfig:
-        return TrainConfig(**{**asdict(train_config), "seed": plan[index][2]})
+    def start_run(self, index: int):
+        return self.tracker.start(*_run_identity(self.arm, self.plan[index], self.data))
 
-    def model_for(index: int) -> nn.Module:
-        """The run's model; one that scales its inputs learns the scaling from the run's own
-        bootstrap sample (models/classifier.py, ScaledFeatureClassifier)."""
-        _, _, seed, positions = plan[index]
-        model = make_model(seed)
-        if hasattr(model, "fit_input_scaling"):
-            model.fit_input_scaling(_take(data.train_x, positions))
-        return model
-
-    def start_run(index: int):
-        fraction, trial, seed, positions = plan[index]
-        return tracker.start(*_run_identity(arm, fraction, trial, seed, positions, data))
-
-    def finish_run(run, index: int, result: FitResult) -> None:
-        fraction, trial, seed, positions = plan[index]
-        history = result.history.assign(fraction=fraction, arm=arm, trial=trial)
-        record = _run_record(arm, fraction, trial, seed, positions, data, config_of(index), result, history)
+    def finish_run(self, run, index: int, result: FitResult) -> None:
+        planned = self.plan[index]
+        history = result.history.assign(fraction=planned.fraction, arm=self.arm, trial=planned.trial)
+        record = _run_record(self.arm, planned, self.data, self.config_of(index), result, history)
         run.finish(record["metrics"], params=record["params"])
 
-    def train(index: int) -> tuple[FitResult, TrainConfig]:
-        fraction, trial, seed, positions = plan[index]
-        config = config_of(index)
-        done_before = checkpoints is not None and checkpoints.is_done(keys[index])
-        logger.debug("%s: fraction %g, trial %d (%d training windows)", arm, fraction, trial, positions.size)
+    def train_one(self, index: int) -> FitResult:
+        planned = self.plan[index]
+        done_before = self._done(planned)
+        logger.debug("%s: fraction %g, trial %d (%d training windows)", self.arm, planned.fraction, planned.trial,
+                     planned.positions.size)
         with contextlib.ExitStack() as stack:
-            run = None if done_before else stack.enter_context(start_run(index))
+            run = None if done_before else stack.enter_context(self.start_run(index))
             result = fit(
-                model_for(index), task, _take(data.train_x, positions), data.train_y[positions], evals, config,
-                checkpoints=checkpoints, run_key=keys[index], progress=progress,
+                self.model_for(index), self.task, _take(self.data.train_x, planned.positions),
+                self.data.train_y[planned.positions], self.evals, self.config_of(index),
+                checkpoints=self.checkpoints, run_key=planned.key, progress=self.progress,
                 on_epoch_end=None if run is None else epoch_logger(run),
             )
             if run is not None:
-                finish_run(run, index, result)
-        note(index, result, done_before)
-        return result, config
+                self.finish_run(run, index, result)
+        self.note(index, result, done_before)
+        return result
 
-    def train_group(indices: list[int]) -> list[tuple[FitResult, TrainConfig]]:
-        done_before = [checkpoints is not None and checkpoints.is_done(keys[i]) for i in indices]
-        seeds = [plan[i][2] for i in indices]
-        logger.debug("%s: fraction %g, trials %s together", arm, plan[indices[0]][0], [plan[i][1] for i in indices])
+    def train_group(self, indices: list[int]) -> list[FitResult]:
+        done_before = [self._done(self.plan[i]) for i in indices]
+        logger.debug("%s: fraction %g, trials %s together", self.arm, self.plan[indices[0]].fraction,
+                     [self.plan[i].trial for i in indices])
         with contextlib.ExitStack() as stack:  # K child runs open at once, one per trial
-            runs = [None if before else stack.enter_context(start_run(i)) for i, before in zip(indices, done_before)]
+            runs = [None if before else stack.enter_context(self.start_run(i)) for i, before in zip(indices, done_before)]
 
             def log_epoch(k: int, epoch: int, history_so_far: pd.DataFrame) -> None:
                 if runs[k] is not None:
                     runs[k].on_epoch_end(epoch, history_so_far)
 
             results = fit_trials(
-                [model_for(i) for i in indices], task, data.train_x, data.train_y, [plan[i][3] for i in indices],
-                evals, train_config, seeds, checkpoints=checkpoints, run_keys=[keys[i] for i in indices],
-                progress=progress, on_trial_epoch_end=log_epoch,
+                [self.model_for(i) for i in indices], self.task, self.data.train_x, self.data.train_y,
+                [self.plan[i].positions for i in indices], self.evals, self.train_config,
+                [self.plan[i].seed for i in indices], checkpoints=self.checkpoints,
+                run_keys=[self.plan[i].key for i in indices], progress=self.progress, on_trial_epoch_end=log_epoch,
             )
             for index, result, run in zip(indices, results, runs):
                 if run is not None:
-                    finish_run(run, index, result)
+                    self.finish_run(run, index, result)
         for index, result, before in zip(indices, results, done_before):
-            note(index, result, before)
-        return [(result, config_of(index)) for index, result in zip(indices, results)]
+            self.note(index, result, before)
+        return results
 
-    # Parallel workers on one folder split the runs (a claim per run key); this worker still
-    # returns every run, collecting those trained elsewhere.
-    at_once = _trials_at_once(batch_trials, arm, make_model, plan, data, train_config)
-    if at_once == 1:
-        results = run_once(checkpoints, keys, train)
-    else:
-        results = run_groups_once(checkpoints, keys, trial_groups(plan, at_once), train_group)
+
+def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResult], data: ArmData,
+                 classes: Sequence[str], train_config: TrainConfig) -> ArmRuns:
+    """The arm's histories, predictions and run records, in plan order."""
     histories, predictions, records = [], [], []
-    for (fraction, trial, seed, positions), (result, config) in zip(plan, results):
-        history = result.history.assign(fraction=fraction, arm=arm, trial=trial)
+    for planned, result in zip(plan, results):
+        history = result.history.assign(fraction=planned.fraction, arm=arm, trial=planned.trial)
         histories.append(history)
-        predictions.append(prediction_table(result, data, classes, fraction=fraction, arm=arm, trial=trial))
-        records.append(_run_record(arm, fraction, trial, seed, positions, data, config, result, history))
-    for index, record in enumerate(records):
-        if outcome.get(index) == "reused":
-            tracker.log_record(record)
-    logger.info("%s: %s", arm, describe_outcomes(list(outcome.values())))
+        predictions.append(prediction_table(result, data, classes, fraction=planned.fraction, arm=arm,
+                                            trial=planned.trial))
+        # The config as the run was made: the arm's, with the run's own seed.
+        records.append(_run_record(arm, planned, data, replace(train_config, seed=planned.seed), result, history))
     columns = ["fraction", "arm", "trial"]
     history = pd.concat(histories, ignore_index=True)
     return ArmRuns(
@@ -258,24 +299,24 @@ def run_arm(
     )
 
 
-def trial_groups(plan: Sequence[tuple], size: int) -> list[list[int]]:
+def trial_groups(plan: Sequence[PlannedRun], size: int) -> list[list[int]]:
     """Plan indices in groups of at most ``size`` that can train together: the trials of one
     fraction with the same number of training windows (a record-drawn bootstrap may give
     trials of one fraction different sizes), in plan order."""
     same = {}
-    for index, (fraction, _trial, _seed, positions) in enumerate(plan):
-        same.setdefault((fraction, positions.size), []).append(index)
+    for index, run in enumerate(plan):
+        same.setdefault((run.fraction, run.positions.size), []).append(index)
     return [indices[i : i + size] for indices in same.values() for i in range(0, len(indices), size)]
 
 
-def _trials_at_once(batch_trials, arm, make_model, plan, data: ArmData, train_config: TrainConfig) -> int:
+def _trials_at_once(batch_trials, arm, recipe: ModelRecipe, plan, data: ArmData, train_config: TrainConfig) -> int:
     setting = parse_batch_trials(batch_trials)
     if setting == 1 or not plan:
         return 1
     largest = max(len(group) for group in trial_groups(plan, len(plan)))
     if setting != "auto":
         return min(setting, largest)
-    probe = make_model(plan[0][2])
+    probe = recipe.build(plan[0].seed)
     reason = unsupported_reason(probe)
     if reason:
         logger.info("%s: trials train one at a time (%s)", arm, reason)
@@ -283,7 +324,6 @@ def _trials_at_once(batch_trials, arm, make_model, plan, data: ArmData, train_co
     at_once = auto_batch_trials(probe, data.train_x.shape[1], train_config, largest)
     logger.info("%s: %d trials of a fraction train at once (batch_trials: auto)", arm, at_once)
     return at_once
-
 
 def describe_outcomes(outcomes: Sequence[str]) -> str:
     """One line on what resume did: "reused N finished runs, resumed M (from epoch E), trained K"
@@ -339,35 +379,20 @@ def prediction_table(
     return table
 
 
-def run_record(
-    run_name: str, params: Mapping[str, Any], tags: Mapping[str, Any], history: pd.DataFrame,
-    metrics: Mapping[str, float],
-) -> dict[str, Any]:
-    """The one shape of an MLflow run record (datasets/mlflow_runs.py): tags as strings, the
-    per-epoch history without the columns that identify the run."""
-    return {
-        "run_name": run_name,
-        "params": dict(params),
-        "tags": {str(k): str(v) for k, v in tags.items()},
-        "history": history[["epoch", "split"] + [c for c in history.columns
-                                                 if c not in ("epoch", "split", "fraction", "arm", "trial")]],
-        "metrics": dict(metrics),
-    }
-
-
-def _run_identity(arm, fraction, trial, seed, positions, data) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def _run_identity(arm: str, planned: PlannedRun, data: ArmData) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """The MLflow run name, the params known before training, and the tags of one run."""
-    fraction_text = f"{fraction:g}"
+    fraction_text = f"{planned.fraction:g}"
     params = {
-        "arm": arm, "fraction": fraction_text, "trial": trial, "seed": seed,
-        "n_train": int(positions.size), "n_train_unique": int(np.unique(positions).size),
+        "arm": arm, "fraction": fraction_text, "trial": planned.trial, "seed": planned.seed,
+        "n_train": int(planned.positions.size), "n_train_unique": int(np.unique(planned.positions).size),
         "n_val": int(len(data.val_y)), "n_test": int(len(data.test_y)),
     }
-    tags = {"arm": arm, "fraction": fraction_text, "trial": trial, "stage": "finetuning"}
-    return f"{arm}-f{fraction_text}-t{trial}", params, tags
+    tags = {"arm": arm, "fraction": fraction_text, "trial": planned.trial, "stage": "finetuning"}
+    return f"{arm}-f{fraction_text}-t{planned.trial}", params, tags
 
 
-def _run_record(arm, fraction, trial, seed, positions, data, config, result, history) -> dict[str, Any]:
+def _run_record(arm: str, planned: PlannedRun, data: ArmData, config: TrainConfig, result: FitResult,
+                history: pd.DataFrame) -> dict[str, Any]:
     summary = summarise_runs(history).iloc[0]
     final = {
         name: float(summary[name])
@@ -375,58 +400,85 @@ def _run_record(arm, fraction, trial, seed, positions, data, config, result, his
                      "honest_test_f1_macro", "lci")
         if name in summary and pd.notna(summary[name])
     }
-    name, params, tags = _run_identity(arm, fraction, trial, seed, positions, data)
+    name, params, tags = _run_identity(arm, planned, data)
     params.update({"device": result.device, **{f"train.{k}": v for k, v in asdict(config).items() if k != "seed"}})
     return run_record(name, params, tags, history, final)
+
+def training_settings(train_config: TrainConfig) -> dict[str, Any]:
+    """The training settings that change an arm's results (the per-run seed aside)."""
+    return {k: v for k, v in result_settings(train_config).items() if k != "seed"}
 
 
 def arm_settings(
     spec: ArmSpec,
-    study: Mapping[str, Any],
+    study: StudyConfig,
     train_config: TrainConfig,
     classes: Sequence[str],
     bootstrap_samples: pd.DataFrame,
     labelled_windows,
     encoder_fingerprint: str | None,
     run_fingerprint: str,
+    parameters: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     """What an arm's runs were made under; the statistics combine only arms that agree on every
-    setting but the arm's own (docs/statistics.md)."""
+    setting but the arm's own (docs/statistics.md). ``parameters``: the result-changing settings
+    of each parameter group the arm read (e.g. ``finetuning.head``), compared across the arms
+    that read the same group."""
     return {
         "arm": spec.name,
-        "spec": {"init": spec.init, "freeze": spec.freeze, "input": spec.input},
+        "spec": spec.result_spec(),
         "fractions": sorted({float(f) for f in bootstrap_samples["fraction"]}, reverse=True),
         "n_trials": int(bootstrap_samples["trial"].nunique()),
-        "training": {k: v for k, v in asdict(train_config).items() if k != "seed"},
+        "training": training_settings(train_config),
         "classes": list(classes),
         "bootstrap_fingerprint": bootstrap_fingerprint(bootstrap_samples),
         "labelled_fingerprint": labelled_fingerprint(labelled_windows),
+        "parameters": {name: dict(values) for name, values in parameters.items()},
         "encoder_fingerprint": encoder_fingerprint,
         "run_fingerprint": run_fingerprint,
-        "base_seed": int(study.get("base_seed", 0)),
+        "base_seed": study.base_seed,
     }
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    """The ``study`` parameter group: the design (fractions, trials, the seed every trial's seed
+    derives from), how many trials train at once, and the arms (read by
+    :func:`~ecg_transfer.study.arms.arm_registry`)."""
+
+    fractions: tuple[float, ...]
+    n_trials: int
+    base_seed: int
+    arms: Any = None
+    batch_trials: int | str = "auto"
+
+    @classmethod
+    def from_params(cls, study: Mapping[str, Any]) -> StudyConfig:
+        return config_from_params(cls, study, "study")
+
+
+@dataclass(frozen=True)
 class HeadConfig:
-    """The classification head: a hidden layer of ``hidden`` units (0 = linear) and dropout."""
+    """A classification head's settings (``finetuning.head``, ``image_transfer.head``): a hidden
+    layer of ``hidden`` units (0 = linear) and dropout. An arm with ``head: linear`` uses no
+    hidden layer whatever ``hidden`` says (:meth:`for_arm`)."""
 
     hidden: int = 64
     dropout: float = 0.2
 
-    @classmethod
-    def from_params(cls, head: Mapping[str, Any]) -> HeadConfig:
-        return cls(hidden=int(head["hidden"]), dropout=float(head["dropout"]))
+    def for_arm(self, spec: ArmSpec) -> HeadConfig:
+        return replace(self, hidden=0) if spec.head == "linear" else self
 
 
 @dataclass(frozen=True)
 class FinetuningConfig:
     """The ``finetuning`` parameter group: every arm trains with ``training``; window arms put
-    ``head`` on the encoder (spectrogram arms take their head from ``image_transfer.head``)."""
+    ``head`` on the encoder (spectrogram arms take their head from ``image_transfer.head``).
+    ``progress`` only draws a bar, so it is no part of a run's key."""
 
-    head: HeadConfig
-    training: TrainConfig
-    progress: bool = True
+    head: HeadConfig = field(default_factory=HeadConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    progress: bool = field(default=True, metadata=COSMETIC)
     class_weighting: str = "none"
 
     def __post_init__(self) -> None:
@@ -443,9 +495,4 @@ class FinetuningConfig:
 
     @classmethod
     def from_params(cls, finetuning: Mapping[str, Any]) -> FinetuningConfig:
-        return cls(
-            head=HeadConfig.from_params(finetuning["head"]),
-            training=TrainConfig(**finetuning["training"]),
-            progress=bool(finetuning.get("progress", True)),
-            class_weighting=str(finetuning.get("class_weighting", "none")),
-        )
+        return config_from_params(cls, finetuning, "finetuning")

@@ -1,10 +1,13 @@
 """One study configuration per set of statistics: the arms' run settings must agree.
 
 Every arm writes ``<arm>.arm_settings`` beside its histories: the fractions and trials it ran,
-its training settings, the class list and fingerprints of the data it trained on. Re-running
-one arm with other parameters (3 epochs instead of 10, 2 trials instead of 5) and then the
-statistics would otherwise mix configurations without a word; ``check_arm_settings`` refuses,
-naming the arms and the settings that differ, and its result is what the report describes.
+its training settings, the class list, fingerprints of the data it trained on, the settings of
+every parameter group it read that change results (``parameters``, e.g. ``finetuning.head``)
+and its encoder's fingerprint. Re-running one arm with other parameters (3 epochs instead of
+10, another head, another encoder) and then the statistics would otherwise mix configurations
+without a word; ``check_arm_settings`` refuses, naming the arms and the settings that differ,
+and its result is what the report describes. Settings marked cosmetic on their config (a
+progress bar, a thread count; ecg_transfer.runs) are not recorded, so they never differ.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import pandas as pd
 
 # Settings every arm of one study shares; a difference is an error.
 SHARED_SETTINGS = ("fractions", "n_trials", "training", "classes", "bootstrap_fingerprint", "labelled_fingerprint")
-REQUIRED_SETTINGS = ("arm", "spec", *SHARED_SETTINGS)
+# Settings shared by the arms that have them: a parameter group (``parameters``) by the arms that
+# read it, the pretrained encoder by the arms that start from it.
+REQUIRED_SETTINGS = ("arm", "spec", "parameters", *SHARED_SETTINGS)
+SPEC_DEFAULTS = {"head": "mlp"}
 
 
 def check_arm_settings(
@@ -49,12 +55,13 @@ def check_arm_settings(
         if str(settings["arm"]) != arm:
             problems.append(f"{arm}.arm_settings describes the arm {settings['arm']!r}")
         if specs is not None and arm in specs:
-            ran = {k: settings["spec"].get(k) for k in ("init", "freeze", "input")}
-            now = {k: specs[arm].get(k) for k in ("init", "freeze", "input")}
-            if ran != now:
+            ran = {k: _normalise(settings["spec"].get(k, SPEC_DEFAULTS.get(k))) for k in specs[arm]}
+            now = {k: _normalise(v) for k, v in specs[arm].items()}
+            if json.dumps(ran, sort_keys=True) != json.dumps(now, sort_keys=True):  # freeze: true is not 1
                 problems.append(f"{arm} ran as {ran} but study.arms now says {now}")
     for key in SHARED_SETTINGS:
         problems.extend(_differences(key, [(arm, _normalise(s[key])) for arm, s in zip(arms, arm_settings)]))
+    problems.extend(_shared_by_readers(arms, arm_settings))
     if problems:
         raise ValueError(
             "statistics: the arms' runs were not made under one study configuration; re-run the "
@@ -70,6 +77,22 @@ def check_arm_settings(
         },
         **{key: _normalise(first[key]) for key in SHARED_SETTINGS},
     }
+
+
+def _shared_by_readers(arms: Sequence[str], arm_settings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Differences in a parameter group between the arms that read it, and in the pretrained
+    encoder between the arms that start from one."""
+    problems = []
+    groups = sorted({name for s in arm_settings for name in s["parameters"]})
+    for name in groups:
+        readers = [(arm, _normalise(s["parameters"][name])) for arm, s in zip(arms, arm_settings) if name in s["parameters"]]
+        problems.extend(_differences(name, readers))
+    encoders = [(arm, s.get("encoder_fingerprint")) for arm, s in zip(arms, arm_settings)]
+    problems.extend(
+        line.replace("encoder differs", "the pretrained encoder differs (fingerprint)")
+        for line in _differences("encoder", [(arm, fp) for arm, fp in encoders if fp is not None])
+    )
+    return problems
 
 
 def check_histories_match(histories: pd.DataFrame, settings: Mapping[str, Any]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,7 +88,7 @@ class TrainConfig:
     patience: int | None = None
     monitor_split: str | None = None
     monitor_metric: str | None = None
-    num_threads: int | None = None
+    num_threads: int | None = field(default=None, metadata={"affects_results": False})  # speed only
     eval_batch_size: int = 256
     weight_decay: float = 0.0
     restore_best: bool = True

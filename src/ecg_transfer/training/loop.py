@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ecg_transfer.runs import cosmetic_fields
 from ecg_transfer.training.tasks import RecordIndex, Task
 
 if TYPE_CHECKING:
@@ -336,12 +337,9 @@ def deterministic(cfg: TrainConfig, device: torch.device, payload: Mapping[str, 
         torch.utils.deterministic.fill_uninitialized_memory = previous_fill
 
 
-# Fields that change speed but not the numbers; a run may resume with other values.
-_RESUME_IGNORED_FIELDS = {"num_threads"}
-
-
 def resume(model, optimizer, task: Task, cfg: TrainConfig, checkpoints, run_key, where):
-    """The run's state: fresh, or the checkpoint's (weights and optimiser loaded in place)."""
+    """The run's state: fresh, or the checkpoint's (weights and optimiser loaded in place). A
+    field the config marks cosmetic (speed, not numbers; ecg_transfer.runs) may differ."""
     payload = checkpoints.load(run_key) if checkpoints is not None else None
     if payload is None:
         return RunState(), None
@@ -351,7 +349,7 @@ def resume(model, optimizer, task: Task, cfg: TrainConfig, checkpoints, run_key,
     differing += [
         f"{key}: checkpoint {stored.get(key)!r} vs now {value!r}"
         for key, value in asdict(cfg).items()
-        if key not in _RESUME_IGNORED_FIELDS and stored.get(key) != value
+        if key not in cosmetic_fields(type(cfg)) and stored.get(key) != value
     ]
     if differing:
         raise ValueError(

@@ -15,6 +15,8 @@ from ecg_transfer.models.classifier import build_feature_classifier
 from ecg_transfer.models.weights import encoder_model_card
 from ecg_transfer.pipelines.finetuning.pipeline import create_pipeline
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
+from ecg_transfer.study.arms import arm_registry
+from ecg_transfer.study.run_settings import check_arm_settings
 from tests.pipelines.conftest import make_catalog, run, shrunk_parameters, window_store
 
 ENCODER_ARMS = ("random", "transfer", "transfer_frozen")
@@ -258,17 +260,21 @@ def test_the_transfer_arm_refuses_an_encoder_made_for_other_inputs(tiny_windows,
     assert not (tmp_path / "data/06_models/checkpoints").exists()
 
 
-def test_another_card_means_other_runs(tiny_windows, tmp_path):
-    """The card is part of the run key: a changed card never hands back runs made with another."""
+def test_other_encoder_weights_mean_other_runs_but_where_the_encoder_was_made_does_not(tiny_windows, tmp_path):
+    """The encoder's weights and architecture are part of the run key; the card's corpus path,
+    date and torch version are not (a moved project folder keeps its transfer runs)."""
     params = shrunk_parameters()
-    _, card = _encoder(params)
+    state, card = _encoder(params)
+    other = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
     settings = []
-    for note in ("first", "second"):
-        catalog = _catalog(tiny_windows, tmp_path, params, card={**card, "data": {"corpus": note}},
+    for weights, note, date in ((state, "/old/place", "2026-01-01"), (state, "/new/place", "2027-01-01"),
+                                (other, "/new/place", "2027-01-01")):
+        catalog = _catalog(tiny_windows, tmp_path, params, weights=weights,
+                           card={**card, "data": {"corpus": note}, "date": date},
                            bootstrap_samples=_one_sample(tiny_windows))
         settings.append(run(TRANSFER, catalog).load("transfer.arm_settings"))
-    assert settings[0]["encoder_fingerprint"] != settings[1]["encoder_fingerprint"]
-    assert settings[0]["run_fingerprint"] != settings[1]["run_fingerprint"]
+    assert settings[0]["encoder_fingerprint"] == settings[1]["encoder_fingerprint"] != settings[2]["encoder_fingerprint"]
+    assert settings[0]["run_fingerprint"] == settings[1]["run_fingerprint"] != settings[2]["run_fingerprint"]
     assert len(list((tmp_path / "data/06_models/checkpoints").rglob("result.pt"))) == 2
 
 
@@ -323,3 +329,34 @@ def test_a_finished_run_is_not_reused_once_the_windows_changed(tiny_windows, tmp
                            label_classes=list(original.classes), bootstrap_samples=_one_sample(tiny_windows))
         histories.append(run(RANDOM, catalog).load("random.training_histories"))
     assert not histories[0].equals(histories[1])
+
+
+def test_arms_with_a_linear_head_or_a_partially_frozen_encoder_train_from_their_yaml_entry(tiny_windows, tmp_path):
+    params = shrunk_parameters()
+    params["study"]["arms"].update(
+        transfer_linear={"init": "pretrained", "freeze": False, "input": "window", "head": "linear"},
+        transfer_partial={"init": "pretrained", "freeze": 2, "input": "window"},
+    )
+    arms = arm_registry(params["study"]["arms"])
+    pipeline = create_pipeline(arms=arms).only_nodes(
+        *(f"{name}.train_arm" for name in ("transfer", "transfer_linear", "transfer_partial"))
+    )
+    catalog = run(pipeline, _catalog(tiny_windows, tmp_path, params, bootstrap_samples=_one_sample(tiny_windows)))
+    settings = {name: catalog.load(f"{name}.arm_settings") for name in ("transfer", "transfer_linear", "transfer_partial")}
+    assert settings["transfer_linear"]["spec"] == {"init": "pretrained", "freeze": False, "input": "window", "head": "linear"}
+    assert settings["transfer_partial"]["spec"]["freeze"] == 2
+    assert len({s["run_fingerprint"] for s in settings.values()}) == 3
+    histories = [catalog.load(f"{name}.training_histories")["loss"].to_numpy() for name in settings]
+    assert not np.array_equal(histories[0], histories[1]) and not np.array_equal(histories[0], histories[2])
+    # Every arm read the same parameter groups under the same settings: the statistics combine them.
+    check_arm_settings(list(settings.values()), list(settings))
+
+
+def test_freeze_beyond_the_encoders_blocks_is_refused_naming_the_arm(tiny_windows, tmp_path):
+    params = shrunk_parameters()
+    n_blocks = params["pretraining"]["cae"]["n_blocks"]
+    params["study"]["arms"]["too_deep"] = {"init": "random", "freeze": n_blocks + 1, "input": "window"}
+    pipeline = create_pipeline(arms=arm_registry(params["study"]["arms"])).only_nodes("too_deep.train_arm")
+    with pytest.raises(ValueError, match=f"study.arms.too_deep.freeze: {n_blocks + 1} residual blocks"):
+        run(pipeline, _catalog(tiny_windows, tmp_path, params, encoder=False,
+                               bootstrap_samples=_one_sample(tiny_windows)))

@@ -295,3 +295,21 @@ def test_the_arm_registry_is_built_once():
     assert builds == ["check_study_runs"]
     readers = {n.name for n in PIPELINE.nodes if "arm_registry" in n.inputs}
     assert readers == {"compare_study_arms", "compare_on_test_records", "make_tables", "plot_study", "write_study_report"}
+
+
+def test_a_study_without_image_or_pretrained_arms_needs_neither_stage(tmp_path):
+    """Issue 17 item 4: the statistics read neither cae_history nor params:image_transfer when
+    no arm needs pretraining or the spectrogram features."""
+    arms = ["random", "random_frozen"]
+    params = {k: v for k, v in _params().items() if k != "image_transfer"}
+    params["study"] = {**params["study"], "arms": {arm: params["study"]["arms"][arm] for arm in arms}}
+    params["statistics"] = {**params["statistics"], "comparisons": [["random", "random_frozen"]]}
+    pipeline = create_pipeline(arms=arm_registry(params["study"]["arms"]))
+    assert not {"cae_history", "params:image_transfer"} & pipeline.inputs()
+    histories = make_histories(fractions=FRACTIONS, arms=arms, n_trials=N_TRIALS, n_epochs=3)
+    predictions = make_predictions(fractions=FRACTIONS, arms=arms, n_trials=N_TRIALS, n_records=6)
+    inputs = _inputs(tmp_path, histories, predictions, {arm: make_arm_settings(arm, FRACTIONS, N_TRIALS) for arm in ARMS})
+    inputs = {k: v for k, v in inputs.items() if k != "cae_history" and k.split(".")[0] not in set(ARMS) - set(arms)}
+    catalog = run(pipeline, make_catalog(tmp_path, params, files=(), **inputs))
+    assert catalog.load("study_meta")["image_backbone"] == "no image arm"
+    assert "random_frozen" in catalog.load("study_report")

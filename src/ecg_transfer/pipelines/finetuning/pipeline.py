@@ -1,6 +1,7 @@
 """Fine-tuning: the shared bootstrap samples, then one template pipeline per arm, each in its
 own namespace (kedro-viz shows one collapsible box per arm; ``kedro run --namespaces=<arm>``
-runs one arm). The arms come from ``study.arms`` (see configured_arms.py)."""
+runs one arm). The arms come from ``study.arms`` (see configured_arms.py); what each arm's node
+reads besides the shared data is its input kind's (input_kinds.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ from kedro.pipeline import Pipeline, node
 from ecg_transfer.pipelines.configured_arms import configured_arms
 from ecg_transfer.study.arms import ArmRegistry, ArmSpec
 
+from .input_kinds import input_kind
 from .nodes import arm_trainer, draw_bootstrap_samples
 
 ARM_OUTPUTS = ["training_histories", "run_predictions", "arm_settings"]
-_SHARED = ["labelled_windows", "label_classes", "bootstrap_samples", "run_checkpoints", "run_tracker"]
+# Node argument -> catalog entry, for what every arm reads.
+_SHARED = {
+    "labelled_windows": "labelled_windows", "label_classes": "label_classes",
+    "bootstrap_samples": "bootstrap_samples", "run_checkpoints": "run_checkpoints", "run_tracker": "run_tracker",
+    "study": "params:study", "finetuning": "params:finetuning",
+}
 
 
-def arm_inputs(spec: ArmSpec) -> list[str]:
-    """What an arm's node reads: the shared data, and what its kind of arm needs besides."""
-    if spec.input == "spectrogram":
-        return [*_SHARED, "params:study", "params:finetuning", "image_spectrogram_features",
-                "params:image_transfer"]
-    extra = ["pretrained_encoder@finetuning"] if spec.uses_encoder else []
-    return [*_SHARED, "params:study", "params:finetuning", "params:pretraining", "params:preprocessing", *extra]
+def arm_inputs(spec: ArmSpec) -> dict[str, str]:
+    """What an arm's node reads: the shared data, and what its input kind needs besides."""
+    return {**_SHARED, **input_kind(spec).inputs(spec)}
 
 
 def arm_pipeline(spec: ArmSpec) -> Pipeline:
@@ -32,8 +35,8 @@ def arm_pipeline(spec: ArmSpec) -> Pipeline:
     return Pipeline(
         template,
         namespace=spec.name,
-        inputs={name for name in inputs if not name.startswith("params:")},
-        parameters={name for name in inputs if name.startswith("params:")},
+        inputs={name for name in inputs.values() if not name.startswith("params:")},
+        parameters={name for name in inputs.values() if name.startswith("params:")},
         tags=["finetuning", f"arm_{spec.name}"],
     )
 

@@ -4,6 +4,7 @@ train in the fine-tuning pipeline, like every other arm."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,20 +14,50 @@ from matplotlib.figure import Figure
 from ecg_transfer.models.image_backbones import load_backbone
 from ecg_transfer.models.image_features import extract_image_features, spectrogram_figure
 from ecg_transfer.models.spectrogram import SpectrogramConfig
+from ecg_transfer.runs import COSMETIC
+from ecg_transfer.study.experiment import HeadConfig
 from ecg_transfer.training.engine import resolve_device
+from ecg_transfer.typed_config import config_from_params
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The frozen ImageNet CNN: its name, and where its weights are read from (None: the
+    package's or torch hub's copy, models/image_backbones.py)."""
+
+    name: str = "efficientnet_lite0"
+    weights_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageTransferConfig:
+    """The ``image_transfer`` parameter group: spectrograms, the backbone, how the features are
+    computed, and the spectrogram arms' head. The arms' run keys hash the features themselves,
+    so of this group only ``head`` enters a run key directly."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
+    feature_batch_size: int = 32
+    device: str = "auto"
+    head: HeadConfig = field(default_factory=HeadConfig)
+    progress: bool = field(default=True, metadata=COSMETIC)
+
+    @classmethod
+    def from_params(cls, image_transfer: dict[str, Any] | None) -> ImageTransferConfig:
+        return config_from_params(cls, image_transfer, "image_transfer")
 
 
 def extract_spectrogram_features(labelled_windows, image_transfer: dict[str, Any]) -> pd.DataFrame:
     """One feature vector per labelled window, keyed by record id, so every trial reuses them."""
-    backbone_params = image_transfer["backbone"]
-    backbone = load_backbone(backbone_params["name"], backbone_params.get("weights_path"))
+    config = ImageTransferConfig.from_params(image_transfer)
+    backbone = load_backbone(config.backbone.name, config.backbone.weights_path)
     features = extract_image_features(
         labelled_windows.windows,
-        SpectrogramConfig(**image_transfer["spectrogram"]),
+        config.spectrogram,
         backbone,
-        batch_size=int(image_transfer["feature_batch_size"]),
-        device=resolve_device(image_transfer.get("device", "auto")),
-        progress=bool(image_transfer.get("progress", True)),
+        batch_size=config.feature_batch_size,
+        device=resolve_device(config.device),
+        progress=config.progress,
     )
     columns = [f"{backbone.name}_{i:04d}" for i in range(features.shape[1])]
     table = pd.DataFrame(features, columns=columns)
@@ -40,5 +71,5 @@ def plot_spectrogram_examples(labelled_windows, label_classes: list[str], image_
     first = [int(np.flatnonzero(labels == name)[0]) for name in label_classes if (labels == name).any()]
     return spectrogram_figure(
         labelled_windows.take(first), labels[first].tolist(),
-        SpectrogramConfig(**image_transfer["spectrogram"]), class_order=list(label_classes),
+        ImageTransferConfig.from_params(image_transfer).spectrogram, class_order=list(label_classes),
     )

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder, count_parameters
 from ecg_transfer.models.weights import encoder_model_card, preprocessing_card
-from ecg_transfer.study.experiment import fingerprint, run_record
+from ecg_transfer.runs import fingerprint, result_settings, run_record
 from ecg_transfer.study.figures import reconstruction_figure
 from ecg_transfer.tracking import epoch_logger
 from ecg_transfer.training.distributed import LaunchConfig, StoreSplit, fit_distributed
@@ -24,7 +24,6 @@ from ecg_transfer.training.tasks import ReconstructionTask
 
 # Keys of the pretraining parameters that do not change what the CAE learns: left out of its
 # run key, so listing pretext methods (or a launch block) does not retrain or re-key the CAE.
-_NOT_CAE_KEYS = ("distributed", "methods")
 
 
 def _autoencoder(cfg: CaeConfig, seed: int) -> ConvAutoencoder:
@@ -48,7 +47,9 @@ def pretrain_autoencoder(
     train = unlabelled_windows.split_view("train")
     test = unlabelled_windows.split_view("test")
     model = _autoencoder(cfg, train_config.seed)
-    keyed = {**{k: v for k, v in pretraining.items() if k not in _NOT_CAE_KEYS}, "training": training}
+    # The key hashes what changes the CAE's weights, as the configs mark it (ecg_transfer.runs):
+    # not the progress bar, the thread count or the process count.
+    keyed = {"cae": result_settings(cfg), "training": result_settings(train_config)}
     key = "pretraining/cae/" + fingerprint(
         keyed, unlabelled_windows.meta, unlabelled_windows.index[["record_id", "split"]].to_numpy()
     )

@@ -50,7 +50,7 @@ def check_study_runs(study: dict[str, Any], *arm_settings: dict[str, Any]) -> tu
     """The run settings all arms share (an error naming the arms and settings if they differ),
     and the arm registry, built here once for the whole pipeline."""
     registry = arm_registry(study["arms"])
-    specs = {arm.name: {"init": arm.init, "freeze": arm.freeze, "input": arm.input} for arm in registry}
+    specs = {arm.name: arm.result_spec() for arm in registry}
     return check_arm_settings(list(arm_settings), registry.names, specs), registry
 
 
@@ -215,7 +215,7 @@ def describe_study(
     unlabelled_manifest: pd.DataFrame,
     preprocessing: dict[str, Any],
     pretraining: dict[str, Any],
-    image_transfer: dict[str, Any],
+    image_transfer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the numbers came from, for the report and the MLflow parent run: the data (source,
     size, classes, simulated or real, from the manifests), the backbone, the labelled split, and
@@ -249,7 +249,10 @@ def describe_study(
             f"CAE encoder, {cae.get('n_blocks')} residual blocks, kernel {cae.get('kernel_size')}, "
             f"channels {list(cae.get('channels', []))}, {cae.get('bottleneck')} features"
         ),
-        "image_backbone": str(image_transfer.get("backbone", {}).get("name", "not recorded")),
+        "image_backbone": (
+            str(image_transfer.get("backbone", {}).get("name", "not recorded")) if image_transfer is not None
+            else "no image arm"
+        ),
         "labelled_split": _labelled_split(preprocessing),
         "run": run,
         "arms": {arm: spec for arm, spec in study_runs["specs"].items()},
@@ -302,10 +305,10 @@ def write_study_report(
     table3_bounded: pd.DataFrame,
     score_floor: pd.DataFrame,
     bootstrap_sample_sizes: pd.DataFrame,
-    cae_history: pd.DataFrame,
     study_meta: dict[str, Any],
     registry: ArmRegistry,
     paper_reference: dict[str, Any],
+    cae_history: pd.DataFrame | None = None,
 ) -> str:
     """A Markdown report: the data and runs, the floor, the arms still improving at the end of
     their budget, our numbers (beside the paper's on its task), Tables 2-3, and the comparisons
@@ -313,7 +316,7 @@ def write_study_report(
     meta = dict(study_meta)
     # The CAE early-stops on its held-out ("test") split, so the minimum there is the paper's
     # optimistic protocol; the report labels it so.
-    heldout = cae_history.loc[cae_history["split"] == "test"]
+    heldout = cae_history.loc[cae_history["split"] == "test"] if cae_history is not None else pd.DataFrame()
     if not heldout.empty:
         meta["cae_heldout_mse_min"] = float(np.min(heldout["loss"]))
     report_tables = dict(zip(REPORT_TABLES, (table2, table2_honest, table3, table3_bounded)))

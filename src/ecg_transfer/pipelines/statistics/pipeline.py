@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ecg_transfer.pipelines.configured_arms import configured_arms
+from ecg_transfer.pipelines.finetuning.input_kinds import IMAGE_FEATURES, PRETRAINING, stages_needed
 from ecg_transfer.study.arms import ArmRegistry
 
 from .nodes import (
@@ -40,8 +41,16 @@ def study_arm_names() -> list[str]:
 
 def create_pipeline(arms: ArmRegistry | Sequence[str] | None = None, **kwargs) -> Pipeline:
     """The statistics pipeline for ``arms`` (a registry or names; default: the configured
-    study's arms), in registry order."""
-    arms = [getattr(arm, "name", arm) for arm in arms] if arms is not None else study_arm_names()
+    study's arms), in registry order. It reads the CAE's history and the image-transfer
+    parameters only when the arms need those stages (given names alone, it assumes both)."""
+    registry = configured_arms() if arms is None else arms
+    if isinstance(registry, ArmRegistry):
+        stages = stages_needed(registry)
+    else:
+        stages = frozenset({PRETRAINING, IMAGE_FEATURES})
+    arms = [getattr(arm, "name", arm) for arm in registry]
+    image_params = ["params:image_transfer"] if IMAGE_FEATURES in stages else []
+    cae_history = {"cae_history": "cae_history"} if PRETRAINING in stages else {}
 
     def per_arm(dataset: str) -> list[str]:
         return [f"{arm}.{dataset}" for arm in arms]
@@ -69,8 +78,7 @@ def create_pipeline(arms: ArmRegistry | Sequence[str] | None = None, **kwargs) -
             node(score_floor, "labelled_windows", "score_floor", name="score_floor"),
             node(describe_study,
                  ["study_runs", "labelled_windows", "unlabelled_windows", "labelled_manifest",
-                  "unlabelled_manifest", "params:preprocessing", "params:pretraining",
-                  "params:image_transfer"],
+                  "unlabelled_manifest", "params:preprocessing", "params:pretraining", *image_params],
                  "study_meta", name="describe_study"),
             node(make_tables,
                  ["run_summary", "arm_comparisons", "arm_registry", "score_floor",
@@ -85,8 +93,8 @@ def create_pipeline(arms: ArmRegistry | Sequence[str] | None = None, **kwargs) -
                   "table2_honest": "table2_f1_weighted_honest_table_csv",
                   "table3": "table3_lci_table_csv", "table3_bounded": "table3_lci_bounded_table_csv",
                   "score_floor": "score_floor", "bootstrap_sample_sizes": "bootstrap_sample_sizes",
-                  "cae_history": "cae_history", "study_meta": "study_meta", "registry": "arm_registry",
-                  "paper_reference": "params:paper_reference"},
+                  "study_meta": "study_meta", "registry": "arm_registry",
+                  "paper_reference": "params:paper_reference", **cae_history},
                  "study_report", name="write_study_report"),
         ],
         tags=["statistics"],
