@@ -162,7 +162,6 @@ class MlflowRunHooks:
         unreachable server is an error naming it, in seconds; a SQLite store and the
         experiment are created once, under a lock)."""
         self._end_interrupted("the previous kedro run in this process was interrupted")
-        reset_links()
         bound_http_requests()
         active = mlflow.active_run()
         self._opened_before = active.info.run_id if active else None
@@ -188,6 +187,7 @@ class MlflowRunHooks:
         self._parent = ParentRun(active.info.run_id, active.info.experiment_id, mlflow.get_tracking_uri())
         self._parent_is_ours = active.info.run_id != self._opened_before
         set_parent_run(self._parent)
+        reset_links()  # a new kedro run tries every store again
         link = link_for(self._parent.tracking_uri)
         link.on_down.append(self._quiet_kedro_mlflow)
         client = MlflowClient(tracking_uri=self._parent.tracking_uri)
@@ -221,7 +221,7 @@ class MlflowRunHooks:
         and fail the pipeline; turn them off for the rest of this run, as kedro-mlflow does for
         a pipeline with tracking disabled."""
         from kedro_mlflow.framework.hooks import mlflow_hook
-        from kedro_mlflow.framework.hooks.utils import switch_catalog_logging
+        from kedro_mlflow.io.catalog.switch_catalog_logging import switch_catalog_logging
 
         mlflow_hook._is_mlflow_enabled = False
         mlflow_hook.run_id = None
