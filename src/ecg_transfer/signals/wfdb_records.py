@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 import wfdb
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.signals.chapman import RHYTHMS
 from ecg_transfer.signals.records import (

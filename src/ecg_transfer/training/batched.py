@@ -55,7 +55,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import (
