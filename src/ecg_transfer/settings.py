@@ -16,6 +16,8 @@ from ecg_transfer.hooks import MlflowRunHooks, NodeTimingHooks
 #   KedroPipelineModel, imported by the plugin; this project logs no pyfunc model;
 # - Kedro's CLI deprecates `--pipeline` for `--pipelines`: both mean the same here, and the docs'
 #   and users' `kedro run --pipeline=starvation` keeps working.
+# The last two are raised by the `kedro` command while it loads its plugins and parses options,
+# before it reads these settings: filtered here for sessions in Python (a notebook, the tests).
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 warnings.filterwarnings("ignore", message=r"Option '--pipeline' is deprecated")

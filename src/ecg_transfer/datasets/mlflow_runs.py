@@ -2,9 +2,8 @@
 
 - ``MlflowRunTrackerDataset`` (read-only): loads a :class:`~ecg_transfer.tracking.RunTracker`
   bound to the run kedro-mlflow opened for this ``kedro run`` (a no-op tracker when tracking
-  is off); training nodes open one child run per training run with it and log every epoch live.
-- ``MlflowChildRunsDataset`` (write-only): run records saved after the fact, each one child run
-  written at once (runs found finished on disk, or code not yet tracking live).
+  is off); training nodes open one child run per training run with it and log every epoch live
+  (typed as :class:`ecg_transfer.tracking.Tracker`).
 - ``MlflowEncoderModelDataset`` (write-only): the pretrained encoder as an MLflow PyTorch model
   (listed in the experiment's Models tab) with its model card.
 
