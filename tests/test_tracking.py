@@ -292,3 +292,11 @@ def test_system_metrics_off_without_psutil_or_when_asked(monkeypatch):
         tracking.system_metrics_wanted("sometimes")
     monkeypatch.setattr(tracking.system_metrics.importlib.util, "find_spec", lambda name: None)
     assert not tracking.system_metrics_wanted("true")
+
+
+def test_both_trackers_and_both_runs_meet_the_protocols_callers_type_against(tracker):
+    from ecg_transfer.tracking import NullRun, Run, Tracker
+
+    assert isinstance(tracker, Tracker) and isinstance(NullTracker(), Tracker)
+    with tracker.start("protocol") as run:
+        assert isinstance(run, Run) and isinstance(NullRun("x"), Run)
