@@ -136,6 +136,11 @@ class MlflowRunHooks:
       MLflow's own exit handler would mark it FINISHED) or, in a notebook, when the next
       session starts.
 
+    The tracking store is checked before kedro-mlflow first touches it, MLflow's HTTP calls are
+    bounded, and once a call fails the store gets no more calls in this run, kedro-mlflow's
+    own included (:mod:`ecg_transfer.tracking.connection`); the end of the run lists the runs
+    that lack tracking.
+
     It also publishes the parent run for the tracking datasets (:func:`set_parent_run`) and
     corrects two tags kedro-mlflow writes: ``kedro_command`` (with ``--env``, ``--params``,
     ``--namespaces``...) and ``runner`` (a name, not an object's repr).
