@@ -1,5 +1,6 @@
 import logging
 import signal
+import types
 
 import mlflow
 import pytest
@@ -27,17 +28,24 @@ def tracking(store):
     mlflow.set_tracking_uri(None)
 
 
+def _context():
+    """What the hooks read of a KedroContext: mlflow.yml's server and experiment."""
+    mlflow_yml = {"server": {"mlflow_tracking_uri": mlflow.get_tracking_uri()},
+                  "tracking": {"experiment": {"name": "hooks_test"}}}
+    return types.SimpleNamespace(config_loader={"mlflow": mlflow_yml}, _package_name="ecg_transfer")
+
+
 def test_closes_the_runs_a_kedro_run_left_open_but_keeps_the_callers(tracking):
     hooks = MlflowRunHooks()
     with mlflow.start_run() as callers:
-        hooks.after_context_created()
+        hooks.after_context_created(context=_context())
         run = mlflow.start_run(nested=True)
         mlflow.start_run(run_id=run.info.run_id, nested=True)  # kedro-mlflow's re-entry per node
         mlflow.end_run()  # kedro-mlflow's own single end_run
         hooks.after_pipeline_run()
         assert mlflow.active_run().info.run_id == callers.info.run_id
     hooks = MlflowRunHooks()
-    hooks.after_context_created()
+    hooks.after_context_created(context=_context())
     mlflow.start_run()
     hooks.on_pipeline_error(error=RuntimeError())
     assert mlflow.active_run() is None
@@ -84,7 +92,7 @@ def test_the_runner_is_named():
 def _start_pipeline(hooks):
     """What a `kedro run` does up to its first node: kedro-mlflow opens the run (and sets its
     tags), the project's hooks run after it, a node loads the tracker and opens a child run."""
-    hooks.after_context_created()
+    hooks.after_context_created(context=_context())
     parent = mlflow.start_run()
     mlflow.set_tags({"runner": RUN_PARAMS["runner"], "kedro_command": "kedro run --pipeline=finetuning"})
     hooks.before_pipeline_run(run_params=RUN_PARAMS)
@@ -121,7 +129,7 @@ def test_an_interrupted_pipeline_ends_killed_when_the_next_session_starts(tracki
     hooks = MlflowRunHooks()
     parent, child = _start_pipeline(hooks)
     # Ctrl-C in a notebook: no Kedro hook runs; the next session's context cleans up
-    hooks.after_context_created()
+    hooks.after_context_created(context=_context())
     assert [tracking.get_run(r).info.status for r in (parent, child)] == ["KILLED", "KILLED"]
     assert mlflow.active_run() is None and run_tracking.open_runs() == []
 
@@ -129,7 +137,7 @@ def test_an_interrupted_pipeline_ends_killed_when_the_next_session_starts(tracki
 def test_the_callers_run_is_left_open(tracking):
     hooks = MlflowRunHooks()
     with mlflow.start_run() as callers:
-        hooks.after_context_created()
+        hooks.after_context_created(context=_context())
         hooks.before_pipeline_run(run_params=RUN_PARAMS)  # kedro-mlflow logs into the caller's run
         child = MlflowRunTrackerDataset(system_metrics=False).load().start("x")
         hooks.on_pipeline_error(error=RuntimeError("boom"))

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from ecg_transfer.signals.overlap import OVERLAP_COLUMNS
 from ecg_transfer.tracking import RunTracker
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, MlflowServer, _free_port, _stop
 
 
 def test_a_kedro_run_records_an_mlflow_run_in_sqlite(project_copy):
@@ -68,6 +69,16 @@ def train(tracker, mode):
         Path(os.environ["TINY_MARKER"]).write_text(str(run.run_id))
         if mode == "fail":
             raise RuntimeError("boom")
+        if mode == "outage":  # the test kills the server, then lets the training go on
+            go = Path(os.environ["TINY_MARKER"] + ".go")
+            while not go.exists():
+                time.sleep(0.05)
+            for epoch in range(2, 31):
+                run.log_epoch(epoch, [{"split": "train", "loss": 1.0 / epoch}])
+            with tracker.start("tiny-f1-t1", {"fraction": 1.0}) as later:
+                later.log_epoch(1, [{"split": "train", "loss": 1.0}])
+            Path(os.environ["TINY_MARKER"] + ".done").write_text("trained")
+            return
         deadline = time.monotonic() + (300 if mode == "wait" else 0)
         while time.monotonic() < deadline:
             time.sleep(0.05)
@@ -193,3 +204,83 @@ def test_runs_are_tracked_live_on_a_tracking_server(mlflow_server, tmp_path):
     assert parent_tags["kedro_command"] == "kedro run --params=mode=ok"
     child = runs["tiny-f1-t0"]
     assert child.data.tags["fraction"] == child.data.params["fraction"] == "1"
+
+
+# ---------------------------------------------------------------- a tracking server that goes away
+@pytest.fixture
+def own_server(tmp_path):
+    """A real `mlflow server` of this test alone (the test kills it)."""
+    root = tmp_path / "server"
+    root.mkdir()
+    port = _free_port()
+    server = MlflowServer(f"http://127.0.0.1:{port}", root / "mlflow.db", root / "artifacts", root / "server.log")
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
+               "1", "--backend-store-uri", f"sqlite:///{server.backend_store}", "--artifacts-destination",
+               str(server.artifacts)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with open(server.log, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited with {process.returncode}:\n{server.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{server.uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not answer in 180 s:\n{server.log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield server, process
+    finally:
+        _stop(process)
+
+
+def _kill_server(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_server_where_nothing_listens_stops_the_run_before_any_node_naming_it(tmp_path):
+    """Issue 20 item 4: was 4 min 13 s of client retries, then a traceback."""
+    project = make_tiny_project(tmp_path / "tiny")
+    uri = f"http://127.0.0.1:{_free_port()}"
+    code, output = finish(start_kedro_run(project, "--params=mode=ok", env={"MLFLOW_TRACKING_URI": uri}),
+                          timeout_s=150)  # generous: the check itself takes one refused connection
+    assert code != 0
+    assert uri in output and "did not answer" in output, output[-3000:]
+    assert not (project / "started").exists()
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_training_costs_seconds_and_the_untracked_runs_are_named(own_server, tmp_path):
+    server, process = own_server
+    project = make_tiny_project(tmp_path / "tiny")
+    run = start_kedro_run(project, "--params=mode=outage", env={"MLFLOW_TRACKING_URI": server.uri})
+    wait_for(project / "started", run)
+    _kill_server(process)
+    (project / "started.go").write_text("go")
+    code, output = finish(run, timeout_s=150)  # generous; with MLflow's retries it took over 9 minutes
+    assert code == 0, output[-3000:]
+    assert (project / "started.done").read_text() == "trained"
+    text = " ".join(output.split())  # the console wraps log lines
+    assert "lack tracking" in text and "tiny-f1-t0 (from logging epoch 2)" in text, output[-3000:]
+    assert "tiny-f1-t1 (from creating the run)" in text
+    assert text.count("No further tracking calls") == 1
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_promptly_when_the_server_is_gone(own_server, tmp_path):
+    server, process = own_server
+    project = make_tiny_project(tmp_path / "tiny")
+    run = start_kedro_run(project, "--params=mode=wait", env={"MLFLOW_TRACKING_URI": server.uri})
+    wait_for(project / "started", run)
+    _kill_server(process)
+    run.send_signal(signal.SIGTERM)
+    code, output = finish(run, timeout_s=120)  # generous; it did not end within 13 minutes before
+    assert code == 143, output[-3000:]

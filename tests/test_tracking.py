@@ -36,8 +36,10 @@ def tracker(client):
     experiment = client.get_experiment_by_name("tracking_test")
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("tracking_test")
     parent = client.create_run(experiment_id, run_name="parent")
+    tracking.reset_links()  # a store another test took down is up again
     yield RunTracker(client, experiment_id, parent.info.run_id)
     end_open_runs(tracking.KILLED, "test teardown")
+    tracking.reset_links()
 
 
 def _epoch(epoch: int, loss: float) -> pd.DataFrame:
@@ -131,19 +133,96 @@ def test_a_finished_run_from_disk_is_logged_at_once_with_its_duration(tracker, c
     assert run.data.tags["reused"] == "True" and run.data.tags["live"] == "False"
 
 
-def test_a_failing_log_call_warns_and_training_goes_on(tracker, client, caplog):
+def test_after_one_failing_call_no_call_goes_to_that_store_and_the_runs_lacking_tracking_are_named(
+        tracker, client, caplog):
+    """Issue 20 item 4: a server that goes away costs one failing call, not minutes per call."""
     run = tracker.start("server-away")
+    calls = []
 
     def refuse(*args, **kwargs):
+        calls.append(args)
         raise ConnectionError("server away")
 
-    run.client = type("Client", (), {"log_batch": staticmethod(refuse), "set_terminated": client.set_terminated})()
+    away = type("Client", (), {"log_batch": staticmethod(refuse), "set_terminated": staticmethod(refuse),
+                               "create_run": staticmethod(refuse), "tracking_uri": client.tracking_uri})()
+    run.client = tracker.client = away
     with caplog.at_level(logging.WARNING, logger="ecg_transfer.tracking"):
         run.log_epoch(1, [{"split": "train", "loss": 1.0}])
         run.log_epoch(2, [{"split": "train", "loss": 0.5}])
+        run.finish({"honest_test_f1_weighted": 0.5})
+        later = tracker.start("after-the-outage", {"fraction": 1.0})
+        later.log_epoch(1, [{"split": "train", "loss": 1.0}])
+        later.finish()
+        assert tracker.log_finished("from-disk", metrics={"m": 1.0}) is None
+    assert len(calls) == 1  # the first failure only
     assert sum("server away" in m for m in caplog.messages) == 1
+    assert later.run_id is None and later.status == "FINISHED" and tracking.open_runs() == []
+    assert client.get_run(run.run_id).info.status == "RUNNING"  # what could not be sent stays so
+    untracked = tracking.untracked_runs()[client.tracking_uri]
+    assert untracked == {"server-away": "logging epoch 1", "after-the-outage": "creating the run",
+                         "from-disk": "creating the run"}
+    report = tracking.report_untracked()
+    assert "3 run(s) lack tracking" in report and "after-the-outage" in report
+
+
+def test_a_metric_name_mlflow_refuses_is_an_error_not_an_outage(tracker, client):
+    run = tracker.start("bad-name")
+    with pytest.raises(ValueError, match="loss<1>"):
+        run.log_epoch(1, [{"split": "train", "loss<1>": 1.0}])
+    run.log_epoch(2, [{"split": "train", "loss": 0.5}])  # the store is still up
     run.finish()
-    assert client.get_run(run.run_id).info.status == "FINISHED"
+    assert client.get_run(run.run_id).data.metrics == {"train_loss": 0.5}
+
+
+ODD_LABELS = ["~", "AF+flutter", "1st° AV block", "N/A", "(other)", "?"]
+
+
+def test_per_class_metrics_of_any_label_reach_mlflow_under_safe_names_with_the_mapping(tracker, client):
+    """Issue 20 item 1: ``train_f1_~`` is no MLflow name; every epoch still gets logged."""
+    from ecg_transfer.signals.classes import class_table
+
+    rows = [{"epoch": 1, "split": split, "loss": 1.0, **{f"f1_{label}": i / 10 for i, label in enumerate(ODD_LABELS)},
+             "f1_SR": 0.9, "f1_weighted": 0.5} for split in ("train", "val")]
+    with tracker.start("odd-labels") as run:
+        run.on_epoch_end(1, pd.DataFrame(rows))
+        run.on_epoch_end(2, pd.DataFrame(rows).assign(epoch=2))
+        run.finish({"honest_test_f1_~": 0.3})
+    done = client.get_run(run.run_id)
+    table = class_table(ODD_LABELS + ["SR"])
+    safe = dict(zip(table["label"], table["safe_name"]))
+    assert safe["SR"] == "SR" and len(set(safe.values())) == len(safe)
+    for split in ("train", "val"):
+        history = client.get_metric_history(run.run_id, f"{split}_f1_{safe['~']}")
+        assert [(m.step, m.value) for m in history] == [(1, 0.0), (2, 0.0)]
+        assert f"{split}_f1_SR" in done.data.metrics and f"{split}_f1_weighted" in done.data.metrics
+    assert done.data.metrics[f"honest_test_f1_{safe['~']}"] == 0.3
+    assert {f"class_name.{safe[label]}": label for label in ODD_LABELS} == {
+        k: v for k, v in done.data.params.items() if k.startswith("class_name.")}
+
+
+def test_a_server_where_nothing_listens_is_an_error_naming_it_at_once(tmp_path):
+    import socket
+    import time as clock
+
+    from ecg_transfer.tracking import TrackingStoreUnreachable, check_tracking_store
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    started = clock.monotonic()
+    with pytest.raises(TrackingStoreUnreachable, match=uri.replace(".", r"\.")):
+        check_tracking_store(uri, "x")
+    assert clock.monotonic() - started < 60  # generous; MLflow's own retries took over 4 minutes
+
+
+def test_a_sqlite_store_and_its_experiment_are_created_once_under_a_lock(tmp_path):
+    from ecg_transfer.tracking import check_tracking_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    check_tracking_store(uri, "made_once")
+    check_tracking_store(uri, "made_once")
+    assert (tmp_path / "mlflow.db.lock").exists()
+    assert MlflowClient(tracking_uri=uri).get_experiment_by_name("made_once") is not None
 
 
 def test_the_null_tracker_takes_the_same_calls():
@@ -199,7 +278,7 @@ def test_system_metrics_start_once_per_run_and_stop(monkeypatch):
     fake = types.ModuleType("mlflow.system_metrics.system_metrics_monitor")
     fake.SystemMetricsMonitor = Monitor
     monkeypatch.setitem(sys.modules, "mlflow.system_metrics.system_metrics_monitor", fake)
-    monkeypatch.setattr(tracking, "system_metrics_wanted", lambda mode: mode != "false")
+    monkeypatch.setattr(tracking.system_metrics, "system_metrics_wanted", lambda mode: mode != "false")
     assert tracking.start_system_metrics("r1", "true") and tracking.start_system_metrics("r1", "true")
     assert not tracking.start_system_metrics("r2", "false")
     assert started == ["r1"]
@@ -211,5 +290,13 @@ def test_system_metrics_off_without_psutil_or_when_asked(monkeypatch):
     assert not tracking.system_metrics_wanted("false")
     with pytest.raises(ValueError, match="system_metrics"):
         tracking.system_metrics_wanted("sometimes")
-    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(tracking.system_metrics.importlib.util, "find_spec", lambda name: None)
     assert not tracking.system_metrics_wanted("true")
+
+
+def test_both_trackers_and_both_runs_meet_the_protocols_callers_type_against(tracker):
+    from ecg_transfer.tracking import NullRun, Run, Tracker
+
+    assert isinstance(tracker, Tracker) and isinstance(NullTracker(), Tracker)
+    with tracker.start("protocol") as run:
+        assert isinstance(run, Run) and isinstance(NullRun("x"), Run)

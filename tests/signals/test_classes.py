@@ -64,3 +64,38 @@ def test_bad_manifest_and_config():
     with pytest.raises(ValueError, match="more than once"):
         ClassConfig(classes=("A", "A"))
     assert ClassConfig.from_params({"classes": ["A", "B"]}).classes == ("A", "B")
+
+
+ODD_LABELS = ["~", "AF+flutter", "1st° AV block", "N/A", "(other)", "?", "..", "x" * 70]
+
+
+def test_a_safe_name_is_the_label_itself_when_safe_and_else_a_slug_and_hash():
+    from ecg_transfer.signals.classes import safe_class_name
+    from ecg_transfer.tracking.keys import key_problem
+
+    assert [safe_class_name(label) for label in ("SR", "AFIB", "non-AF", "class_2.b")] == [
+        "SR", "AFIB", "non-AF", "class_2.b"]
+    safe = [safe_class_name(label) for label in ODD_LABELS]
+    assert safe[:3] == ["class-fb3c6e4d", "AF_flutter-a4756f1b", "1st_AV_block-1663d855"]
+    assert len(set(safe)) == len(safe) and all(name not in ODD_LABELS for name in safe)
+    assert all(key_problem(f"val_f1_{name}") is None for name in safe)  # MLflow takes them
+    assert all("/" not in name and len(name) <= 64 for name in safe)  # and so does a file system
+
+
+def test_the_class_table_maps_each_label_to_its_safe_name_and_refuses_a_shared_one():
+    from ecg_transfer.signals.classes import class_table, safe_class_name
+
+    table = class_table(ODD_LABELS)
+    assert table["label"].tolist() == ODD_LABELS and table["class_index"].tolist() == list(range(len(ODD_LABELS)))
+    with pytest.raises(ValueError, match="share the safe name"):
+        class_table(["AF+flutter", safe_class_name("AF+flutter")])
+
+
+def test_classes_sharing_a_safe_name_are_refused_when_the_classes_are_decided():
+    from ecg_transfer.signals.classes import safe_class_name
+
+    twin = safe_class_name("~")
+    manifest = pd.DataFrame({"record_id": [f"r{i}" for i in range(16)], "patient_id": [f"p{i}" for i in range(16)],
+                             "label": ["~"] * 8 + [twin] * 8})
+    with pytest.raises(ValueError, match="label_map"):
+        decide_classes(manifest, ClassConfig(), min_patients=4)

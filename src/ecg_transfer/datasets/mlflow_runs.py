@@ -2,9 +2,8 @@
 
 - ``MlflowRunTrackerDataset`` (read-only): loads a :class:`~ecg_transfer.tracking.RunTracker`
   bound to the run kedro-mlflow opened for this ``kedro run`` (a no-op tracker when tracking
-  is off); training nodes open one child run per training run with it and log every epoch live.
-- ``MlflowChildRunsDataset`` (write-only): run records saved after the fact, each one child run
-  written at once (runs found finished on disk, or code not yet tracking live).
+  is off); training nodes open one child run per training run with it and log every epoch live
+  (typed as :class:`ecg_transfer.tracking.Tracker`).
 - ``MlflowEncoderModelDataset`` (write-only): the pretrained encoder as an MLflow PyTorch model
   (listed in the experiment's Models tab) with its model card.
 
@@ -29,6 +28,7 @@ from ecg_transfer.tracking import (
     NullTracker,
     ParentRun,
     RunTracker,
+    link_for,
     parent_run,
     start_system_metrics,
 )
@@ -119,10 +119,16 @@ class MlflowEncoderModelDataset(AbstractDataset[dict, None]):
         )
 
     def _save(self, data: dict[str, Any]) -> None:
+        """Through the store's link: with the store away the encoder stays on disk only (its
+        weights and card are saved by ``pretrained_encoder``) and the run says so at its end."""
         parent = _parent()
         if parent is None:
             logger.info("no active MLflow run (tracking disabled?): the encoder is not logged as a model")
             return
+        link_for(parent.tracking_uri).send(f"model {self.name}", "logging the encoder model",
+                                           lambda: self._log_model(parent, data))
+
+    def _log_model(self, parent: ParentRun, data: dict[str, Any]) -> None:
         import mlflow.pytorch
         import numpy as np
         import torch

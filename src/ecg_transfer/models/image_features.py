@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.models.image_backbones import Backbone
 from ecg_transfer.models.spectrogram import (

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.signals.folder_reader import FolderReader, quietly
 from ecg_transfer.signals.records import (

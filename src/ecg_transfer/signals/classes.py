@@ -14,11 +14,23 @@ A class with fewer patients than a patient-level stratified split needs
 (:func:`ecg_transfer.signals.splits.min_patients_per_class`) is excluded with its records
 counted as ``class_too_small`` (``small_classes="exclude"``, the default) or refused with
 an error naming the class and its patient count (``small_classes="error"``).
+
+Label text is kept as the user wrote it in every table, figure and report (``f1_~``,
+``f1_AF+flutter``). Where a name must be safe (MLflow metric and param keys, file names) it is
+the class's **safe name**, by one rule (:func:`safe_class_name`): a label of 1-64 ASCII letters,
+digits, ``_``, ``.`` and ``-`` (not dots only) is its own safe name; any other label becomes its
+characters outside ``[A-Za-z0-9]`` collapsed to ``_`` (at most 40 characters, ``class`` when
+nothing is left), ``-`` and the first 8 hex digits of the SHA-1 of its UTF-8 text: ``~`` ->
+``class-<hash>``, ``AF+flutter`` -> ``AF_flutter-<hash>``, ``1st° AV block`` ->
+``1st_AV_block-<hash>``. Distinct labels get distinct safe names (the hash; checked by
+:func:`class_table`, which is the mapping, one row per class).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +43,38 @@ SMALL_CLASS_RULES = ("exclude", "error")
 # Columns of the tables of records that preprocessing leaves out (or pads): the ExclusionLog's
 # columns plus the outcome ("excluded" or "padded"), so ingestion's tables and these concatenate.
 DECISION_COLUMNS = ["dataset", "record_id", "source", "outcome", "reason", "detail"]
+
+
+_SAFE_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9]+")
+
+
+def safe_class_name(label: str) -> str:
+    """The name of class ``label`` where a name must be safe (MLflow keys, file names): the label
+    itself when it is 1-64 of ``[A-Za-z0-9_.-]`` and not dots only, else a readable slug and a
+    hash of the label (module docstring)."""
+    text = str(label)
+    if _SAFE_LABEL.fullmatch(text) and text.strip("."):
+        return text
+    slug = _UNSAFE_RUN.sub("_", text).strip("_")[:40] or "class"
+    return f"{slug}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def class_table(classes: Sequence[str]) -> pd.DataFrame:
+    """The class list as a table: ``class_index``, ``label`` (the user's text) and ``safe_name``.
+    A ValueError if two classes would share a safe name (a label that looks like another's
+    derived name), so that it is found before anything trains."""
+    labels = [str(c) for c in classes]
+    table = pd.DataFrame({"class_index": range(len(labels)), "label": labels,
+                          "safe_name": [safe_class_name(c) for c in labels]})
+    shared = table[table["safe_name"].duplicated(keep=False)]
+    if not shared.empty:
+        pairs = shared.groupby("safe_name")["label"].apply(list).to_dict()
+        raise ValueError(
+            f"classes {sorted(pairs.values())} would share the safe name(s) {sorted(pairs)} used for MLflow keys "
+            "and file names; rename one of them with the reader's `label_map`"
+        )
+    return table
 
 
 @dataclass(frozen=True)
@@ -128,4 +172,5 @@ def decide_classes(
             f"{dataset}: {len(kept)} class(es) left ({kept}) after leaving out the classes too small to split "
             f"({sorted(small)}); a classifier needs at least 2"
         )
+    class_table(kept)  # names that MLflow or a file system would refuse: an error now, not per epoch
     return kept, exclusions

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from scipy import signal as sps
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.typed_config import config_from_params
 

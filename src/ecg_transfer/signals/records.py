@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import wfdb
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.signals.records import EcgRecord, Excluded
 

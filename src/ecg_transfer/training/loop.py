@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.runs import cosmetic_fields
 from ecg_transfer.training.tasks import RecordIndex, Task

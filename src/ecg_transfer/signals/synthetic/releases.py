@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.signals.records import EcgRecord
 from ecg_transfer.signals.synthetic.morphology import (

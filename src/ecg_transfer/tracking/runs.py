@@ -15,29 +15,33 @@ code never asks whether MLflow is there::
         run.finish(metrics={"honest_test_f1_weighted": 0.81})
 
 Runs found finished on disk are logged in one go with :meth:`RunTracker.log_finished`.
+Callers type against the protocols :class:`Tracker` and :class:`Run`, which both kinds meet.
 
-Process-wide end states: :func:`end_open_runs` ends every child run still open in this process
-(the Kedro hooks call it on an error, an interrupt or a termination), and
-:func:`raise_on_sigterm` turns SIGTERM into :class:`Terminated` (a ``SystemExit``), so a killed
-job unwinds like Ctrl-C does instead of dying with its runs marked ``RUNNING``.
+Every call to MLflow goes through the store's :class:`~ecg_transfer.tracking.connection.TrackingLink`:
+after one failure no call of this ``kedro run`` goes to that store again, and the runs that
+lack tracking are remembered (a store that goes away costs seconds, not hours of retries).
+Metric names are MLflow-safe by :mod:`ecg_transfer.tracking.keys` (a class named ``~``).
+
+Process-wide: :func:`end_open_runs` ends every child run still open in this process (the
+Kedro hooks call it on an error, an interrupt or a termination).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import numbers
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
+
+from ecg_transfer.tracking.connection import TrackingLink, link_for
+from ecg_transfer.tracking.keys import check_key, class_params, metric_key
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +73,12 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
-def epoch_metrics(rows: pd.DataFrame | Iterable[Mapping[str, Any]], timestamp_ms: int | None = None) -> list[Metric]:
+def epoch_metrics(rows: pd.DataFrame | Iterable[Mapping[str, Any]], timestamp_ms: int | None = None,
+                  labels: set[str] | None = None) -> list[Metric]:
     """MLflow metrics of history rows (one per (epoch, split)): ``<split>_<column>`` for every
-    numeric column but the identifying ones, ``step=epoch``; NaN and inf are left out."""
+    numeric column but the identifying ones, ``step=epoch``; NaN and inf are left out. Names
+    go through :func:`~ecg_transfer.tracking.keys.metric_key` (a ValueError for one MLflow
+    refuses); the class labels that got a safe name are added to ``labels`` when given."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if frame.empty:
         return []
@@ -88,24 +95,33 @@ def epoch_metrics(rows: pd.DataFrame | Iterable[Mapping[str, Any]], timestamp_ms
         for column in columns:
             value = row[column]
             if value is not None and math.isfinite(float(value)):
-                metrics.append(Metric(f"{prefix}{column}", float(value), timestamp, step))
+                metrics.append(Metric(_key(f"{prefix}{column}", labels), float(value), timestamp, step))
     return metrics
 
 
-def _final_metrics(metrics: Mapping[str, Any] | None, timestamp_ms: int) -> list[Metric]:
+def _key(name: str, labels: set[str] | None) -> str:
+    key, label = metric_key(name)
+    if label is not None and labels is not None:
+        labels.add(label)
+    return key
+
+
+def _final_metrics(metrics: Mapping[str, Any] | None, timestamp_ms: int,
+                   labels: set[str] | None = None) -> list[Metric]:
     return [
-        Metric(str(k), float(v), timestamp_ms, 0)
+        Metric(_key(str(k), labels), float(v), timestamp_ms, 0)
         for k, v in (metrics or {}).items()
         if v is not None and math.isfinite(float(v))
     ]
 
 
 def _params(params: Mapping[str, Any] | None) -> list[Param]:
-    return [Param(str(k), value_text(v)[:_MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
+    return [Param(check_key(str(k), f"the param {k!r}"), value_text(v)[:_MAX_PARAM_LENGTH])
+            for k, v in (params or {}).items()]
 
 
 def _tags(tags: Mapping[str, Any] | None) -> list[RunTag]:
-    return [RunTag(str(k), value_text(v)) for k, v in (tags or {}).items()]
+    return [RunTag(check_key(str(k), f"the tag {k!r}"), value_text(v)) for k, v in (tags or {}).items()]
 
 
 def _log(client: MlflowClient, run_id: str, metrics=(), params=(), tags=()) -> None:
@@ -117,6 +133,49 @@ def _log(client: MlflowClient, run_id: str, metrics=(), params=(), tags=()) -> N
         client.log_batch(run_id, tags=tags[start : start + _PARAMS_PER_CALL])
     for start in range(0, len(metrics), _METRICS_PER_CALL):
         client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_CALL])
+
+
+# ------------------------------------------------------------------ what callers type against
+@runtime_checkable
+class Run(Protocol):
+    """One training run's tracking, open until ended: :class:`TrackedRun` or :class:`NullRun`."""
+
+    run_name: str
+    run_id: str | None
+    status: str | None
+    last_epoch: int | None
+
+    @property
+    def ended(self) -> bool: ...
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None: ...
+    def log_epoch(self, epoch: int, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> None: ...
+    def log_history(self, history: pd.DataFrame) -> None: ...
+    def on_epoch_end(self, epoch: int, history_so_far: pd.DataFrame) -> None: ...
+    def end(self, status: str) -> None: ...
+    def finish(self, metrics: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+               tags: Mapping[str, Any] | None = None, status: str = FINISHED) -> None: ...
+    def fail(self) -> None: ...
+    def kill(self) -> None: ...
+    def __enter__(self) -> Run: ...
+    def __exit__(self, exc_type, exc, tb) -> None: ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Where training runs are tracked: :class:`RunTracker` (MLflow) or :class:`NullTracker`."""
+
+    enabled: bool
+    parent_run_id: str | None
+
+    def start(self, run_name: str, params: Mapping[str, Any] | None = None,
+              tags: Mapping[str, Any] | None = None) -> Run: ...
+    def log_finished(self, run_name: str, params: Mapping[str, Any] | None = None,
+                     tags: Mapping[str, Any] | None = None, history: pd.DataFrame | None = None,
+                     metrics: Mapping[str, Any] | None = None, duration_s: float | None = None,
+                     start_time_ms: int | None = None, status: str = FINISHED) -> str | None: ...
+    def log_record(self, record: Mapping[str, Any]) -> str | None: ...
 
 
 # ------------------------------------------------------------------ open runs of this process
@@ -131,7 +190,8 @@ def open_runs() -> list[TrackedRun]:
 
 
 def end_open_runs(status: str, reason: str = "") -> list[str]:
-    """End every child run still open in this process with ``status``; their ids."""
+    """End every child run still open in this process with ``status``; their ids (None for a
+    run the store never got)."""
     ended = []
     for run in open_runs():
         run.end(status)
@@ -144,30 +204,28 @@ def end_open_runs(status: str, reason: str = "") -> list[str]:
 class TrackedRun:
     """One child run, open from :meth:`RunTracker.start` until :meth:`finish`/:meth:`fail`/
     :meth:`kill` (or the end of its ``with`` block: ``FINISHED`` unless an exception left it,
-    ``FAILED`` for an ``Exception``, ``KILLED`` for ``KeyboardInterrupt``/``SystemExit``)."""
+    ``FAILED`` for an ``Exception``, ``KILLED`` for ``KeyboardInterrupt``/``SystemExit``).
+    ``run_id`` is None when the store was away when it started: its calls are then skipped
+    (and the run is listed among those lacking tracking) while training goes on."""
 
-    def __init__(self, client: MlflowClient, run_id: str, run_name: str):
+    def __init__(self, client: MlflowClient, run_id: str | None, run_name: str, link: TrackingLink | None = None):
         self.client = client
         self.run_id = run_id
         self.run_name = run_name
+        self.link = link if link is not None else link_for(client.tracking_uri)
         self.status: str | None = None  # set once ended
         self.last_epoch: int | None = None
         self._logged_params: dict[str, str] = {}
-        self._logging_errors = 0
+        self._class_labels: set[str] = set()
 
     @property
     def ended(self) -> bool:
         return self.status is not None
 
-    def _safely(self, what: str, call: Callable[[], None]) -> None:
-        """A failing log call (server away, say) warns instead of stopping the training."""
-        try:
-            call()
-        except Exception as error:  # noqa: BLE001 - tracking must not kill hours of training
-            self._logging_errors += 1
-            if self._logging_errors == 1:
-                logger.warning("MLflow run %s (%s): %s failed, training goes on: %s",
-                               self.run_name, self.run_id, what, error)
+    def _send(self, what: str, call: Callable[[], object]) -> None:
+        """Through the store's link: skipped once the store failed (it warns once, the first time)."""
+        if self.run_id is not None:  # else never created: listed as untracked when that failed
+            self.link.send(self.run_name, what, call)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Params not logged before (MLflow refuses to change a logged param)."""
@@ -178,15 +236,24 @@ class TrackedRun:
                            self.run_name, changed)
             new = [p for p in new if p.key not in self._logged_params]
         if new:
-            self._safely("logging params", lambda: _log(self.client, self.run_id, params=new))
+            self._send("logging params", lambda: _log(self.client, self.run_id, params=new))
             self._logged_params.update({p.key: p.value for p in new})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._safely("setting tags", lambda: _log(self.client, self.run_id, tags=_tags(tags)))
+        batch = _tags(tags)
+        self._send("setting tags", lambda: _log(self.client, self.run_id, tags=batch))
+
+    def _log_metrics(self, what: str, batch: list[Metric], labels: set[str]) -> None:
+        """A metric batch, after the params naming the classes its keys call by a safe name."""
+        if labels - self._class_labels:
+            self._class_labels |= labels
+            self.log_params(class_params(sorted(labels)))
+        self._send(what, lambda: _log(self.client, self.run_id, metrics=batch))
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
-        batch = [Metric(m.key, m.value, m.timestamp, step) for m in _final_metrics(metrics, _now_ms())]
-        self._safely("logging metrics", lambda: _log(self.client, self.run_id, metrics=batch))
+        labels: set[str] = set()
+        batch = [Metric(m.key, m.value, m.timestamp, step) for m in _final_metrics(metrics, _now_ms(), labels)]
+        self._log_metrics("logging metrics", batch, labels)
 
     def log_epoch(self, epoch: int, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> None:
         """The rows of one finished epoch (one per split), as ``<split>_<metric>`` at
@@ -194,8 +261,9 @@ class TrackedRun:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         if "epoch" not in frame.columns:
             frame = frame.assign(epoch=epoch)
-        batch = epoch_metrics(frame)
-        self._safely(f"logging epoch {epoch}", lambda: _log(self.client, self.run_id, metrics=batch))
+        labels: set[str] = set()
+        batch = epoch_metrics(frame, labels=labels)
+        self._log_metrics(f"logging epoch {epoch}", batch, labels)
         self.last_epoch = max(int(epoch), self.last_epoch or 0)
 
     def log_history(self, history: pd.DataFrame) -> None:
@@ -206,9 +274,10 @@ class TrackedRun:
         new = history if self.last_epoch is None else history[history["epoch"] > self.last_epoch]
         if new.empty:
             return
-        batch = epoch_metrics(new)
+        labels: set[str] = set()
+        batch = epoch_metrics(new, labels=labels)
         last = int(new["epoch"].max())
-        self._safely(f"logging epoch {last}", lambda: _log(self.client, self.run_id, metrics=batch))
+        self._log_metrics(f"logging epoch {last}", batch, labels)
         self.last_epoch = last
 
     def on_epoch_end(self, epoch: int, history_so_far: pd.DataFrame) -> None:
@@ -221,8 +290,8 @@ class TrackedRun:
             return
         self.status = status
         with _open_lock:
-            _open_runs.pop(self.run_id, None)
-        self._safely(f"ending the run {status}", lambda: self.client.set_terminated(self.run_id, status, _now_ms()))
+            _open_runs.pop(self.run_id or f"untracked:{id(self)}", None)
+        self._send(f"ending the run {status}", lambda: self.client.set_terminated(self.run_id, status, _now_ms()))
 
     def finish(self, metrics: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
                tags: Mapping[str, Any] | None = None, status: str = FINISHED) -> None:
@@ -305,28 +374,33 @@ class RunTracker:
         self.client = client
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
+        self.link = link_for(client.tracking_uri)
 
     @classmethod
     def for_run(cls, parent_run_id: str, tracking_uri: str | None = None) -> RunTracker:
         client = MlflowClient(tracking_uri=tracking_uri)
         return cls(client, client.get_run(parent_run_id).info.experiment_id, parent_run_id)
 
-    def _create(self, run_name: str, tags: Mapping[str, Any] | None, start_time_ms: int) -> str:
-        all_tags = {value_text(k): value_text(v) for k, v in (tags or {}).items()}
+    def _create(self, run_name: str, tags: Mapping[str, Any] | None, start_time_ms: int) -> str | None:
+        """A new child run's id, or None when the store is away (the run goes untracked)."""
+        all_tags = {check_key(value_text(k), f"the tag {k!r}"): value_text(v) for k, v in (tags or {}).items()}
         all_tags["mlflow.runName"] = run_name
         if self.parent_run_id:
             all_tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self.client.create_run(self.experiment_id, start_time=start_time_ms, tags=all_tags, run_name=run_name)
-        return run.info.run_id
+        created = []
+        self.link.send(run_name, "creating the run", lambda: created.append(self.client.create_run(
+            self.experiment_id, start_time=start_time_ms, tags=all_tags, run_name=run_name).info.run_id))
+        return created[0] if created else None
 
     def start(self, run_name: str, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, Any] | None = None) -> TrackedRun:
         """Open a child run now (status ``RUNNING``, tag ``live=True``); end it with the
-        handle's ``finish``, ``fail`` or ``kill``, or use it as a context manager. Errors
-        reaching MLflow here are raised: better before training than after it."""
-        run = TrackedRun(self.client, self._create(run_name, {"live": True, **(tags or {})}, _now_ms()), run_name)
+        handle's ``finish``, ``fail`` or ``kill``, or use it as a context manager. The store
+        was checked before the ``kedro run`` began; if it is away now the run trains untracked."""
+        run = TrackedRun(self.client, self._create(run_name, {"live": True, **(tags or {})}, _now_ms()), run_name,
+                         self.link)
         with _open_lock:
-            _open_runs[run.run_id] = run
+            _open_runs[run.run_id or f"untracked:{id(run)}"] = run
         if params:
             run.log_params(params)
         return run
@@ -335,25 +409,31 @@ class RunTracker:
         self, run_name: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
         history: pd.DataFrame | None = None, metrics: Mapping[str, Any] | None = None,
         duration_s: float | None = None, start_time_ms: int | None = None, status: str = FINISHED,
-    ) -> str:
+    ) -> str | None:
         """A run trained before (found finished on disk) as one child run written at once: its
         whole history, its summary metrics, and its duration when known (else it ends as it
         starts). Tagged ``live=False`` (filter ``tags.live = 'True'`` for the runs trained
-        by this `kedro run`). Returns the run id."""
+        by this `kedro run`). Returns the run id (None when the store is away)."""
         end = _now_ms()
         if start_time_ms is None:
             start_time_ms = end - int(round(1000 * duration_s)) if duration_s is not None else end
         elif duration_s is not None:
             end = int(start_time_ms + round(1000 * duration_s))
-        run_id = self._create(run_name, {"live": False, **(tags or {})}, int(start_time_ms))
-        metrics_batch = _final_metrics(metrics, end)
+        labels: set[str] = set()
+        metrics_batch = _final_metrics(metrics, end, labels)
         if history is not None and len(history):
-            metrics_batch += epoch_metrics(history, end)
-        _log(self.client, run_id, metrics=metrics_batch, params=_params(params))
-        self.client.set_terminated(run_id, status, end)
+            metrics_batch += epoch_metrics(history, end, labels)
+        all_params = _params({**(params or {}), **class_params(sorted(labels))})
+        run_id = self._create(run_name, {"live": False, **(tags or {})}, int(start_time_ms))
+        if run_id is None:
+            return None
+        run = TrackedRun(self.client, run_id, run_name, self.link)
+        run._send("logging the finished run", lambda: _log(self.client, run_id, metrics=metrics_batch,
+                                                            params=all_params))
+        run._send("ending the finished run", lambda: self.client.set_terminated(run_id, status, end))
         return run_id
 
-    def log_record(self, record: Mapping[str, Any]) -> str:
+    def log_record(self, record: Mapping[str, Any]) -> str | None:
         """:meth:`log_finished` for a run record ``{"run_name", "params", "tags", "history",
         "metrics"}`` (``study.experiment.run_record``), optionally with ``duration_s`` and
         ``start_time_ms``."""
@@ -379,7 +459,7 @@ class NullTracker:
         return None
 
 
-def epoch_logger(run: TrackedRun | NullRun,
+def epoch_logger(run: Run,
                  then: Callable[[int, pd.DataFrame], None] | None = None) -> Callable[[int, pd.DataFrame], None]:
     """An ``on_epoch_end(epoch, history_so_far)`` callback for the training engine: logs the
     run's new epochs, then calls ``then`` (another callback) if given."""
@@ -390,126 +470,3 @@ def epoch_logger(run: TrackedRun | NullRun,
             then(epoch, history_so_far)
 
     return on_epoch_end
-
-
-# ------------------------------------------------------------------ the parent run of this process
-@dataclass(frozen=True)
-class ParentRun:
-    """The run a ``kedro run`` logs into, published by the project's hooks so that datasets
-    loaded in any thread find it (MLflow's active run is per thread)."""
-
-    run_id: str
-    experiment_id: str
-    tracking_uri: str
-
-
-_parent: ParentRun | None = None
-
-
-def set_parent_run(parent: ParentRun | None) -> None:
-    global _parent
-    _parent = parent
-
-
-def parent_run() -> ParentRun | None:
-    return _parent
-
-
-# ------------------------------------------------------------------ system metrics
-_monitors: dict[str, Any] = {}
-
-
-def system_metrics_wanted(mode: bool | str) -> bool:
-    """``mode``: ``True``/``"on"``, ``False``/``"off"`` or ``"auto"`` (on when CUDA is available).
-    MLflow's monitor needs ``psutil`` (CPU, memory, disk, network) and, for the GPU numbers,
-    ``nvidia-ml-py``; without psutil it stays off, with a log line saying so."""
-    text = str(mode).strip().lower()
-    if text in {"false", "off", "no", "0", "none"}:
-        return False
-    if text == "auto":
-        try:
-            import torch
-        except ImportError:
-            return False
-        if not torch.cuda.is_available():
-            return False
-    elif text not in {"true", "on", "yes", "1"}:
-        raise ValueError(f"system_metrics: expected auto, true or false, got {mode!r}")
-    if importlib.util.find_spec("psutil") is None:
-        logger.log(logging.INFO if text == "auto" else logging.WARNING,
-                   "MLflow system metrics are off: `pip install psutil nvidia-ml-py` to log them")
-        return False
-    if importlib.util.find_spec("pynvml") is None and text == "auto":
-        logger.info("MLflow system metrics without GPU numbers: `pip install nvidia-ml-py` for them")
-    return True
-
-
-def start_system_metrics(run_id: str, mode: bool | str = "auto", tracking_uri: str | None = None,
-                         sampling_interval_s: float = 10.0) -> bool:
-    """Log MLflow system metrics (``system/gpu_utilization_percentage``, memory, CPU...) to
-    ``run_id`` every ``sampling_interval_s`` until :func:`stop_system_metrics` or the run ends.
-    One monitor per run, however often it is asked for. Returns whether one is running."""
-    if run_id in _monitors:
-        return True
-    if not system_metrics_wanted(mode):
-        return False
-    try:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_interval_s,
-                                       resume_logging=True, tracking_uri=tracking_uri)
-        monitor.start()
-    except Exception as error:  # noqa: BLE001 - an optional extra
-        logger.warning("MLflow system metrics could not start: %s", error)
-        return False
-    _monitors[run_id] = monitor
-    return True
-
-
-def stop_system_metrics() -> None:
-    """Stop every system-metrics monitor this process started."""
-    while _monitors:
-        _, monitor = _monitors.popitem()
-        try:
-            monitor.finish()
-        except Exception as error:  # noqa: BLE001
-            logger.debug("stopping a system metrics monitor: %s", error)
-
-
-# ------------------------------------------------------------------ termination
-class Terminated(SystemExit):
-    """SIGTERM (a scheduler's cancel, ``kill``) as an exception: raised in the main thread by
-    the handler of :func:`raise_on_sigterm`, it unwinds the stack like Ctrl-C does, so ``with``
-    blocks end their runs ``KILLED``; the process exits with status ``128 + signum``."""
-
-    def __init__(self, signum: int = signal.SIGTERM):
-        super().__init__(128 + int(signum))
-        self.signum = int(signum)
-
-
-def raise_on_sigterm() -> Callable[[], None]:
-    """Make SIGTERM raise :class:`Terminated` in the main thread; return a function restoring the
-    previous handler. Does nothing (and restores nothing) outside the main thread or when
-    SIGTERM is ignored. A second SIGTERM while the first unwinds is logged and ignored, so the
-    end states still get written."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous == signal.SIG_IGN:
-        return lambda: None
-    raised = []
-
-    def on_sigterm(signum, frame):
-        if raised:
-            logger.warning("SIGTERM again: still ending the MLflow runs")
-            return
-        raised.append(signum)
-        raise Terminated(signum)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-
-    def restore() -> None:
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is on_sigterm:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-    return restore
