@@ -253,7 +253,8 @@ def test_freeze_n_keeps_the_first_n_blocks_and_trains_the_rest(cae_encoder_state
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 256)).astype(np.float32)
-    fit(model, ClassificationTask(("a", "b", "c")), x, rng.integers(0, 3, 16), {},
+    y = rng.integers(0, 3, 16)
+    fit(model, ClassificationTask(("a", "b", "c")), x, y, {"val": (x, y)},
         TrainConfig(epochs=1, batch_size=8), progress=False)
     after = model.encoder.state_dict()
     frozen = [k for k in before if k.startswith(("blocks.0.", "blocks.1."))]

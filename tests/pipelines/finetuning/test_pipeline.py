@@ -343,7 +343,8 @@ def test_arms_with_a_linear_head_or_a_partially_frozen_encoder_train_from_their_
     )
     catalog = run(pipeline, _catalog(tiny_windows, tmp_path, params, bootstrap_samples=_one_sample(tiny_windows)))
     settings = {name: catalog.load(f"{name}.arm_settings") for name in ("transfer", "transfer_linear", "transfer_partial")}
-    assert settings["transfer_linear"]["spec"] == {"init": "pretrained", "freeze": False, "input": "window", "head": "linear"}
+    assert settings["transfer_linear"]["spec"] == {"init": "pretrained", "freeze": False, "input": "window", "head": "linear",
+                                                 "init_scheme": "cae"}
     assert settings["transfer_partial"]["spec"]["freeze"] == 2
     assert len({s["run_fingerprint"] for s in settings.values()}) == 3
     histories = [catalog.load(f"{name}.training_histories")["loss"].to_numpy() for name in settings]
