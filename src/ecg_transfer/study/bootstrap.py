@@ -215,7 +215,8 @@ def draw_all_samples(
     Trials are numbered 1..n_trials; the seed column is the trial's seed from trial_seeds, shared
     by all fractions and arms of that trial (the model-initialisation seed can reuse it).
     ``records`` / ``patients`` (id per training window) make the samples draw records / patients
-    (the cluster bootstrap), see the module.
+    (the cluster bootstrap), see the module. ``train_labels`` of shape (N, K), 0/1 targets of a
+    multi-label task, draw with :func:`draw_multilabel_bootstrap_sample` (``max_redraws`` unused).
     """
     if len(fractions) == 0:
         raise ValueError("draw_all_samples: fractions is empty")
@@ -225,7 +226,10 @@ def draw_all_samples(
     frames = []
     for fraction in fractions:
         for trial, seed in enumerate(seeds, start=1):
-            positions = draw_bootstrap_sample(train_labels, fraction, seed, max_redraws, records, patients)
+            if np.ndim(train_labels) == 2:
+                positions = draw_multilabel_bootstrap_sample(train_labels, fraction, seed, records, patients)
+            else:
+                positions = draw_bootstrap_sample(train_labels, fraction, seed, max_redraws, records, patients)
             frames.append(
                 pd.DataFrame(
                     {

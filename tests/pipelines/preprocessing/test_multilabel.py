@@ -67,3 +67,18 @@ def test_under_task_single_label_sets_are_refused(labelled):
         decide_label_classes(manifest, {**PREPROCESSING, "task": "single"})
     with pytest.raises(ValueError, match="preprocessing.task must be one of"):
         decide_label_classes(manifest, {**PREPROCESSING, "task": "multi"})
+
+
+def test_the_bootstrap_samples_of_a_multilabel_store_hold_every_label(labelled, tmp_path):
+    from ecg_transfer.pipelines.finetuning.nodes import draw_bootstrap_samples
+
+    source, manifest, _ = labelled
+    classes, decisions = decide_label_classes(manifest, PREPROCESSING)
+    splits = assign_labelled_splits(manifest, decisions, PREPROCESSING)
+    dataset = WindowStoreDataset(str(tmp_path / "labelled_windows"))
+    dataset.save(window_labelled_records(source, splits, classes, PREPROCESSING))
+    store = dataset.load()
+    samples = draw_bootstrap_samples(store, {"fractions": [1.0, 0.25], "n_trials": 3, "base_seed": 1})
+    train_targets = store.label_targets(classes)[store.split_indices("train")]
+    for _, sample in samples.groupby(["fraction", "trial"]):
+        assert train_targets[sample["position"].to_numpy()].any(axis=0).all()
