@@ -193,3 +193,22 @@ def multilabel_metrics(targets, scores, labels: Sequence[str], thresholds=None) 
     result["f1_macro"] = float(np.nanmean(f1)) if (support > 0).any() else float("nan")
     result.update({f"f1_{name}": float(value) for name, value in zip(labels, f1)})
     return result
+
+
+def weighted_macro_auroc(targets, scores, weights) -> float:
+    """Macro AUROC with a weight per row (a bootstrap resample's multiplicities): each label's
+    weighted Mann-Whitney statistic (ties one half), equal to ``roc_auc_score(...,
+    sample_weight=weights)`` per label; labels without weighted positives or negatives are
+    skipped (NaN when none is left), as :func:`multilabel_metrics` does."""
+    y, s = _targets_and_scores(targets, scores, "weighted_macro_auroc")
+    w = np.asarray(weights, dtype=np.float64)
+    values = []
+    for k in range(y.shape[1]):
+        w_pos, w_neg = w * y[:, k], w * ~y[:, k]
+        if w_pos.sum() <= 0 or w_neg.sum() <= 0:
+            continue
+        levels, at = np.unique(s[:, k], return_inverse=True)
+        negatives = np.bincount(at, weights=w_neg, minlength=levels.size)
+        below = np.cumsum(negatives) - negatives
+        values.append(float((w_pos * (below[at] + 0.5 * negatives[at])).sum() / (w_pos.sum() * w_neg.sum())))
+    return float(np.mean(values)) if values else float("nan")
