@@ -93,3 +93,18 @@ def test_labels_with_too_few_patients_are_left_out_and_counted_as_class_too_smal
     assert "LBBB (2 patients)" in excluded["detail"].iloc[0]
     with pytest.raises(ValueError, match=r"LBBB \(2 patients\)"):
         decide_multilabel_classes(manifest, ClassConfig(small_classes="error"), min_patients=4)
+
+
+def test_the_repair_pass_fills_a_split_the_stratification_left_without_a_label():
+    from ecg_transfer.signals.splits import _iterative_stratification
+
+    cells = ["A;D", "A;C", "A;B;D", "D", "C;D", "B;C", "D", "B;C", "B;D", "C", "D", "C", "A;C", "A;C", "A;C;D",
+             "A", "A;C"]
+    index = pd.DataFrame({"patient_id": [f"p{i}" for i in range(len(cells))], "label": cells})
+    labels_of = {p: list(label_set(c)) for p, c in zip(index["patient_id"], cells)}
+    stratified = _iterative_stratification(np.unique(index["patient_id"]), labels_of, 0.2, 0.1, 3)
+    val_labels = {label for p, s in stratified.items() if s == 1 for label in labels_of[p]}
+    assert val_labels != {"A", "B", "C", "D"}  # the stratification alone leaves a label out of val
+    split = assign_multilabel_splits(index, 0.2, 0.1, seed=3)
+    for name in "ABCD":
+        assert set(split[index["label"].str.contains(name)]) == {"train", "val", "test"}, name

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecg_transfer.signals.classes import label_set
 from ecg_transfer.typed_config import config_from_params
 
 _UNLABELLED = "\x00unlabelled"  # stratum key for label None; cannot collide with a rhythm name
@@ -155,8 +156,6 @@ def assign_multilabel_splits(
     :func:`~ecg_transfer.signals.classes.decide_multilabel_classes`) is an error naming it.
     ``labels``: the labels that stratify (the decided label list); None: every label found.
     """
-    from ecg_transfer.signals.classes import label_set
-
     for col in ("patient_id", "label"):
         if col not in index.columns:
             raise ValueError(f"assign_multilabel_splits: index lacks column {col!r} (has {list(index.columns)})")
