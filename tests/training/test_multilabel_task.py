@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.nn import functional as F
 
 from ecg_transfer.models.classifier import build_feature_classifier
 from ecg_transfer.training.batched import fit_trials

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from ecg_transfer.signals.folder_reader import FolderReader, has_headers, quietly
 from ecg_transfer.signals.classes import join_label_set, label_set
+from ecg_transfer.signals.folder_reader import FolderReader, has_headers, quietly
 from ecg_transfer.signals.label_csv import Column, LabelsCsv
 from ecg_transfer.signals.records import (
     DEFAULT_MAX_AMPLITUDE_MV,

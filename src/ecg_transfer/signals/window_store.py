@@ -32,13 +32,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ecg_transfer.signals.classes import target_matrix
 from ecg_transfer.atomic_files import (
     atomic_write,
     leftover_dir,
     remove_stale_leftovers,
     replace_directory,
 )
+from ecg_transfer.signals.classes import target_matrix
 
 FORMAT = "ecg_transfer.window_store/1"
 WINDOWS_FILE = "windows.f32"
