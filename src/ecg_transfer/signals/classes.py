@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ecg_transfer.typed_config import config_from_params
@@ -174,3 +175,86 @@ def decide_classes(
         )
     class_table(kept)  # names that MLflow or a file system would refuse: an error now, not per epoch
     return kept, exclusions
+
+
+# ---------------------------------------------------------------- several labels per record
+
+LABEL_SEPARATOR = ";"
+
+
+def label_set(text) -> tuple[str, ...]:
+    """The labels of a record under ``task: multilabel``: its manifest ``label`` cell split at
+    ``;`` (``"AF;LBBB"``), stripped, empty parts dropped, deduplicated and sorted (one spelling
+    per set, so equal sets compare equal as text). A missing cell is the empty set."""
+    if text is None or (isinstance(text, float) and text != text):
+        return ()
+    return tuple(sorted({part.strip() for part in str(text).split(LABEL_SEPARATOR) if part.strip()}))
+
+
+def join_label_set(labels) -> str:
+    """The manifest cell of a label set: the sorted labels joined by ``;``. A label holding
+    ``;`` cannot be told apart from two labels, so it is refused."""
+    names = [str(name).strip() for name in labels]
+    clash = [name for name in names if LABEL_SEPARATOR in name or not name]
+    if clash:
+        raise ValueError(f"label names {clash} are empty or hold {LABEL_SEPARATOR!r}, the separator of a label set")
+    return LABEL_SEPARATOR.join(sorted(set(names)))
+
+
+def target_matrix(cells, labels: Sequence[str]):
+    """(N, K) int8 0/1 targets, column k = ``labels[k]``, built once from the manifest's label
+    cells; labels of a cell outside ``labels`` (left out as too small) are ignored."""
+    column = {name: k for k, name in enumerate(labels)}
+    targets = np.zeros((len(cells), len(column)), dtype=np.int8)
+    for row, cell in enumerate(cells):
+        for name in label_set(cell):
+            if name in column:
+                targets[row, column[name]] = 1
+    return targets
+
+
+def decide_multilabel_classes(
+    manifest: pd.DataFrame, cfg: ClassConfig, min_patients: int, dataset: str = "labelled"
+) -> tuple[list[str], pd.DataFrame]:
+    """(label list, rows of the records left out as ``class_too_small``) under ``task: multilabel``.
+
+    A label's patients are the distinct patients with a record carrying it. A label with fewer
+    than ``min_patients`` is dropped (or refused with ``small_classes: error``); a record whose
+    every label is dropped is left out as ``class_too_small``; a record keeping at least one label
+    stays, its dropped labels ignored (:func:`target_matrix`). Order: ``cfg.classes`` when
+    given, else by descending record count, ties alphabetical (as :func:`decide_classes`).
+    """
+    missing = [c for c in ("record_id", "patient_id", "label") if c not in manifest.columns]
+    if missing:
+        raise KeyError(f"decide_multilabel_classes: the manifest lacks column(s) {missing} (has {list(manifest.columns)})")
+    sets = manifest["label"].map(label_set)
+    empty = sets.map(len) == 0
+    if empty.any():
+        named = manifest.loc[empty, "record_id"].astype(str).tolist()
+        raise ValueError(f"{dataset}: {len(named)} labelled record(s) have no label, e.g. {named[:5]}")
+    pairs = pd.DataFrame({"label": sets, "patient_id": manifest["patient_id"]}).explode("label")
+    records = pairs["label"].value_counts()
+    patients = pairs.groupby("label")["patient_id"].nunique()
+    if cfg.classes is not None:
+        unknown = sorted(set(records.index) - set(cfg.classes))
+        if unknown:
+            raise ValueError(f"{dataset}: label(s) {unknown} are not among the configured preprocessing.classes "
+                             f"{list(cfg.classes)}; add them, or leave them out with the reader's `exclude_labels`")
+        ordered = list(cfg.classes)
+    else:
+        ordered = sorted(records.index, key=lambda label: (-int(records[label]), label))
+    small = {c: int(patients.get(c, 0)) for c in ordered if int(patients.get(c, 0)) < min_patients}
+    if small and cfg.small_classes == "error":
+        listed = ", ".join(f"{c} ({n} patients)" for c, n in small.items())
+        raise ValueError(f"{dataset}: label(s) with fewer than {min_patients} patients, the fewest that keeps positives "
+                         f"in train, validation and test: {listed}. Set preprocessing.small_classes: exclude")
+    kept = [c for c in ordered if c not in small]
+    if not kept:
+        raise ValueError(f"{dataset}: no label has {min_patients} patients; a multi-label task needs at least one")
+    dropped = manifest[sets.map(lambda labels: not set(labels) & set(kept))]
+    details = sets[dropped.index].map(
+        lambda labels: "labels " + ", ".join(f"{c} ({small[c]} patients)" for c in labels)
+        + f": each has fewer than the {min_patients} patients a stratified split needs"
+    )
+    class_table(kept)
+    return kept, decision_rows(dropped, "excluded", "class_too_small", details, dataset)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ecg_transfer.signals.chapman import RHYTHMS
+from ecg_transfer.signals.classes import LABEL_SEPARATOR, join_label_set
 from ecg_transfer.signals.folder_reader import FolderReader, has_headers
 from ecg_transfer.signals.records import (
     DEFAULT_MAX_AMPLITUDE_MV,
@@ -64,6 +65,14 @@ class PhysioNetLabelledWfdb(FolderReader):
     The ambiguous code 195101003 counts as SAAWR unless ``accept_ambiguous_saawr=False``,
     in which case it is ignored like any non-rhythm code. Patient id: ``patient: X``
     header comment if present, else the record name (one recording per patient).
+
+    ``label_set``: ``"rhythms"`` (the default: the 11 rhythm codes above) or a mapping of
+    SNOMED-CT code -> label of your own (codes mapped to one label are merged; codes not in it
+    are ignored). ``task``: ``"single"`` (the rule above, for any label set) or
+    ``"multilabel"``: a record keeps *every* label its codes map to, as the ``;``-joined sorted
+    set (``"AF;LBBB"``, :func:`~ecg_transfer.signals.classes.join_label_set`), and no record is
+    excluded for carrying several; one without a mapped code is still ``no_rhythm_code``.
+    Pair ``task: multilabel`` here with ``preprocessing.task: multilabel``.
     """
 
     reader_name = "physionet_wfdb"
@@ -80,6 +89,8 @@ class PhysioNetLabelledWfdb(FolderReader):
         accept_ambiguous_saawr: bool = True,
         max_amplitude_mv: float = DEFAULT_MAX_AMPLITUDE_MV,
         progress: bool = True,
+        task: str = "single",
+        label_set: str | Mapping[str, str] = "rhythms",
     ) -> None:
         super().__init__(root, progress)
         self.lead = lead
@@ -90,6 +101,10 @@ class PhysioNetLabelledWfdb(FolderReader):
                 raise ValueError(f"rhythm_priority holds {unknown}, not among {RHYTHMS}")
         self.rhythm_priority = tuple(rhythm_priority) if rhythm_priority is not None else None
         self.accept_ambiguous_saawr = accept_ambiguous_saawr
+        if task not in ("single", "multilabel"):
+            raise ValueError(f"task must be single or multilabel, got {task!r}")
+        self.task = task
+        self.code_labels = _code_labels(label_set)
 
     def __repr__(self) -> str:
         return f"PhysioNetLabelledWfdb(root={str(self.root)!r}, lead={self.lead!r})"
@@ -99,19 +114,23 @@ class PhysioNetLabelledWfdb(FolderReader):
         return has_headers(root, options)
 
     def rhythm_label(self, comments: Iterable[str], source: str) -> str:
-        """The one rhythm of a record from its Dx comment, or raise Excluded per the rule."""
+        """The record's label from its Dx comment (one rhythm, or under ``task: multilabel``
+        the ``;``-joined set of mapped labels), or raise Excluded per the rule."""
         codes = dx_codes(comments)
         rhythms = []
         for code in codes:
             if code == AMBIGUOUS_SAAWR_CODE and not self.accept_ambiguous_saawr:
                 continue
-            rhythm = RHYTHM_SNOMED_CODES.get(code)
+            rhythm = self.code_labels.get(code)
             if rhythm is not None and rhythm not in rhythms:
                 rhythms.append(rhythm)
         if not rhythms:
+            named = "the 11 rhythms" if self.code_labels is RHYTHM_SNOMED_CODES else "the codes of label_set"
             raise Excluded(
-                "no_rhythm_code", f"{source}: Dx codes {codes} hold none of the 11 rhythms"
+                "no_rhythm_code", f"{source}: Dx codes {codes} hold none of {named}"
             )
+        if self.task == "multilabel":
+            return join_label_set(rhythms)
         if len(rhythms) == 1:
             return rhythms[0]
         if self.rhythm_priority is not None:
@@ -143,3 +162,16 @@ class PhysioNetLabelledWfdb(FolderReader):
         label = self.rhythm_label(comments, str(header_path))
         patient = patient_from_comments(comments) or header_path.stem
         return EcgRecord(header_path.stem, patient, signal, fs, lead, label, str(header_path))
+
+
+def _code_labels(label_set: str | Mapping[str, str]) -> Mapping[str, str]:
+    """SNOMED code -> label of a ``label_set`` option (see :class:`PhysioNetLabelledWfdb`)."""
+    if label_set == "rhythms":
+        return RHYTHM_SNOMED_CODES
+    if not isinstance(label_set, Mapping) or not label_set:
+        raise ValueError(f"label_set must be 'rhythms' or a non-empty mapping of SNOMED code -> label, got {label_set!r}")
+    mapping = {str(code).strip(): str(label).strip() for code, label in label_set.items()}
+    bad = sorted(label for label in mapping.values() if not label or LABEL_SEPARATOR in label)
+    if bad or "" in mapping:
+        raise ValueError(f"label_set: empty codes or labels, or labels holding {LABEL_SEPARATOR!r}: {bad}")
+    return mapping

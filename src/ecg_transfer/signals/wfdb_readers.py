@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from ecg_transfer.signals.classes import join_label_set, label_set
 from ecg_transfer.signals.folder_reader import FolderReader, has_headers, quietly
 from ecg_transfer.signals.label_csv import Column, LabelsCsv
 from ecg_transfer.signals.records import (
@@ -145,6 +146,14 @@ class WfdbLabelledFolder(FolderReader):
     comment; else the record name. Every header in the folder that no CSV row names is
     excluded as ``unlabelled_record``; every CSV row without a header as ``missing_file``
     (a row naming a path outside the folder names no header in it: nothing outside is read).
+
+    ``task: multilabel`` (pair it with ``preprocessing.task: multilabel``): a record may carry
+    several labels, in one cell (``AF;LBBB``), in several rows (one per label), or both; the
+    record's label is the ``;``-joined sorted set (:func:`~ecg_transfer.signals.classes.join_label_set`),
+    ``label_map`` applies to each label, labels in ``exclude_labels`` are dropped from the set,
+    and a record left with none is ``excluded_label``. Its patient is the first non-empty
+    patient cell of its rows. Under ``task: single`` (the default) a record named twice is
+    ``duplicate_id`` as before.
     """
 
     reader_name = "wfdb_labelled_folder"
@@ -167,8 +176,12 @@ class WfdbLabelledFolder(FolderReader):
         header: bool | Literal["auto"] = "auto",
         max_amplitude_mv: float = DEFAULT_MAX_AMPLITUDE_MV,
         progress: bool = True,
+        task: str = "single",
     ) -> None:
         super().__init__(root, progress)
+        if task not in ("single", "multilabel"):
+            raise ValueError(f"task must be single or multilabel, got {task!r}")
+        self.task = task
         self.labels_csv = Path(labels_csv)
         if not self.labels_csv.is_file():
             raise FileNotFoundError(f"labels CSV does not exist: {self.labels_csv}")
@@ -219,6 +232,10 @@ class WfdbLabelledFolder(FolderReader):
 
     def candidates(self) -> tuple[Iterator[Candidate], int]:
         labels = self.labels()
+        if self.task == "multilabel":  # one row per record, its label cells joined
+            labels = labels.assign(record=labels["record"].map(_record_id)).groupby("record", sort=False).agg(
+                label=("label", ";".join), patient=("patient", lambda cells: next((c for c in cells if c), "")),
+            ).reset_index()
         index = self._index()
         rows: list[tuple[_LabelRow, Path | None, bool]] = []
         for record, label, patient in labels.itertuples(index=False):
@@ -249,6 +266,8 @@ class WfdbLabelledFolder(FolderReader):
 
     def label_of(self, raw_label: str) -> str:
         """The label a CSV cell gives after ``label_map``, or raise Excluded."""
+        if self.task == "multilabel":
+            return self._label_set_of(raw_label)
         raw_label = raw_label.strip()
         if not raw_label:
             raise Excluded("unknown_label", f"{self.labels_csv}: empty label cell")
@@ -257,6 +276,18 @@ class WfdbLabelledFolder(FolderReader):
             shown = raw_label if label == raw_label else f"{raw_label} (mapped to {label})"
             raise Excluded("excluded_label", f"label {shown} is in exclude_labels")
         return label
+
+    def _label_set_of(self, cell: str) -> str:
+        """The ``;``-joined label set of a record's joined cells under ``task: multilabel``."""
+        kept, dropped = [], []
+        for raw_label in label_set(cell):
+            label = self.label_map.get(raw_label, raw_label)
+            (dropped if raw_label in self.exclude_labels or label in self.exclude_labels else kept).append(label)
+        if not kept:
+            if dropped:
+                raise Excluded("excluded_label", f"labels {sorted(set(dropped))} are all in exclude_labels")
+            raise Excluded("unknown_label", f"{self.labels_csv}: empty label cell")
+        return join_label_set(kept)
 
     def _read(
         self, row: _LabelRow, header_path: Path | None, ambiguous: bool, duplicate: bool

@@ -38,6 +38,7 @@ from ecg_transfer.atomic_files import (
     remove_stale_leftovers,
     replace_directory,
 )
+from ecg_transfer.signals.classes import target_matrix
 
 FORMAT = "ecg_transfer.window_store/1"
 WINDOWS_FILE = "windows.f32"
@@ -148,8 +149,26 @@ class WindowStore:
         classes = self.meta.get("classes")
         return None if classes is None else tuple(str(c) for c in classes)
 
+    @property
+    def task(self) -> str:
+        """``"multilabel"`` for a store of label sets (``preprocessing.task: multilabel``), else ``"single"``."""
+        return str(self.meta.get("task", "single"))
+
+    def label_targets(self, labels: Sequence[str]) -> np.ndarray:
+        """(N, K) int8 0/1 targets of a multi-label store, column k = ``labels[k]``; a window's
+        ``label`` cell is its record's ``;``-joined label set (signals/classes.py)."""
+        if self.task != "multilabel":
+            raise ValueError(f"window store {self.path}: label_targets needs a multi-label store; this one is "
+                             f"{self.task!r} (use label_codes)")
+        return target_matrix(self.index["label"].tolist(), [str(name) for name in labels])
+
     def label_codes(self, classes: Sequence[str]) -> np.ndarray:
         """Class index (position in `classes`, e.g. ``store.classes``) of each window, int64."""
+        if self.task != "single":
+            raise ValueError(
+                f"window store {self.path}: it holds label sets (task: {self.task}), not one class per window; "
+                "use label_targets(classes). The study's fine-tuning reads one class per window"
+            )
         if classes is None or isinstance(classes, str):
             raise TypeError(
                 f"window store {self.path}: label_codes needs the class list (a sequence of str, "

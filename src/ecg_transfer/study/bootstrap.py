@@ -215,7 +215,8 @@ def draw_all_samples(
     Trials are numbered 1..n_trials; the seed column is the trial's seed from trial_seeds, shared
     by all fractions and arms of that trial (the model-initialisation seed can reuse it).
     ``records`` / ``patients`` (id per training window) make the samples draw records / patients
-    (the cluster bootstrap), see the module.
+    (the cluster bootstrap), see the module. ``train_labels`` of shape (N, K), 0/1 targets of a
+    multi-label task, draw with :func:`draw_multilabel_bootstrap_sample` (``max_redraws`` unused).
     """
     if len(fractions) == 0:
         raise ValueError("draw_all_samples: fractions is empty")
@@ -225,7 +226,10 @@ def draw_all_samples(
     frames = []
     for fraction in fractions:
         for trial, seed in enumerate(seeds, start=1):
-            positions = draw_bootstrap_sample(train_labels, fraction, seed, max_redraws, records, patients)
+            if np.ndim(train_labels) == 2:
+                positions = draw_multilabel_bootstrap_sample(train_labels, fraction, seed, records, patients)
+            else:
+                positions = draw_bootstrap_sample(train_labels, fraction, seed, max_redraws, records, patients)
             frames.append(
                 pd.DataFrame(
                     {
@@ -321,3 +325,51 @@ def _as_label_array(train_labels) -> np.ndarray:
             f"draw_bootstrap_sample: train_labels mix types {sorted(k.__name__ for k in kinds)}"
         )
     return labels
+
+
+def draw_multilabel_bootstrap_sample(
+    train_targets: np.ndarray,
+    fraction: float,
+    seed: int,
+    records: np.ndarray | None = None,
+    patients: np.ndarray | None = None,
+) -> np.ndarray:
+    """Positions into the training split for one multi-label trial (``task: multilabel``).
+
+    ``train_targets``: (N, K) 0/1, one column per label. The units (windows, records or
+    patients, as :func:`draw_bootstrap_sample`) are drawn with replacement, round(fraction x
+    n_units) of them, so that every label has a positive unit in the sample *by construction*,
+    not by redrawing: first one unit per label, drawn uniformly among that label's positive
+    units, the rarest label first and a label already covered by an earlier pick skipped; then
+    the rest uniformly among all units. Rare labels thus get at least one unit, the others
+    their share of a plain draw. Proportional strata, as the single-label draw uses, do not
+    exist when a unit carries several labels. A unit's labels are the union of its windows'.
+    """
+    targets = np.asarray(train_targets)
+    if targets.ndim != 2 or targets.shape[0] == 0 or not np.isin(targets, (0, 1)).all():
+        raise ValueError(f"draw_multilabel_bootstrap_sample: train_targets must be a non-empty (N, K) 0/1 array, "
+                         f"got shape {targets.shape}")
+    if not (0.0 < float(fraction) <= 1.0):
+        raise ValueError(f"draw_multilabel_bootstrap_sample: fraction must be in (0, 1], got {fraction}")
+    set_codes = pd.factorize(pd.Series([row.tobytes() for row in targets.astype(np.int8)]), sort=False)[0]
+    units = _Units(set_codes.astype(np.int64), records, patients)  # refuses a record with several label sets
+    ids = patients if patients is not None else records
+    codes = np.arange(targets.shape[0]) if ids is None else _unit_codes(ids, set_codes, "units", "unit")[0]
+    unit_targets = np.zeros((units.labels.size, targets.shape[1]), dtype=bool)
+    np.logical_or.at(unit_targets, codes, targets.astype(bool))
+    missing = np.flatnonzero(~unit_targets.any(axis=0))
+    if missing.size:
+        raise ValueError(f"draw_multilabel_bootstrap_sample: label columns {missing.tolist()} have no positive "
+                         "in the training split")
+    sample_size = int(round(float(fraction) * units.labels.size))
+    rng = np.random.default_rng([int(seed), _fraction_key(fraction)])
+    picked: list[int] = []
+    for label in np.lexsort((np.arange(targets.shape[1]), unit_targets.sum(axis=0))):
+        if picked and unit_targets[picked, label].any():
+            continue
+        picked.append(int(rng.choice(np.flatnonzero(unit_targets[:, label]))))
+    if len(picked) > sample_size:
+        raise ValueError(f"draw_multilabel_bootstrap_sample: a sample of {sample_size} units cannot hold a positive of "
+                         f"every label ({len(picked)} units needed); raise the fraction")
+    rest = rng.choice(units.labels.size, size=sample_size - len(picked), replace=True)
+    return np.sort(units.positions(np.concatenate([np.asarray(picked, dtype=np.int64), rest])))

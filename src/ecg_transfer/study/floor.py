@@ -1,4 +1,5 @@
-"""The floor: what a classifier that never looks at the ECG scores on the test split.
+"""The floor: what a classifier that never looks at the ECG scores on the test split
+(single-label below; multi-label: :func:`multilabel_floor_scores`).
 
 A table of arms means little without it: on an imbalanced two-class task an arm at 0.81
 weighted F1 may score what always answering the majority class scores. Two such classifiers,
@@ -69,3 +70,43 @@ def floor_for(metric: str, floor: pd.DataFrame) -> dict[str, float]:
         if metric.endswith(column):
             return {str(name): float(value) for name, value in zip(floor["classifier"], floor[column])}
     return {}
+
+
+def multilabel_floor_scores(train_targets, test_targets, labels) -> pd.DataFrame:
+    """The multi-label floor (``task: multilabel``): prevalence-only scores on the test split.
+
+    Every record gets each label's *training* prevalence p_k as its score: no information, so
+    every label's AUROC, and macro AUROC, is 0.5. Two F1s of that score, exactly, from counts
+    (a test split of N records, n_k positives of label k):
+
+    - **prevalence guess**: label k answered positive at random with probability p_k (the
+      multi-label stratified guess), scored on its expected confusion counts:
+      F1_k = 2 n_k p_k / (n_k + N p_k);
+    - **always positive**: what a constant score gives at the study's validation-fitted threshold
+      (:func:`~ecg_transfer.training.metrics.fit_thresholds` puts the threshold at the constant,
+      so every record is positive): F1_k = 2 n_k / (n_k + N).
+
+    ``f1_<label>`` is NaN for a label without test positives and ``f1_macro`` averages over the
+    labels with test positives, as the multi-label metrics do.
+    """
+    labels = [str(name) for name in labels]
+    train, test = np.asarray(train_targets, dtype=float), np.asarray(test_targets, dtype=float)
+    if train.ndim != 2 or test.ndim != 2 or train.shape[1] != len(labels) or test.shape[1] != len(labels) \
+            or not train.size or not test.size:
+        raise ValueError(f"multilabel_floor_scores: need non-empty (N, {len(labels)}) training and test targets, "
+                         f"got {train.shape} and {test.shape}")
+    prevalence, support, n = train.mean(axis=0), test.sum(axis=0), test.shape[0]
+    present = support > 0
+    rows = []
+    for name, predicts, f1 in (
+        ("prevalence guess", "each label at its training prevalence",
+         np.divide(2 * support * prevalence, support + n * prevalence, out=np.zeros(len(labels)),
+                   where=support + n * prevalence > 0)),
+        ("always positive", "every label on every record", 2 * support / (support + n)),
+    ):
+        f1 = np.where(present, f1, np.nan)
+        rows.append({"classifier": name, "predicts": predicts,
+                     "f1_macro": float(np.nanmean(f1)) if present.any() else float("nan"), "auroc_macro": 0.5,
+                     **{f"f1_{label}": float(value) for label, value in zip(labels, f1)},
+                     **{f"auroc_{label}": 0.5 for label in labels}})
+    return pd.DataFrame(rows)

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from ecg_transfer.training.metrics import weighted_macro_auroc
+
 logger = logging.getLogger(__name__)
 
 
@@ -639,3 +641,50 @@ def _prediction_matrix(rows: pd.DataFrame, arm: str, fraction: float):
             "every test record"
         )
     return truth["first"], matrix.astype(np.int64)
+
+
+def multilabel_bootstrap_comparison(
+    targets, scores_a, scores_b, n_boot: int = 2000, confidence: float = 0.95, seed=0, patients=None,
+) -> dict[str, float]:
+    """:func:`record_bootstrap_comparison` for a multi-label task: the paired bootstrap over test
+    patients (or records) of the macro-AUROC difference a - b, pooled over trials.
+
+    ``targets`` (n_records, K) 0/1; ``scores_a``/``scores_b`` (n_trials, n_records, K), each
+    trial's probabilities, trials paired by the first axis and records by the second. Seeded as the
+    single-label comparison (one generator for the unit resamples, one for the trial redraws);
+    each resample scores both arms on the same records with :func:`weighted_macro_auroc`, and a
+    label without positives in a resample is skipped there.
+    """
+    targets = np.asarray(targets)
+    scores_a, scores_b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    if scores_a.ndim != 3 or scores_a.shape != scores_b.shape or scores_a.shape[1:] != targets.shape:
+        raise ValueError(f"multilabel_bootstrap_comparison: scores must be (trials, {targets.shape[0]} records, "
+                         f"{targets.shape[1] if targets.ndim == 2 else '?'} labels) for both arms, got "
+                         f"{scores_a.shape} and {scores_b.shape}")
+    if not 0 < confidence < 1 or n_boot < 1:
+        raise ValueError(f"multilabel_bootstrap_comparison: need 0 < confidence < 1 and n_boot >= 1, "
+                         f"got {confidence} and {n_boot}")
+    n_trials, n_records = scores_a.shape[:2]
+    unit_of_record, n_units = _units_of_records(patients, n_records)
+    ones = np.ones(n_records)
+    auroc_a = np.array([weighted_macro_auroc(targets, a, ones) for a in scores_a])
+    auroc_b = np.array([weighted_macro_auroc(targets, b, ones) for b in scores_b])
+    record_rng, trial_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    records_only, with_trials = np.empty(n_boot), np.empty(n_boot)
+    for i in range(n_boot):
+        weights = np.bincount(record_rng.integers(0, n_units, size=n_units), minlength=n_units)[unit_of_record]
+        diff = np.array([weighted_macro_auroc(targets, a, weights) - weighted_macro_auroc(targets, b, weights)
+                         for a, b in zip(scores_a, scores_b)])
+        records_only[i] = np.nanmean(diff)
+        with_trials[i] = np.nanmean(diff[trial_rng.integers(0, n_trials, size=n_trials)])
+    tail = (1.0 - confidence) / 2.0
+    low_r, high_r = np.nanquantile(records_only, [tail, 1.0 - tail])
+    low_b, high_b = np.nanquantile(with_trials, [tail, 1.0 - tail])
+    return {
+        "unit": "record" if patients is None else "patient", "n_records": int(n_records),
+        "n_patients": int(n_units), "n_trials": int(n_trials),
+        "auroc_a": float(auroc_a.mean()), "auroc_b": float(auroc_b.mean()),
+        "mean_diff": float((auroc_a - auroc_b).mean()),
+        "ci_low_records": float(low_r), "ci_high_records": float(high_r),
+        "ci_low_records_trials": float(low_b), "ci_high_records_trials": float(high_b),
+    }

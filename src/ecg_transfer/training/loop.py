@@ -84,6 +84,13 @@ class EvalSplit:
     def row_names(self) -> list[str]:
         return [self.name] + ([f"{self.name}_record"] if self.records is not None else [])
 
+    def targets(self) -> dict[str, np.ndarray]:
+        """Row name -> its labels (windows; records for ``<name>_record``), for ``Task.complete_rows``."""
+        found = {} if self.y is None else {self.name: self.y}
+        if self.records is not None:
+            found[f"{self.name}_record"] = self.record_labels
+        return found
+
 
 @dataclass
 class RunState:
@@ -510,8 +517,10 @@ def _epoch(stepper: Stepper, active: Sequence[Run], ctx: LoopContext, epoch: int
     for split in ctx.splits.values():
         for position, split_rows in enumerate(stepper.score(split, epoch, probabilities)):
             rows[position] += split_rows
+    targets = {name: labels for split in ctx.splits.values() for name, labels in split.targets().items()}
     values = []
     for position, run in enumerate(active):
+        ctx.task.complete_rows(rows[position], probabilities[position], targets, ctx.monitor.split)
         values.append(run.state.end_epoch(epoch, rows[position], probabilities[position], ctx.monitor,
                                           ctx.cfg.patience, stepper.view(position), ctx.task.headline_metric))
         if ctx.checkpoints is not None:

@@ -13,7 +13,10 @@ The loop in :mod:`ecg_transfer.training.engine` never asks which task it runs. I
   (never on test: classification), else the held-out split is monitored (reconstruction);
 - ``headline_metric``: the test metric that picks the "best_test" predictions (None: none kept);
 - ``distributable``: whether its epoch rows come from loss sums alone, so that replicas can
-  each score a shard of a split and add up (distributed training).
+  each score a shard of a split and add up (distributed training);
+- ``complete_rows(rows, probabilities, targets, threshold_split)``: after every split of an
+  epoch is scored, add the columns that need another split's outputs (multi-label: F1 at
+  thresholds fitted on the validation split); a no-op for the other tasks.
 
 :func:`task_from_description` rebuilds a task from ``describe()`` (a distributed worker does).
 
@@ -31,7 +34,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from ecg_transfer.training.metrics import classification_metrics
+from ecg_transfer.training.metrics import classification_metrics, fit_thresholds, multilabel_metrics
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,10 @@ class Task:
     def record_labels(self, y: np.ndarray, records: RecordIndex) -> np.ndarray:
         """One label per record (only for tasks with ``supports_records``)."""
         raise NotImplementedError
+
+    def complete_rows(self, rows: list[dict], probabilities: dict, targets: dict, threshold_split: str) -> None:
+        """Add cross-split columns to an epoch's ``rows`` in place (see the module docstring);
+        ``targets``: split row name -> its labels (windows, or records for ``<split>_record``)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -229,6 +236,96 @@ class ReconstructionTask(Task):
         return {"loss": loss_sum / (n * length), "mse": loss_sum / (n * length), "sse_per_window": loss_sum / n}
 
 
+class MultiLabelTask(Task):
+    """Several labels per window: binary cross-entropy with logits on (N, K) 0/1 targets.
+
+    Columns: ``auroc_macro`` (the headline and the default monitor, on the validation split),
+    ``auroc_<label>``, and ``f1_macro`` / ``f1_<label>`` at per-label thresholds fitted on the
+    monitored validation split (:func:`~ecg_transfer.training.metrics.fit_thresholds`) and applied
+    unchanged to every other split of the same epoch (never fitted on test). The train row has
+    no F1 (its thresholds would come from a later pass); the validation row's F1 is at its own
+    thresholds, so optimistic by construction. Probabilities are the sigmoids of the logits, one
+    column per label. The loss is the mean over windows *and* labels (torch's default), and a
+    split's loss column the same mean. Per record: the windows' mean logits, and every window of
+    a record must carry the record's label set; record rows take their thresholds from the
+    validation split's record row (no F1 when the validation split has no record ids).
+    """
+
+    name = "multilabel"
+    default_monitor = "auroc_macro"
+    keeps_outputs = True
+    supports_records = True
+    validation_monitor = True
+    headline_metric = "auroc_macro"
+
+    def __init__(self, labels: Sequence[str]):
+        if isinstance(labels, str):
+            raise TypeError(f"MultiLabelTask: labels must be a sequence of names, got the string {labels!r}")
+        self.labels = tuple(str(name) for name in labels)
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"MultiLabelTask needs at least 1 label and distinct names, got {list(self.labels)}")
+        self.metric_columns = (
+            "auroc_macro", *(f"auroc_{name}" for name in self.labels),
+            "f1_macro", *(f"f1_{name}" for name in self.labels),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "labels": list(self.labels)}
+
+    def __repr__(self) -> str:
+        return f"MultiLabelTask({list(self.labels)})"
+
+    def check_labels(self, y, n_rows: int) -> np.ndarray:
+        if y is None:
+            raise ValueError("has no labels for a multi-label task")
+        y = np.asarray(y)
+        if y.shape != (n_rows, len(self.labels)):
+            raise ValueError(f"has {n_rows} windows but targets of shape {y.shape}; a multi-label task needs "
+                             f"({n_rows}, {len(self.labels)}), one 0/1 column per label of {list(self.labels)}")
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError(f"targets must be 0/1, got values {np.unique(y)[:5].tolist()}")
+        return y.astype(np.float32)
+
+    def loss(self, output, inputs, labels, reduction="mean"):
+        return F.binary_cross_entropy_with_logits(output, labels.float(), reduction=reduction)
+
+    def train_row(self, loss_sum, n, length, outputs, labels):
+        return {"loss": loss_sum / n, **multilabel_metrics(labels, self.probabilities(outputs).numpy(), self.labels)}
+
+    def eval_row(self, loss_sum, n, length, outputs, labels):
+        scores = self.probabilities(outputs).numpy()
+        return {"loss": loss_sum / (n * len(self.labels)), **multilabel_metrics(labels, scores, self.labels)}
+
+    def probabilities(self, outputs):
+        return torch.sigmoid(outputs.float())
+
+    def record_labels(self, y: np.ndarray, records: RecordIndex) -> np.ndarray:
+        """The label set of each record (R, K); every window of a record must carry it."""
+        first = np.empty(records.size, dtype=np.int64)
+        first[records.inverse[::-1]] = np.arange(y.shape[0])[::-1]
+        labels = y[first]
+        clash = np.flatnonzero((labels[records.inverse] != y).any(axis=1))
+        if clash.size:
+            record = records.inverse[clash[0]]
+            raise ValueError(f"record {records.ids[record : record + 1].tolist()[0]!r} has windows with different "
+                             "label sets; a record has one set of labels")
+        return labels
+
+    def complete_rows(self, rows, probabilities, targets, threshold_split):
+        """F1 columns of every eval row at the thresholds fitted on ``threshold_split`` (windows
+        for window rows, records for ``_record`` rows)."""
+        for level in ("", "_record"):
+            fitted_on = f"{threshold_split}{level}"
+            if fitted_on not in probabilities or fitted_on not in targets:
+                continue
+            thresholds = fit_thresholds(targets[fitted_on], np.asarray(probabilities[fitted_on]))
+            for row in rows:
+                name = row["split"]
+                if name in probabilities and name in targets and name.endswith("_record") == bool(level):
+                    scored = multilabel_metrics(targets[name], np.asarray(probabilities[name]), self.labels, thresholds)
+                    row.update({k: v for k, v in scored.items() if k.startswith("f1_")})
+
+
 def task_from_description(description: dict[str, Any]) -> Task:
     """The task that ``describe()`` gave ``description``."""
     name = description.get("name")
@@ -236,4 +333,6 @@ def task_from_description(description: dict[str, Any]) -> Task:
         return ReconstructionTask()
     if name == ClassificationTask.name:
         return ClassificationTask(description["classes"])
+    if name == MultiLabelTask.name:
+        return MultiLabelTask(description["labels"])
     raise ValueError(f"unknown task description {dict(description)}")

@@ -31,12 +31,17 @@ ArmOutputs = tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
 
 def draw_bootstrap_samples(labelled_windows, study: dict[str, Any]) -> pd.DataFrame:
     """Every (fraction, trial) sample of the training split, drawn once for all arms; the patient
-    is the unit: a drawn patient brings all their records and windows (study/bootstrap.py)."""
+    is the unit: a drawn patient brings all their records and windows (study/bootstrap.py). A
+    multi-label store's samples hold a positive of every label."""
     config = StudyConfig.from_params(study)
     train = labelled_windows.split_indices("train")
     index = labelled_windows.index
+    if labelled_windows.task == "multilabel":
+        labels = labelled_windows.label_targets(labelled_windows.classes)[train]
+    else:
+        labels = index["label"].to_numpy(dtype=object)[train]
     return draw_all_samples(
-        index["label"].to_numpy(dtype=object)[train], config.fractions, config.n_trials,
+        labels, config.fractions, config.n_trials,
         config.base_seed, records=index["record_id"].to_numpy(dtype=object)[train],
         patients=index["patient_id"].to_numpy(dtype=object)[train],
     )

@@ -16,7 +16,9 @@ from ecg_transfer.signals.classes import (
     DECISION_COLUMNS,
     ClassConfig,
     decide_classes,
+    decide_multilabel_classes,
     decision_rows,
+    label_set,
 )
 from ecg_transfer.signals.preprocess import (
     PreprocessConfig,
@@ -27,7 +29,7 @@ from ecg_transfer.signals.preprocess import (
 )
 from ecg_transfer.signals.overlap import find_overlap, overlap_decisions
 from ecg_transfer.signals.records import EcgRecord, ExclusionLog
-from ecg_transfer.signals.splits import SplitConfig, assign_splits
+from ecg_transfer.signals.splits import SplitConfig, assign_multilabel_splits, assign_splits
 from ecg_transfer.typed_config import config_from_params
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ class _PreprocessingGroup:
     labelled_splits: Any = None
     unlabelled_splits: Any = None
     exclude_labelled_overlap: bool = True
+    task: str = "single"
+
+
+TASKS = ("single", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class PreprocessingParams:
     unlabelled_splits: SplitConfig
     unlabelled_seed: int
     exclude_labelled_overlap: bool = True
+    task: str = "single"
 
     @classmethod
     def from_params(cls, preprocessing: Mapping[str, Any]) -> PreprocessingParams:
@@ -67,7 +74,18 @@ class PreprocessingParams:
             unlabelled_splits=SplitConfig.from_params(top.unlabelled_splits, "preprocessing.unlabelled_splits"),
             unlabelled_seed=top.unlabelled_seed,
             exclude_labelled_overlap=top.exclude_labelled_overlap,
+            task=_task(top.task),
         )
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+
+def _task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"preprocessing.task must be one of {list(TASKS)}, got {task!r}")
+    return task
 
 
 def _short_records(manifest: pd.DataFrame, cfg: PreprocessConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -98,7 +116,10 @@ def decide_label_classes(labelled_manifest: pd.DataFrame, preprocessing: dict[st
     params = PreprocessingParams.from_params(preprocessing)
     short, short_rows = _short_records(labelled_manifest, params.signal)
     usable = labelled_manifest if params.signal.pad_short else labelled_manifest.drop(index=short.index)
-    classes, class_rows = decide_classes(usable, params.classes, params.labelled_splits.min_patients_per_class)
+    if not params.multilabel:
+        _refuse_label_sets(usable)
+    decide = decide_multilabel_classes if params.multilabel else decide_classes
+    classes, class_rows = decide(usable, params.classes, params.labelled_splits.min_patients_per_class)
     if params.signal.pad_short:  # a padded record of a class left out is listed once, as left out
         short_rows = short_rows[~short_rows["record_id"].isin(set(class_rows["record_id"]))]
     decisions = pd.concat([d for d in (short_rows, class_rows) if len(d)] or [short_rows], ignore_index=True)
@@ -117,13 +138,26 @@ def decide_label_classes(labelled_manifest: pd.DataFrame, preprocessing: dict[st
     return classes, decisions
 
 
-def _split_table(manifest: pd.DataFrame, split: SplitConfig) -> pd.DataFrame:
-    splits = assign_splits(
-        manifest[["record_id", "patient_id", "label"]],
-        test_fraction=split.test_fraction,
-        val_fraction=split.val_fraction,
-        seed=split.seed,
-    )
+def _refuse_label_sets(manifest: pd.DataFrame) -> None:
+    """Under ``task: single`` a record has one label: a ``;``-joined set (a reader run with
+    ``task: multilabel``) would silently become a class of its own."""
+    sets = manifest.loc[manifest["label"].astype(str).str.contains(";", regex=False), ["record_id", "label"]]
+    if len(sets):
+        raise ValueError(
+            f"labelled: {len(sets)} record(s) carry several labels (e.g. {sets['record_id'].iloc[0]!r}: "
+            f"{sets['label'].iloc[0]!r}) under preprocessing.task: single; set preprocessing.task: multilabel "
+            "(and the reader's task: multilabel), or give each record one label"
+        )
+
+
+def _split_table(manifest: pd.DataFrame, split: SplitConfig, labels: list[str] | None = None) -> pd.DataFrame:
+    """Record -> split; ``labels`` (the decided label list) makes it the multi-label split."""
+    index = manifest[["record_id", "patient_id", "label"]]
+    if labels is None:
+        splits = assign_splits(index, test_fraction=split.test_fraction, val_fraction=split.val_fraction,
+                               seed=split.seed)
+    else:
+        splits = assign_multilabel_splits(index, split.test_fraction, split.val_fraction, split.seed, labels)
     return pd.DataFrame({"record_id": manifest["record_id"].to_numpy(), "split": splits.to_numpy()})
 
 
@@ -134,7 +168,11 @@ def assign_labelled_splits(
     params = PreprocessingParams.from_params(preprocessing)
     excluded = labelled_class_exclusions.loc[labelled_class_exclusions["outcome"] == "excluded", "record_id"]
     kept = labelled_manifest[~labelled_manifest["record_id"].astype(str).isin(set(excluded.astype(str)))]
-    return _split_table(kept, params.labelled_splits)
+    if not params.multilabel:
+        return _split_table(kept, params.labelled_splits)
+    # the labels decide_label_classes kept: the records left hold every such label's patients
+    labels, _ = decide_multilabel_classes(kept, params.classes, params.labelled_splits.min_patients_per_class)
+    return _split_table(kept, params.labelled_splits, labels)
 
 
 def find_labelled_overlap(
@@ -206,7 +244,9 @@ class _SplitWindowStream:
         cfg: PreprocessConfig,
         stats: WindowingStats,
         classes: list[str] | None = None,
+        task: str = "single",
     ):
+        self._task = task
         self._chunks = chunks
         self._split_of = dict(zip(splits["record_id"], splits["split"]))
         self._dataset = dataset
@@ -220,7 +260,9 @@ class _SplitWindowStream:
             index = index.copy()
             index["split"] = index["record_id"].map(self._split_of)
             if known is not None:
-                unknown = index.loc[~index["label"].isin(known), ["record_id", "label"]]
+                labelled = index["label"].map(lambda cell: bool(set(label_set(cell)) & known)) \
+                    if self._task == "multilabel" else index["label"].isin(known)
+                unknown = index.loc[~labelled, ["record_id", "label"]]
                 if len(unknown):
                     raise ValueError(
                         f"{self._dataset}: record {unknown['record_id'].iloc[0]!r} has label "
@@ -232,12 +274,15 @@ class _SplitWindowStream:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return {
+        meta = {
             "dataset": self._dataset,
             "classes": self._classes,
             "preprocessing": dataclasses.asdict(self._cfg),
             "stats": self._stats.as_dict(),
         }
+        if self._task != "single":  # single-label stores keep their meta (and fingerprints) as before
+            meta["task"] = self._task
+        return meta
 
 
 def window_labelled_records(
@@ -249,7 +294,8 @@ def window_labelled_records(
     chunks = windows_from_labelled_records(
         _records_in(labelled_recordings, labelled_splits), params.signal, stats=stats
     )
-    return _SplitWindowStream(chunks, labelled_splits, "labelled", params.signal, stats, classes=label_classes)
+    return _SplitWindowStream(chunks, labelled_splits, "labelled", params.signal, stats, classes=label_classes,
+                              task=params.task)
 
 
 def window_unlabelled_records(unlabelled_recordings, unlabelled_splits: pd.DataFrame, preprocessing: dict[str, Any]):

@@ -1,0 +1,54 @@
+"""The multi-label paired bootstrap of macro AUROC over test patients, and its weighted AUROC."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from ecg_transfer.study.statistics import multilabel_bootstrap_comparison
+from ecg_transfer.training.metrics import weighted_macro_auroc
+
+
+def _task(n=60, k=3, trials=4, seed=0):
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((n, k)) < 0.4).astype(np.int8)
+    targets[:2] = [[1, 0, 1], [0, 1, 0]]
+    good = np.clip(targets + rng.normal(0, 0.6, (trials, n, k)), 0, 1)
+    poor = np.clip(targets + rng.normal(0, 2.0, (trials, n, k)), 0, 1)
+    return targets, good, poor
+
+
+def test_weighted_macro_auroc_equals_sklearn_with_sample_weights():
+    targets, good, _ = _task()
+    weights = np.random.default_rng(1).integers(0, 3, len(targets))
+    expected = np.mean([roc_auc_score(targets[:, k], good[0][:, k], sample_weight=weights) for k in range(3)])
+    assert weighted_macro_auroc(targets, good[0], weights) == pytest.approx(expected)
+    # integer weights are repeated rows
+    repeated = np.repeat(np.arange(len(targets)), weights)
+    assert weighted_macro_auroc(targets, good[0], weights) == pytest.approx(
+        roc_auc_score(targets[repeated], good[0][repeated], average="macro"))
+
+
+def test_comparison_point_estimate_intervals_and_pairing():
+    targets, good, poor = _task()
+    result = multilabel_bootstrap_comparison(targets, good, poor, n_boot=200, seed=3)
+    per_trial = [roc_auc_score(targets, g, average="macro") - roc_auc_score(targets, p, average="macro")
+                 for g, p in zip(good, poor)]
+    assert result["mean_diff"] == pytest.approx(np.mean(per_trial))
+    assert result["ci_low_records"] <= result["mean_diff"] <= result["ci_high_records"]
+    assert result["ci_low_records"] > 0 and result["unit"] == "record"
+    same = multilabel_bootstrap_comparison(targets, good, good, n_boot=50, seed=3)
+    assert same["mean_diff"] == same["ci_low_records"] == same["ci_high_records_trials"] == 0.0
+    assert multilabel_bootstrap_comparison(targets, good, poor, n_boot=200, seed=3) == result
+
+
+def test_patients_are_the_unit_and_one_record_each_is_the_record_level_draw():
+    targets, good, poor = _task()
+    by_record = multilabel_bootstrap_comparison(targets, good, poor, n_boot=100, seed=4)
+    one_each = multilabel_bootstrap_comparison(targets, good, poor, n_boot=100, seed=4,
+                                               patients=[f"p{i}" for i in range(len(targets))])
+    assert {k: v for k, v in one_each.items() if k != "unit"} == {k: v for k, v in by_record.items() if k != "unit"}
+    pairs = multilabel_bootstrap_comparison(targets, good, poor, n_boot=100, seed=4,
+                                            patients=[f"p{i // 2}" for i in range(len(targets))])
+    assert pairs["n_patients"] == len(targets) // 2 and pairs["mean_diff"] == by_record["mean_diff"]
+    with pytest.raises(ValueError, match="scores must be"):
+        multilabel_bootstrap_comparison(targets, good[:, :, :2], poor)
