@@ -15,7 +15,8 @@ from typing import Any
 
 from kedro.utils import find_kedro_project
 
-from ecg_transfer.study.arms import ArmRegistry, ArmSpec, arm_registry
+from ecg_transfer.study.arms import ArmRegistry, ArmSpec, arm_registry, check_arm_methods
+from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
 
 _PACKAGE_PROJECT = Path(__file__).resolve().parents[3]
 
@@ -25,8 +26,7 @@ def _project_root() -> Path:
     return Path(found) if found else _PACKAGE_PROJECT
 
 
-def configured_arms(project_path: str | os.PathLike | None = None, env: str | None = None) -> ArmRegistry:
-    """The registry from ``study.arms`` in the project's parameters (base, local, ``env``)."""
+def _configured_parameters(project_path, env) -> tuple[dict[str, Any], Path]:
     conf = Path(project_path or _project_root()) / "conf"
     env = env or os.environ.get("KEDRO_ENV") or "local"
     # The project's own loader settings: a bare loader would unregister the project's custom
@@ -34,10 +34,25 @@ def configured_arms(project_path: str | os.PathLike | None = None, env: str | No
     from ecg_transfer import settings
 
     loader = settings.CONFIG_LOADER_CLASS(conf_source=str(conf), env=env, **settings.CONFIG_LOADER_ARGS)
-    study = loader["parameters"].get("study") or {}
+    return loader["parameters"], conf
+
+
+def configured_arms(project_path: str | os.PathLike | None = None, env: str | None = None) -> ArmRegistry:
+    """The registry from ``study.arms`` in the project's parameters (base, local, ``env``); an
+    arm that names a pretraining method not in ``pretraining.methods`` is an error."""
+    parameters, conf = _configured_parameters(project_path, env)
+    study = parameters.get("study") or {}
     if "arms" not in study:
         raise ValueError(f"{conf}: the parameters have no study.arms block (conf/base/parameters_study.yml)")
-    return arm_registry(study["arms"])
+    registry = arm_registry(study["arms"])
+    check_arm_methods(registry, methods_from_params((parameters.get("pretraining") or {}).get("methods")))
+    return registry
+
+
+def configured_methods(project_path: str | os.PathLike | None = None, env: str | None = None) -> dict[str, PretextMethod]:
+    """``pretraining.methods`` in the project's parameters (base, local, ``env``), typed."""
+    parameters, _ = _configured_parameters(project_path, env)
+    return methods_from_params((parameters.get("pretraining") or {}).get("methods"))
 
 
 def check_arm_unchanged(spec: ArmSpec, study: dict[str, Any]) -> None:
