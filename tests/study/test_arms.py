@@ -110,3 +110,9 @@ def test_label_and_colour_are_not_part_of_what_an_arm_is():
     plain = arm_registry({"a": {"init": "random", "freeze": False, "input": "window"}})["a"]
     dressed = arm_registry({"a": {"init": "random", "freeze": False, "input": "window", "label": "A", "colour": "red"}})["a"]
     assert plain.result_spec() == dressed.result_spec()
+
+
+def test_an_arm_set_to_null_is_left_out():
+    """Environments merge into conf/base: `image: null` is how conf/pretext drops a base arm."""
+    registry = arm_registry({**ARMS, "image": None})
+    assert "image" not in registry and "random" in registry

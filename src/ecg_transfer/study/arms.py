@@ -181,13 +181,16 @@ def check_arm_methods(arms: Iterable[ArmSpec], methods: Mapping[str, Any]) -> No
 
 
 def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
-    """The registry from the ``study.arms`` parameter block (name -> spec fields)."""
+    """The registry from the ``study.arms`` parameter block (name -> spec fields). An arm set to
+    null is left out: environments merge into conf/base, so that is how one drops a base arm."""
     if not isinstance(arms, Mapping) or not arms:
         raise ValueError(f"study.arms must be a mapping of arm name -> settings, got {arms!r}")
     fields = {"init", "freeze", "input", "head", "label", "colour", "init_scheme"}
     specs = []
     for name, settings in arms.items():
-        settings = dict(settings or {})
+        if settings is None:  # how an environment drops an arm of conf/base (`image: null`)
+            continue
+        settings = dict(settings)
         missing = sorted({"init", "freeze", "input"} - set(settings))
         unknown = sorted(set(settings) - fields)
         if missing or unknown:
