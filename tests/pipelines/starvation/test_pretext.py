@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from ecg_transfer.pipeline_registry import register_pipelines
 from ecg_transfer.pipelines.configured_arms import configured_arms
-from tests.conftest import make_project_copy
+from tests.conftest import PROJECT_ROOT, make_project_copy
 
 ENV = "tiny_pretext"
 METHODS = {"cae": {"task": "reconstruct"}, "simclr": {"task": "contrastive", "positives": "same_window"},
@@ -46,21 +46,20 @@ def _write_env(project, arms=ARMS, methods=METHODS):
 def pretext_study(tmp_path_factory):
     project = make_project_copy(tmp_path_factory.mktemp("pretext") / "project")
     _write_env(project)
-    previous = os.getcwd(), os.environ.get("KEDRO_ENV")
+    previous = os.getcwd(), os.environ.pop("KEDRO_ENV", None)
     os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ["KEDRO_ENV"] = ENV  # arms shape the pipeline (pipelines/configured_arms.py)
     os.chdir(project)
     try:
         bootstrap_project(project)
+        # As `kedro run --env=tiny_pretext`: no KEDRO_ENV; the session's env shapes the arms
+        # (configured_arms.RunEnvironmentHooks).
         with KedroSession.create(project_path=project, env=ENV) as session:
             session.run(pipeline_name="starvation")
         yield project
     finally:
         os.chdir(previous[0])
-        if previous[1] is None:
-            os.environ.pop("KEDRO_ENV", None)
-        else:
+        if previous[1] is not None:
             os.environ["KEDRO_ENV"] = previous[1]
 
 
@@ -100,6 +99,7 @@ def test_the_report_has_the_methods_table_and_comparisons(pretext_study):
 
 
 def test_the_default_and_the_test_study_have_no_pretext_node(monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)  # the project's own conf/, not a copy's
     for env in ("local", "test"):
         monkeypatch.setenv("KEDRO_ENV", env)
         nodes = [n.name for n in register_pipelines()["__default__"].nodes]
@@ -107,6 +107,7 @@ def test_the_default_and_the_test_study_have_no_pretext_node(monkeypatch):
 
 
 def test_the_pretext_environment_builds_a_node_per_method(monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)
     monkeypatch.setenv("KEDRO_ENV", "pretext")
     nodes = {n.name for n in register_pipelines()["starvation"].nodes}
     assert {f"{m}.pretrain_pretext_encoder" for m in ("contrastive", "contrastive_record", "masked")} <= nodes

@@ -143,7 +143,7 @@ def pretrain_pretext_encoder(
         raise ValueError(
             f"pretraining.methods: the pipeline was built for pretext method {method_name!r}, but this run's "
             f"pretraining.methods has {known} besides the CAE. Methods shape the pipeline: set them in "
-            "conf/base or conf/local (or export KEDRO_ENV=<env> for an environment), not with --params alone."
+            "conf/base or conf/local, or in an environment (--env), not with --params."
         )
     launch = LaunchConfig.from_params(pretraining["training"].get("nproc", 1), pretraining.get("distributed"))
     if launch.distributed:
