@@ -119,3 +119,16 @@ def test_an_arm_naming_an_unknown_method_stops_the_build(tmp_path):
     _write_env(project, arms={**ARMS, "simclr": {"init": "simclar", "freeze": False, "input": "window"}})
     with pytest.raises(ValueError, match=r"study.arms.simclr.init: 'simclar' .*\['masked', 'simclr', 'unused'\]"):
         configured_arms(project, ENV)
+
+
+def test_an_arm_naming_a_method_the_runs_parameters_lack_fails_at_run_time():
+    """Checked again where the arm is prepared, against the run's own pretraining.methods."""
+    from ecg_transfer.pipelines.finetuning.input_kinds import input_kind
+    from ecg_transfer.study.arms import arm_registry
+    from tests.pipelines.conftest import load_parameters
+
+    spec = arm_registry({"simclr": ARMS["simclr"]})["simclr"]
+    pretraining = load_parameters()["pretraining"]  # the CAE alone
+    with pytest.raises(ValueError, match=r"study.arms.simclr.init: 'simclr' .*pretraining.methods has \[\]"):
+        input_kind(spec).prepare(spec, None, ["SR"], None, pretraining=pretraining, preprocessing={},
+                                 pretrained_encoder=None)
