@@ -22,8 +22,8 @@ from ecg_transfer.models.weights import CARD_DEFAULTS, check_card_inputs, check_
 from ecg_transfer.runs import fingerprint, result_settings
 from ecg_transfer.study.arms import ArmSpec, check_arm_methods
 from ecg_transfer.pipelines.image_transfer.nodes import ImageTransferConfig
-from ecg_transfer.training.pretext_methods import methods_from_params
 from ecg_transfer.study.experiment import ArmData, FinetuningConfig, ModelRecipe, labelled_arm_data
+from ecg_transfer.training.pretext_methods import methods_from_params
 
 # Stages a kind may need before its arms train (names of pipeline_registry's stages).
 PRETRAINING = "pretraining"
