@@ -31,7 +31,7 @@ def make_project_copy(root: Path) -> Path:
     # several project copies in one test process would all write to the first copy's file.
     mlflow_yml = (PROJECT_ROOT / "conf" / "base" / "mlflow.yml").read_text()
     assert "sqlite:///mlflow.db" in mlflow_yml
-    for env in ("local", "test", "paper", "real"):
+    for env in ("local", "test", "paper", "real", "pretext"):
         (root / "conf" / env / "mlflow.yml").write_text(
             mlflow_yml.replace("sqlite:///mlflow.db", f"sqlite:///{root / 'mlflow.db'}")
         )

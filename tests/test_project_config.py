@@ -22,7 +22,7 @@ def test_telemetry_consent_is_committed_as_false():
     assert ".telemetry" not in (PROJECT_ROOT / ".gitignore").read_text().split()
 
 
-@pytest.mark.parametrize("env", ["local", "test", "paper", "real"])
+@pytest.mark.parametrize("env", ["local", "test", "paper", "real", "pretext"])
 def test_config_loads(project_copy, env):
     bootstrap_project(project_copy)
     with KedroSession.create(project_path=project_copy, env=env) as session:
@@ -179,3 +179,27 @@ def test_the_real_data_profile_has_a_budget_with_patience_and_several_windows_pe
     assert labelled["type"] == "ecg_transfer.datasets.WfdbLabelledFolderDataset"
     assert (labelled["path"], labelled["labels_csv"], labelled["lead"]) == ("/data/ecgs", "/data/labels.csv", "MLII")
     assert config["unlabelled_recordings"]["path"] == "/data/corpus"
+
+
+def test_the_pretext_environment_compares_every_method_with_random_and_the_cae():
+    """--env=pretext: the CAE, SimCLR-style, CLOCS-style and masked pretraining, a fine-tuned and
+    a frozen arm for each beside random, and each method compared with random and the CAE."""
+    from ecg_transfer.pipelines.configured_arms import configured_arms
+    from ecg_transfer.training.pretext_methods import methods_from_params
+
+    params = _params("pretext")
+    methods = methods_from_params(params["pretraining"]["methods"])
+    assert {name: m.task for name, m in methods.items()} == {
+        "cae": "reconstruct", "contrastive": "contrastive", "contrastive_record": "contrastive", "masked": "masked"}
+    assert methods["contrastive_record"].paired and not methods["contrastive"].paired
+    arms = configured_arms(PROJECT_ROOT, "pretext")
+    assert "image" not in arms and arms["random_frozen"].init_scheme == "standard"
+    assert arms["transfer"].init == "pretrained" and arms["transfer_frozen"].freeze is True
+    comparisons = set(map(tuple, params["statistics"]["comparisons"]))
+    for name in ("contrastive", "contrastive_record", "masked"):
+        assert (arms[name].init, arms[name].freeze, arms[f"{name}_frozen"].freeze) == (name, False, True)
+        assert {(name, "random"), (name, "transfer"), (f"{name}_frozen", "random_frozen"),
+                (f"{name}_frozen", "transfer_frozen")} <= comparisons
+    arms.check_comparisons(params["statistics"]["comparisons"])
+    # The default study is the paper's: the CAE alone.
+    assert set(methods_from_params(_params("local")["pretraining"]["methods"])) == {"cae"}

@@ -7,6 +7,7 @@ from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
 from ecg_transfer.hooks import MlflowRunHooks, NodeTimingHooks
+from ecg_transfer.pipelines.configured_arms import RunEnvironmentHooks
 
 # Known, harmless library warnings that every `kedro run` printed before any line of ours (issue
 # 20 item 2). Filtered by their exact text, so any other warning still shows:
@@ -22,7 +23,7 @@ warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is depreca
 warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 warnings.filterwarnings("ignore", message=r"Option '--pipeline' is deprecated")
 
-HOOKS = (NodeTimingHooks(), MlflowRunHooks())
+HOOKS = (NodeTimingHooks(), MlflowRunHooks(), RunEnvironmentHooks())  # the last: --env shapes the arms
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -1,6 +1,6 @@
 import pytest
 
-from ecg_transfer.study.arms import arm_registry
+from ecg_transfer.study.arms import arm_registry, check_arm_methods
 
 ARMS = {
     "random": {"init": "random", "freeze": False, "input": "window", "label": "random init", "colour": "tab:grey"},
@@ -23,7 +23,11 @@ def test_the_registry_keeps_the_yaml_order_and_looks_arms_up():
 
 def test_arm_specs_are_checked():
     with pytest.raises(ValueError, match="init must be one of"):
-        arm_registry({"x": {"init": "imagenet", "freeze": False, "input": "window"}})
+        arm_registry({"x": {"init": "image net", "freeze": False, "input": "window"}})
+    with pytest.raises(ValueError, match="only window arms read"):
+        arm_registry({"x": {"init": "simclr", "freeze": True, "input": "spectrogram"}})
+    with pytest.raises(ValueError, match="sets how a random encoder starts"):
+        arm_registry({"x": {"init": "simclr", "freeze": True, "input": "window", "init_scheme": "standard"}})
     with pytest.raises(ValueError, match="frozen ImageNet CNN"):
         arm_registry({"x": {"init": "random", "freeze": False, "input": "spectrogram"}})
     with pytest.raises(ValueError, match="missing \\['freeze'\\]"):
@@ -34,6 +38,24 @@ def test_arm_specs_are_checked():
         arm_registry({"x": {"init": "random", "freeze": False, "input": "window", "label": ["a"]}})
     with pytest.raises(ValueError, match="lower-case"):
         arm_registry({"Bad-Name": {"init": "random", "freeze": False, "input": "window"}})
+
+
+def test_an_arm_names_its_encoder_and_an_unknown_method_is_an_error_naming_the_known_ones():
+    from ecg_transfer.training.pretext_methods import methods_from_params
+
+    registry = arm_registry({**ARMS, "simclr_frozen": {"init": "simclr", "freeze": True, "input": "window"}})
+    spec = registry["simclr_frozen"]
+    assert spec.uses_encoder and spec.pretext_method == "simclr"
+    assert registry["transfer"].uses_encoder and registry["transfer"].pretext_method is None
+    assert not registry["random"].uses_encoder and registry["image"].pretext_method is None
+    methods = methods_from_params({"cae": {"task": "reconstruct"}, "simclr": {"task": "contrastive"},
+                                   "masked": {"task": "masked"}})
+    check_arm_methods(registry, methods)  # known: no error
+    with pytest.raises(ValueError, match=r"study.arms.simclr_frozen.init: 'simclr' .*has \['masked'\]"):
+        check_arm_methods(registry, methods_from_params({"cae": {"task": "reconstruct"}, "masked": {"task": "masked"}}))
+    cae_by_name = arm_registry({"x": {"init": "cae", "freeze": False, "input": "window"}})
+    with pytest.raises(ValueError, match="arms name it init: pretrained"):
+        check_arm_methods(cae_by_name, methods)
 
 
 def test_comparisons_naming_an_unknown_arm_are_an_error_listing_the_known_ones():
@@ -88,3 +110,9 @@ def test_label_and_colour_are_not_part_of_what_an_arm_is():
     plain = arm_registry({"a": {"init": "random", "freeze": False, "input": "window"}})["a"]
     dressed = arm_registry({"a": {"init": "random", "freeze": False, "input": "window", "label": "A", "colour": "red"}})["a"]
     assert plain.result_spec() == dressed.result_spec()
+
+
+def test_an_arm_set_to_null_is_left_out():
+    """Environments merge into conf/base: `image: null` is how conf/pretext drops a base arm."""
+    registry = arm_registry({**ARMS, "image": None})
+    assert "image" not in registry and "random" in registry

@@ -190,3 +190,49 @@ def test_the_record_comparisons_name_the_patient_as_unit():
     compared = record_bootstrap_comparisons(predictions, CLASSES, PAIRS, n_boot=100, patients=patients)
     _, text = _report(_meta(CLASSES), record_comparisons=compared)
     assert "with the **patient** as the unit" in text and "| 20 (40) |" in text
+
+
+def _methods_study():
+    """random, the CAE's transfer arm and a `masked` method's arm (the `image` arm's curves)."""
+    from ecg_transfer.study.arms import arm_registry
+    from tests.study.histories import ARMS
+
+    histories = make_histories(fractions=(1.0, 0.5)).replace({"arm": {"image": "masked"}})
+    summary = summarise_runs(histories)
+    arms = arm_registry({"random": ARMS["random"], "transfer": ARMS["transfer"],
+                         "masked": {"init": "masked", "freeze": False, "input": "window"}})
+    pairs = (("transfer", "random"), ("masked", "random"), ("masked", "transfer"))
+    comparisons = pd.concat([compare_arms(summary, metric, pairs, margin=0.02).assign(metric=metric)
+                             for metric in ("best_test_f1_weighted", "honest_test_f1_weighted")], ignore_index=True)
+    return summary, comparisons, arms
+
+
+def test_a_study_of_several_pretraining_methods_reports_methods_by_fraction_and_their_comparisons():
+    from ecg_transfer.study.tables import method_comparisons, methods_table
+
+    summary, comparisons, arms = _methods_study()
+    table = methods_table(summary, arms)
+    assert list(table.index) == ["random", "transfer", "masked"] and list(table.columns) == [
+        "encoder", "encoder trains", "100%", "50%"]
+    assert list(table["encoder"]) == ["random", "CAE", "masked"]
+    masked = summary[(summary["arm"] == "masked") & (summary["fraction"] == 1.0)]["honest_test_f1_weighted"]
+    mean, half = masked.mean(), 4.303 * masked.std(ddof=1) / 3 ** 0.5  # t(0.975, 2 df), three trials
+    assert table.loc["masked", "100%"] == f"{mean:.3f} [{mean - half:.3f}, {mean + half:.3f}]"
+    paired = method_comparisons(comparisons, arms)
+    # masked vs random and vs the CAE, and the CAE vs random; honest F1 only, both fractions.
+    assert sorted(zip(paired["arm"], paired["against"])) == sorted(
+        [("masked", "random"), ("masked", "transfer"), ("transfer", "random")] * 2)
+    honest = comparisons[(comparisons["metric"] == "honest_test_f1_weighted") & (comparisons["arm_a"] == "masked")
+                         & (comparisons["arm_b"] == "random") & (comparisons["fraction"] == 0.5)].iloc[0]
+    row = paired[(paired["arm"] == "masked") & (paired["against"] == "random") & (paired["fraction"] == "50%")].iloc[0]
+    assert row["reading"] == honest["reading"] and row["mean diff"] == f"{honest['mean_diff']:+.4f}"
+    text = study_report(summary, comparisons, {}, {}, registry=arms)
+    assert "## Pretraining methods (honest weighted F1)" in text
+    assert "Each method against random init and against the CAE" in text and honest["reading"] in text
+
+
+def test_a_study_with_one_pretrained_encoder_has_no_methods_section():
+    summary, comparisons, _ = _methods_study()
+    summary = summary[summary["arm"] != "masked"]
+    comparisons = comparisons[comparisons["arm_a"] != "masked"]
+    assert "Pretraining methods" not in study_report(summary, comparisons, {}, {}, registry=registry(("random", "transfer")))

@@ -19,7 +19,10 @@ from ecg_transfer.models.cae import INIT_SCHEMES
 from ecg_transfer.runs import COSMETIC, result_settings
 from ecg_transfer.typed_config import config_from_params
 
+# ``init``: one of these, or the name of a pretraining method (``pretraining.methods``) whose
+# encoder the arm starts from; ``pretrained`` is the CAE (the ``reconstruct`` method).
 INITS = ("random", "pretrained")
+_METHOD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 INPUTS = ("window", "spectrogram")
 HEADS = ("mlp", "linear")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -48,8 +51,11 @@ class ArmSpec:
         where = f"study.arms.{self.name}"
         if not _NAME.match(self.name):
             raise ValueError(f"{where}: an arm name is lower-case letters, digits and '_', got {self.name!r}")
-        if self.init not in INITS:
-            raise ValueError(f"{where}: init must be one of {INITS}, got {self.init!r}")
+        if not isinstance(self.init, str) or not (self.init in INITS or _METHOD_NAME.match(self.init)):
+            raise ValueError(
+                f"{where}: init must be one of {INITS} or the name of a pretraining method "
+                f"(pretraining.methods), got {self.init!r}"
+            )
         if self.input not in INPUTS:
             raise ValueError(f"{where}: input must be one of {INPUTS}, got {self.input!r}")
         if not isinstance(self.freeze, int) or (not isinstance(self.freeze, bool) and self.freeze < 1):
@@ -66,6 +72,8 @@ class ArmSpec:
                 f"{where}: init_scheme {self.init_scheme!r} sets how a random encoder starts; this arm "
                 f"has init {self.init}, input {self.input} (leave init_scheme out)"
             )
+        if self.pretext_method is not None and self.input != "window":
+            raise ValueError(f"{where}: init {self.init!r} names a pretraining method, which only window arms read")
         if self.input == "spectrogram" and not (self.init == "pretrained" and self.freeze is True):
             raise ValueError(
                 f"{where}: a spectrogram arm reads a frozen ImageNet CNN's features, so it needs "
@@ -74,8 +82,14 @@ class ArmSpec:
 
     @property
     def uses_encoder(self) -> bool:
-        """Whether the arm starts from the pretrained CAE encoder."""
-        return self.input == "window" and self.init == "pretrained"
+        """Whether the arm starts from a pretrained window encoder (the CAE's or a method's)."""
+        return self.input == "window" and self.init != "random"
+
+    @property
+    def pretext_method(self) -> str | None:
+        """The pretraining method whose encoder the arm starts from, when ``init`` names one
+        (None for ``random`` and for ``pretrained``, the CAE)."""
+        return None if self.init in INITS else self.init
 
     def result_spec(self) -> dict[str, Any]:
         """What the arm is, as far as its numbers go (not its name, label or colour): part of its
@@ -147,14 +161,36 @@ class ArmRegistry:
         return tuple(checked)
 
 
+def check_arm_methods(arms: Iterable[ArmSpec], methods: Mapping[str, Any]) -> None:
+    """Every ``init`` that names a pretraining method names one of ``methods`` (name -> method
+    with a ``task``) other than the CAE, which arms call ``pretrained``."""
+    pretext = sorted(name for name, method in methods.items() if method.task != "reconstruct")
+    for arm in arms:
+        name = arm.pretext_method
+        if name is None or name in pretext:
+            continue
+        if name in methods:
+            raise ValueError(
+                f"study.arms.{arm.name}.init: {name!r} is the reconstruct method, the CAE: arms name it "
+                "init: pretrained"
+            )
+        raise ValueError(
+            f"study.arms.{arm.name}.init: {name!r} is neither random, pretrained (the CAE) nor a pretraining "
+            f"method; pretraining.methods has {pretext}"
+        )
+
+
 def arm_registry(arms: Mapping[str, Mapping[str, Any]]) -> ArmRegistry:
-    """The registry from the ``study.arms`` parameter block (name -> spec fields)."""
+    """The registry from the ``study.arms`` parameter block (name -> spec fields). An arm set to
+    null is left out: environments merge into conf/base, so that is how one drops a base arm."""
     if not isinstance(arms, Mapping) or not arms:
         raise ValueError(f"study.arms must be a mapping of arm name -> settings, got {arms!r}")
     fields = {"init", "freeze", "input", "head", "label", "colour", "init_scheme"}
     specs = []
     for name, settings in arms.items():
-        settings = dict(settings or {})
+        if settings is None:  # how an environment drops an arm of conf/base (`image: null`)
+            continue
+        settings = dict(settings)
         missing = sorted({"init", "freeze", "input"} - set(settings))
         unknown = sorted(set(settings) - fields)
         if missing or unknown:

@@ -11,7 +11,16 @@ import numpy as np
 import pandas as pd
 
 from ecg_transfer.study.arms import ArmRegistry, ArmSpec
-from ecg_transfer.study.tables import arm_order, format_p, fraction_label, mean_sd, to_markdown
+from ecg_transfer.study.tables import (
+    arm_order,
+    format_p,
+    fraction_label,
+    mean_sd,
+    method_comparisons,
+    methods_table,
+    pretraining_methods,
+    to_markdown,
+)
 
 PAPER_COLUMNS = ("random init", "image transfer", "CAE transfer")
 
@@ -106,6 +115,7 @@ def study_report(
     sample_sizes: pd.DataFrame | None = None,
     paper: PaperReference | None = None,
     still_improving: pd.DataFrame | None = None,
+    confidence: float = 0.95,
 ) -> str:
     """Markdown report.
 
@@ -116,7 +126,9 @@ def study_report(
     shares), ``run`` (``run_settings.describe_run``), ``device``, ``cae_heldout_mse_min``.
     ``paper``: the published numbers, shown beside ours on the paper's task only (with a caveat
     when our protocol differs). ``still_improving`` (``summaries.still_improving``) flags arms
-    whose honest epoch sat in the last fifth of the budget in most runs.
+    whose honest epoch sat in the last fifth of the budget in most runs. With more than one
+    pretrained encoder among the arms (the CAE, pretraining methods), a section compares the
+    methods (``confidence``: of its per-arm intervals).
     """
     classes = list(meta.get("classes") or _classes_from(summary))
     shown = paper if paper is not None and paper.is_task(classes) else None  # its numbers: its task only
@@ -140,6 +152,8 @@ def study_report(
     parts.append(_paper_caveat(shown, meta))
     parts.append(_scores_section(summary, registry, arms, shown, classes))
     parts.append(_lci_section(summary, registry, arms, shown))
+    if registry is not None and len(pretraining_methods(registry)) > 1:
+        parts.append(_methods_section(summary, comparisons, registry, confidence))
     for title, table in tables.items():
         parts.append(f"## {title}\n\n")
         parts.append(to_markdown(table))
@@ -147,6 +161,39 @@ def study_report(
     parts.append(_INTERVALS)
     parts.append(_comparisons_section(comparisons, record_comparisons))
     return "".join(parts)
+
+
+def _methods_section(summary: pd.DataFrame, comparisons: pd.DataFrame, registry: ArmRegistry,
+                     confidence: float) -> str:
+    """Which pretraining helped, at which fraction: the methods' honest scores and their
+    declared comparisons against random init and against the CAE."""
+    methods = pretraining_methods(registry)
+    parts = ["## Pretraining methods (honest weighted F1)\n\n"]
+    parts.append(
+        f"The window arms by the encoder they start from ({', '.join(methods)}, or random): the mean "
+        f"over trials of the honest test weighted F1 with its {confidence:.0%} t interval over trials, "
+        "per fraction. Every method trains the same encoder; only the pretext task differs "
+        "(docs/pretext_tasks.md).\n\n"
+    )
+    parts.append(to_markdown(methods_table(summary, registry, confidence)))
+    paired = method_comparisons(comparisons, registry)
+    parts.append("\n### Each method against random init and against the CAE\n\n")
+    if paired.empty:
+        parts.append("No comparison of a method against a random or a CAE arm is declared in "
+                     "`statistics.comparisons`.\n\n")
+        return "".join(parts)
+    parts.append(
+        "From the comparisons across trials (the same trials' samples and seeds for both arms): the "
+        "difference a - b, its paired t interval, the paired p adjusted by Holm over the metric's "
+        "comparisons, the smallest difference the trials could detect at the configured power, and "
+        "the statistics' reading (an interval inside the equivalence margin reads equivalent; a "
+        "difference below the detectable one is no evidence of no effect).\n\n"
+    )
+    view = paired.drop(columns=["fraction", "arm"])
+    view.index = paired["fraction"] + " " + paired["arm"]
+    view.index.name = "setting (a)"
+    parts.append(to_markdown(view))
+    return "".join(parts) + "\n"
 
 
 def _comparisons_section(comparisons: pd.DataFrame, record_comparisons: pd.DataFrame | None) -> str:

@@ -87,11 +87,15 @@ def _shared_by_readers(arms: Sequence[str], arm_settings: Sequence[Mapping[str, 
     for name in groups:
         readers = [(arm, _normalise(s["parameters"][name])) for arm, s in zip(arms, arm_settings) if name in s["parameters"]]
         problems.extend(_differences(name, readers))
-    encoders = [(arm, s.get("encoder_fingerprint")) for arm, s in zip(arms, arm_settings)]
-    problems.extend(
-        line.replace("encoder differs", "the pretrained encoder differs (fingerprint)")
-        for line in _differences("encoder", [(arm, fp) for arm, fp in encoders if fp is not None])
-    )
+    # Arms that name one encoder (``init``: the CAE's, or a pretraining method's) start from the
+    # same one; arms that name different methods start, of course, from different encoders.
+    inits = sorted({str(s["spec"].get("init")) for s in arm_settings if s.get("encoder_fingerprint") is not None})
+    for init in inits:
+        encoders = [(arm, s.get("encoder_fingerprint")) for arm, s in zip(arms, arm_settings)
+                    if s.get("encoder_fingerprint") is not None and str(s["spec"].get("init")) == init]
+        what = "the pretrained encoder" if init == "pretrained" else f"the encoder of method {init!r}"
+        problems.extend(line.replace("encoder differs", f"{what} differs (fingerprint)")
+                        for line in _differences("encoder", encoders))
     return problems
 
 

@@ -228,3 +228,84 @@ def _md_cell(value) -> str:
 
 def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+
+# ---------------------------------------------------------------- pretraining methods
+
+HONEST_F1 = "honest_test_f1_weighted"
+
+
+def arm_encoder(spec) -> str | None:
+    """What a window arm's encoder starts from: "random", "CAE" (``init: pretrained``) or the
+    pretraining method the arm names; None for the spectrogram arms."""
+    if spec.input != "window":
+        return None
+    return "random" if spec.init == "random" else spec.pretext_method or "CAE"
+
+
+def pretraining_methods(registry: ArmRegistry) -> list[str]:
+    """The pretrained encoders the study's window arms start from (the CAE and each method), in
+    registry order."""
+    named = [arm_encoder(spec) for spec in registry]
+    return list(dict.fromkeys(name for name in named if name not in (None, "random")))
+
+
+def _mean_interval(values: np.ndarray, confidence: float) -> str:
+    """``mean [lo, hi]``: the mean over trials and its t interval (n/a under two trials)."""
+    from scipy import stats
+
+    if values.size == 0:
+        return "not run"
+    mean = float(np.mean(values))
+    if values.size < 2:
+        return f"{mean:.3f} [n/a]"
+    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * np.std(values, ddof=1) / np.sqrt(values.size))
+    return f"{mean:.3f} [{mean - half:.3f}, {mean + half:.3f}]"
+
+
+def methods_table(summary: pd.DataFrame, registry: ArmRegistry, confidence: float = 0.95) -> pd.DataFrame:
+    """Window arms x fractions: the honest weighted F1's mean over trials with its t interval
+    (at ``confidence``), each arm labelled with the encoder it starts from and whether it trains."""
+    fractions = sorted({float(f) for f in summary["fraction"]}, reverse=True)
+    rows = {}
+    for spec in registry:
+        encoder = arm_encoder(spec)
+        if encoder is None or spec.name not in set(summary["arm"]):
+            continue
+        own = summary[summary["arm"] == spec.name]
+        training = "frozen" if spec.freeze is True else "fine-tuned" if spec.freeze is False else f"{spec.freeze} blocks frozen"
+        row = {"encoder": encoder, "encoder trains": training}
+        for fraction in fractions:
+            values = own.loc[np.isclose(own["fraction"], fraction), HONEST_F1].to_numpy(dtype=float)
+            row[fraction_label(fraction)] = _mean_interval(values[~np.isnan(values)], confidence)
+        rows[spec.name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "arm"
+    return table
+
+
+def method_comparisons(comparisons: pd.DataFrame, registry: ArmRegistry) -> pd.DataFrame:
+    """The declared comparisons of an arm from a pretrained encoder against a random-init arm or
+    a CAE arm, on the honest weighted F1: difference, its paired interval, Holm-adjusted paired
+    p, the smallest detectable difference and the statistics' reading."""
+    if comparisons.empty or "metric" not in comparisons.columns:
+        return pd.DataFrame()
+    rows = comparisons[comparisons["metric"] == HONEST_F1]
+    kept = []
+    for _, row in rows.iterrows():
+        a, b = str(row["arm_a"]), str(row["arm_b"])
+        if a not in registry or b not in registry:
+            continue
+        encoder_a, encoder_b = arm_encoder(registry[a]), arm_encoder(registry[b])
+        if encoder_a in (None, "random") or encoder_b not in ("random", "CAE") or encoder_a == encoder_b:
+            continue
+        kept.append({
+            "fraction": fraction_label(float(row["fraction"])), "arm": a, "method": encoder_a, "against": b,
+            "against encoder": encoder_b,
+            "mean diff": "n/a" if pd.isna(row["mean_diff"]) else f"{row['mean_diff']:+.4f}",
+            "CI (paired t)": "n/a" if pd.isna(row["ci_low"]) else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]",
+            "p paired (Holm)": format_p(row["paired_p_holm"]),
+            "detectable diff": "n/a" if pd.isna(row["detectable_diff"]) else f"{row['detectable_diff']:.4f}",
+            "reading": "" if pd.isna(row["reading"]) else str(row["reading"]),
+        })
+    return pd.DataFrame(kept)

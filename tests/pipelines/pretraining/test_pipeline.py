@@ -9,13 +9,15 @@ import json
 import pandas as pd
 import pytest
 import torch
+import yaml
+from kedro.io import AbstractDataset
 from matplotlib.figure import Figure
 
 from ecg_transfer.datasets import PretrainedEncoderDataset, TorchStateDictDataset
 from ecg_transfer.models.cae import CaeConfig, Encoder
 from ecg_transfer.models.weights import check_pretrained_encoder
 from ecg_transfer.pipelines.pretraining.pipeline import create_pipeline
-from tests.pipelines.conftest import make_catalog, run, shrunk_parameters, window_store
+from tests.pipelines.conftest import CONF, make_catalog, run, shrunk_parameters, window_store
 
 PRETRAIN = create_pipeline().from_nodes("pretrain_autoencoder").to_nodes("pretrain_autoencoder")
 PRETRAIN_AND_PLOT = create_pipeline().from_nodes("pretrain_autoencoder").to_nodes("plot_reconstructions")
@@ -128,7 +130,11 @@ def test_an_unknown_architecture_key_is_refused_before_training(tiny_windows, tm
 
 # ---------------------------------------------------------------- pretraining.methods
 
-PRETEXT = create_pipeline().from_nodes("pretrain_pretext_encoders").to_nodes("pretrain_pretext_encoders")
+METHODS = ["simclr", "clocs", "masked"]
+
+
+def _pretext(methods=METHODS):
+    return create_pipeline(methods=methods, cae=False)
 
 
 def _with_methods(params):
@@ -142,13 +148,32 @@ def _with_methods(params):
     return params
 
 
-def test_the_default_methods_are_the_cae_alone_and_train_nothing_more(tiny_windows, tmp_path):
-    params = shrunk_parameters()
-    assert params["pretraining"]["methods"] == {"cae": {"task": "reconstruct"}}
-    catalog = run(PRETEXT, _catalog(tiny_windows, tmp_path, params))
-    assert catalog.load("pretext_encoders") == {}
-    assert catalog.load("pretext_histories").empty
-    assert catalog.load("run_tracker").live == []
+def _pretext_catalog(tiny_windows, root, params, methods=METHODS):
+    """The catalog with each method's encoder and history in the files conf/base/catalog.yml's
+    factories name (under ``root``)."""
+    catalog = _catalog(tiny_windows, root, params)
+    entries = yaml.safe_load((CONF / "base" / "catalog.yml").read_text())
+    for method in methods:
+        for name in ("pretext_encoder", "pretext_history"):
+            config = {k: (v.replace("{method}", method) if isinstance(v, str) else v)
+                      for k, v in entries["{method}." + name].items() if k != "metadata"}
+            for key in ("weights_path", "card_path", "filepath"):
+                if key in config:
+                    config[key] = str(root / config[key])
+            catalog[f"{method}.{name}"] = AbstractDataset.from_config(f"{method}.{name}", config)
+    return catalog
+
+
+def test_the_default_configuration_has_no_pretext_node():
+    assert {n.name for n in create_pipeline().nodes} == {"pretrain_autoencoder", "plot_reconstructions"}
+
+
+def test_each_method_is_one_node_in_its_namespace():
+    nodes = {n.name: n for n in _pretext().nodes}
+    assert set(nodes) == {f"{m}.pretrain_pretext_encoder" for m in METHODS}
+    assert set(nodes["simclr.pretrain_pretext_encoder"].outputs) == {
+        "simclr.pretext_encoder", "simclr.pretext_history", "simclr.pretext_encoder_model"}
+    assert "unlabelled_windows" in nodes["simclr.pretrain_pretext_encoder"].inputs
 
 
 def test_listing_methods_leaves_the_cae_bit_identical(pretrained, tiny_windows, tmp_path):
@@ -165,27 +190,39 @@ def test_listing_methods_leaves_the_cae_bit_identical(pretrained, tiny_windows, 
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_every_listed_method_trains_the_caes_encoder_with_a_card_naming_it(tiny_windows, tmp_path):
+def test_every_listed_method_trains_the_caes_encoder_and_persists_it_with_a_card(tiny_windows, tmp_path):
     params = _with_methods(shrunk_parameters())
-    catalog = run(PRETEXT, _catalog(tiny_windows, tmp_path, params))
-    encoders = catalog.load("pretext_encoders")
-    assert list(encoders) == ["simclr", "clocs", "masked"]  # the CAE is pretrain_autoencoder's
+    catalog = run(_pretext(), _pretext_catalog(tiny_windows, tmp_path, params))
     cfg = CaeConfig.from_dict(params["pretraining"]["cae"])
-    for name, encoder in encoders.items():
+    encoders = {}
+    for name in METHODS:
+        # Written to the catalog's files: a later run (or another session) reads them back.
+        assert (tmp_path / f"data/06_models/pretext/{name}/encoder_weights.pt").is_file()
+        encoders[name] = encoder = catalog.load(f"{name}.pretext_encoder")
         assert check_pretrained_encoder(encoder["weights"], encoder["card"], cfg).keys() == Encoder(cfg).state_dict().keys()
         assert encoder["card"]["pretext"]["method"] == name
         assert encoder["card"]["held_out"]["test_loss"] > 0
+        model = catalog.load(f"{name}.pretext_encoder_model")  # what MLflow logs as the method's model
+        assert model["card"] == encoder["card"]
+        history = pd.read_csv(tmp_path / f"data/07_model_output/pretext/{name}_history.csv")
+        assert set(history["method"]) == {name}
+        assert (history.groupby("split").size() <= params["pretraining"]["training"]["epochs"]).all()
     assert encoders["simclr"]["card"]["pretext"]["options"]["temperature"] == 0.2
     assert encoders["masked"]["card"]["training"]["lr"] == 0.002
-    history = catalog.load("pretext_histories")
-    epochs = params["pretraining"]["training"]["epochs"]
-    assert set(history["method"]) == {"simclr", "clocs", "masked"}
-    assert (history.groupby(["method", "split"]).size() <= epochs).all()
     runs = catalog.load("run_tracker").live
-    assert [r["tags"]["arm"] for r in runs] == ["simclr", "clocs", "masked"]
+    assert sorted(r["tags"]["arm"] for r in runs) == sorted(METHODS)
     # A second run reuses the finished runs (checkpointed): the same encoders, not retrained.
-    again = run(PRETEXT, _catalog(tiny_windows, tmp_path, params)).load("pretext_encoders")
-    assert all(torch.equal(again[n]["weights"][k], encoders[n]["weights"][k]) for n in encoders for k in encoders[n]["weights"])
+    again = run(_pretext(), _pretext_catalog(tiny_windows, tmp_path, params))
+    assert again.load("run_tracker").live == [] and len(again.load("run_tracker").whole) == len(METHODS)
+    for n in METHODS:
+        weights = again.load(f"{n}.pretext_encoder")["weights"]
+        assert all(torch.equal(weights[k], encoders[n]["weights"][k]) for k in weights)
+
+
+def test_a_pipeline_built_for_a_method_the_run_does_not_list_stops(tiny_windows, tmp_path):
+    params = shrunk_parameters()  # the CAE alone
+    with pytest.raises(ValueError, match=r"built for pretext method 'simclr'"):
+        run(_pretext(["simclr"]), _pretext_catalog(tiny_windows, tmp_path, params, ["simclr"]))
 
 
 @pytest.mark.parametrize(
@@ -198,4 +235,5 @@ def test_a_bad_method_is_refused_naming_it(tiny_windows, tmp_path, methods, mess
     params = shrunk_parameters()
     params["pretraining"]["methods"] = methods
     with pytest.raises(ValueError, match=message):
-        run(PRETEXT, _catalog(tiny_windows, tmp_path, params))
+        run(_pretext([name for name in methods if methods[name]["task"] != "reconstruct"] or ["simclr"]),
+            _catalog(tiny_windows, tmp_path, params))

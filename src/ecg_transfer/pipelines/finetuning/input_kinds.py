@@ -20,13 +20,25 @@ from ecg_transfer.models.cae import CaeConfig
 from ecg_transfer.models.classifier import build_classifier, build_feature_classifier
 from ecg_transfer.models.weights import CARD_DEFAULTS, check_card_inputs, check_pretrained_encoder, preprocessing_card
 from ecg_transfer.runs import fingerprint, result_settings
-from ecg_transfer.study.arms import ArmSpec
+from ecg_transfer.study.arms import ArmSpec, check_arm_methods
 from ecg_transfer.pipelines.image_transfer.nodes import ImageTransferConfig
 from ecg_transfer.study.experiment import ArmData, FinetuningConfig, ModelRecipe, labelled_arm_data
+from ecg_transfer.training.pretext_methods import methods_from_params
 
 # Stages a kind may need before its arms train (names of pipeline_registry's stages).
 PRETRAINING = "pretraining"
 IMAGE_FEATURES = "image_transfer"
+# A pretext method's pretraining (its node in pipelines/pretraining): "pretext:<method>".
+PRETEXT_STAGE = "pretext:"
+
+
+def pretext_stage(method_name: str) -> str:
+    return PRETEXT_STAGE + method_name
+
+
+def pretext_methods_needed(stages: Iterable[str]) -> list[str]:
+    """The pretext methods whose pretraining ``stages`` include, sorted."""
+    return sorted(stage[len(PRETEXT_STAGE):] for stage in stages if stage.startswith(PRETEXT_STAGE))
 
 # What of an encoder card changes a run's numbers besides the weights: the architecture and the
 # inputs it was made for. Where and when it was made (the corpus's path, the date, the torch
@@ -66,16 +78,26 @@ def encoder_fingerprint(state: Mapping[str, Any], card: Mapping[str, Any]) -> st
 
 
 def _window_inputs(spec: ArmSpec) -> dict[str, str]:
+    """The CAE's encoder is ``pretrained_encoder@finetuning`` (the study's own or one given on
+    the command line); a method's is ``<method>.pretext_encoder``, written by its pretraining."""
     inputs = {"pretraining": "params:pretraining"}
     if spec.uses_encoder:
-        inputs.update(preprocessing="params:preprocessing", pretrained_encoder="pretrained_encoder@finetuning")
+        encoder = f"{spec.pretext_method}.pretext_encoder" if spec.pretext_method else "pretrained_encoder@finetuning"
+        inputs.update(preprocessing="params:preprocessing", pretrained_encoder=encoder)
     return inputs
+
+
+def _window_stages(spec: ArmSpec) -> frozenset[str]:
+    if not spec.uses_encoder:
+        return frozenset()
+    return frozenset({pretext_stage(spec.pretext_method) if spec.pretext_method else PRETRAINING})
 
 
 def _checked_encoder(spec, cae: CaeConfig, labelled_windows, preprocessing, pretrained_encoder):
     """The encoder's weights after checking them and its card against the architecture and data."""
     card = pretrained_encoder["card"]
-    source = f"arm {spec.name}: the pretrained encoder"
+    source = (f"arm {spec.name}: the encoder of pretraining method {spec.pretext_method!r}" if spec.pretext_method
+              else f"arm {spec.name}: the pretrained encoder")
     state = check_pretrained_encoder(pretrained_encoder["weights"], card, cae, source=source)
     expected = preprocessing_card(
         preprocessing["signal"]["target_fs"], cae.window_length, labelled_windows.index["lead"].unique()
@@ -87,6 +109,7 @@ def _checked_encoder(spec, cae: CaeConfig, labelled_windows, preprocessing, pret
 def _prepare_window(spec: ArmSpec, labelled_windows, classes, finetuning: FinetuningConfig, pretraining,
                     preprocessing=None, pretrained_encoder=None) -> PreparedArm:
     cae = CaeConfig.from_dict(pretraining["cae"])
+    check_arm_methods([spec], methods_from_params(pretraining.get("methods")))
     if not isinstance(spec.freeze, bool) and spec.freeze > cae.n_blocks:
         raise ValueError(
             f"study.arms.{spec.name}.freeze: {spec.freeze} residual blocks, but the encoder "
@@ -98,7 +121,8 @@ def _prepare_window(spec: ArmSpec, labelled_windows, classes, finetuning: Finetu
     head = finetuning.head.for_arm(spec)
 
     def build(seed: int):
-        return build_classifier(cae, len(classes), seed, init=spec.init, freeze=spec.freeze, encoder_state=state,
+        init = "pretrained" if spec.uses_encoder else "random"  # from `state`, the CAE's or a method's
+        return build_classifier(cae, len(classes), seed, init=init, freeze=spec.freeze, encoder_state=state,
                                 head_hidden=head.hidden, dropout=head.dropout, init_scheme=spec.init_scheme)
 
     parameters = {"finetuning.head": result_settings(finetuning.head), "pretraining.cae": result_settings(cae)}
@@ -151,7 +175,7 @@ INPUT_KINDS: dict[str, InputKind] = {
     "window": InputKind(
         name="window",
         inputs=_window_inputs,
-        stages=lambda spec: frozenset({PRETRAINING}) if spec.uses_encoder else frozenset(),
+        stages=_window_stages,
         prepare=_prepare_window,
     ),
     "spectrogram": InputKind(
@@ -169,5 +193,6 @@ def input_kind(spec: ArmSpec) -> InputKind:
 
 
 def stages_needed(arms: Iterable[ArmSpec]) -> frozenset[str]:
-    """The optional stages the arms need (pretraining, image features)."""
+    """The optional stages the arms need (the CAE's pretraining, each named pretext method's,
+    image features)."""
     return frozenset().union(*(input_kind(spec).stages(spec) for spec in arms))

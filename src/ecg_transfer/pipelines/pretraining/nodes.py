@@ -5,6 +5,7 @@ encoder trained with another pretext task, each with its own card."""
 
 from __future__ import annotations
 
+from functools import partial, update_wrapper
 from typing import Any
 
 import numpy as np
@@ -128,30 +129,41 @@ def plot_reconstructions(
     return reconstruction_figure(originals, reconstructions, fs=float(preprocessing["signal"]["target_fs"]))
 
 
-def pretrain_pretext_encoders(
-    unlabelled_windows, run_checkpoints, run_tracker, pretraining: dict[str, Any], preprocessing: dict[str, Any]
-) -> tuple[dict[str, dict], pd.DataFrame]:
-    """Train the CAE's encoder with every method of ``pretraining.methods`` other than
-    ``reconstruct`` (that one is the CAE of :func:`pretrain_autoencoder`): returns each
-    method's ``{"weights", "card"}`` by name and their histories (a ``method`` column). Each
-    run is checkpointed and resumes; its MLflow child run is ``<method>-pretraining``."""
-    methods = [m for m in methods_from_params(pretraining.get("methods")).values() if m.task != "reconstruct"]
+def pretrain_pretext_encoder(
+    method_name: str, unlabelled_windows, run_checkpoints, run_tracker, pretraining: dict[str, Any],
+    preprocessing: dict[str, Any],
+) -> tuple[dict, pd.DataFrame, dict]:
+    """Train the CAE's encoder with method ``method_name`` of ``pretraining.methods`` (not the
+    ``reconstruct`` one: that is :func:`pretrain_autoencoder`). Returns its ``{"weights",
+    "card"}`` (saved, and logged as an MLflow model) and its history. The run is checkpointed
+    and resumes; its MLflow child run is ``<method>-pretraining``."""
+    methods = methods_from_params(pretraining.get("methods"))
+    if method_name not in methods or methods[method_name].task == "reconstruct":
+        known = sorted(name for name, method in methods.items() if method.task != "reconstruct")
+        raise ValueError(
+            f"pretraining.methods: the pipeline was built for pretext method {method_name!r}, but this run's "
+            f"pretraining.methods has {known} besides the CAE. Methods shape the pipeline: set them in "
+            "conf/base or conf/local, or in an environment (--env), not with --params."
+        )
     launch = LaunchConfig.from_params(pretraining["training"].get("nproc", 1), pretraining.get("distributed"))
-    if methods and launch.distributed:
+    if launch.distributed:
         raise ValueError(
             f"pretraining.training.nproc / pretraining.distributed: distributed pretraining runs the CAE only; "
-            f"the pretext methods {[m.name for m in methods]} train in one process (set nproc: 1)"
+            f"the pretext method {method_name!r} trains in one process (set nproc: 1)"
         )
-    encoders, histories = {}, []
-    for method in methods:
-        encoders[method.name], history = _pretrain_method(
-            method, unlabelled_windows, run_checkpoints, run_tracker, pretraining, preprocessing
-        )
-        histories.append(history.assign(method=method.name))
-    if not histories:
-        return encoders, pd.DataFrame(columns=["method", "epoch", "split", "loss"])
-    history = pd.concat(histories, ignore_index=True)
-    return encoders, history[["method"] + [c for c in history.columns if c != "method"]]
+    encoder, history = _pretrain_method(
+        methods[method_name], unlabelled_windows, run_checkpoints, run_tracker, pretraining, preprocessing
+    )
+    history = history.assign(method=method_name)
+    return encoder, history[["method"] + [c for c in history.columns if c != "method"]], encoder
+
+
+def pretext_trainer(method_name: str):
+    """The node function of one pretext method, bound to its name and named for kedro-viz."""
+    bound = update_wrapper(partial(pretrain_pretext_encoder, method_name), pretrain_pretext_encoder)
+    bound.__name__ = bound.__qualname__ = "pretrain_pretext_encoder"
+    bound.__doc__ = f"Pretrain the encoder with pretext method `{method_name}` (pretraining.methods)."
+    return bound
 
 
 def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints, run_tracker,
@@ -172,8 +184,10 @@ def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints,
         torch.manual_seed(train_config.seed)
         model = method.build(cfg, fs)
     task = method.task_strategy()
+    # As the CAE's key: what changes the weights, as the configs mark it (not the progress bar or
+    # the thread count), the method with its options, and the corpus.
     key = f"pretraining/{method.name}/" + fingerprint(
-        method.describe(), pretraining["cae"], training, fs, unlabelled_windows.meta,
+        method.describe(), result_settings(cfg), result_settings(train_config), fs, unlabelled_windows.meta,
         index[["record_id", "split"]].to_numpy(),
     )
     progress = bool(pretraining.get("progress", True))

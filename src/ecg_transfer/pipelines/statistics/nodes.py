@@ -309,6 +309,7 @@ def write_study_report(
     registry: ArmRegistry,
     paper_reference: dict[str, Any],
     cae_history: pd.DataFrame | None = None,
+    statistics: dict[str, Any] | None = None,
 ) -> str:
     """A Markdown report: the data and runs, the floor, the arms still improving at the end of
     their budget, our numbers (beside the paper's on its task), Tables 2-3, and the comparisons
@@ -326,4 +327,5 @@ def write_study_report(
         run_summary, arm_comparisons, report_tables, meta, registry=registry,
         record_comparisons=record_comparisons, floor=score_floor, sample_sizes=bootstrap_sample_sizes,
         paper=PaperReference.from_params(paper_reference), still_improving=late,
+        confidence=float((statistics or {}).get("confidence", 0.95)),
     )

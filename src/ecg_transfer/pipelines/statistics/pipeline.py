@@ -94,7 +94,7 @@ def create_pipeline(arms: ArmRegistry | Sequence[str] | None = None, **kwargs) -
                   "table3": "table3_lci_table_csv", "table3_bounded": "table3_lci_bounded_table_csv",
                   "score_floor": "score_floor", "bootstrap_sample_sizes": "bootstrap_sample_sizes",
                   "study_meta": "study_meta", "registry": "arm_registry",
-                  "paper_reference": "params:paper_reference", **cae_history},
+                  "paper_reference": "params:paper_reference", "statistics": "params:statistics", **cae_history},
                  "study_report", name="write_study_report"),
         ],
         tags=["statistics"],
