@@ -16,7 +16,7 @@ ARMS = {
                  "colour": "tab:blue"},
     "transfer_frozen": {"init": "pretrained", "freeze": True, "input": "window",
                         "label": "CAE transfer, frozen encoder", "colour": "tab:cyan"},
-    "random_frozen": {"init": "random", "freeze": True, "input": "window",
+    "random_frozen": {"init": "random", "init_scheme": "standard", "freeze": True, "input": "window",
                       "label": "random init, frozen encoder", "colour": "tab:brown"},
 }
 OFFSETS = {"random": 0.0, "transfer": 0.05, "image": -0.02, "transfer_frozen": 0.01, "random_frozen": -0.1}
@@ -86,7 +86,7 @@ def make_predictions(
 
 def make_arm_settings(arm, fractions=(1.0, 0.5), n_trials=3, classes=CLASSES, **changes) -> dict:
     """What an arm's ``arm_settings`` dataset holds (contract: LEAD writes it per arm)."""
-    spec = {k: ARMS[arm][k] for k in ("init", "freeze", "input")}
+    spec = arm_registry(ARMS)[arm].result_spec()
     settings = {
         "arm": arm, "spec": spec, "fractions": list(fractions), "n_trials": n_trials,
         "training": {"epochs": 6, "batch_size": 32, "lr": 0.005, "device": "auto", "monitor_split": "val"},

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ecg_transfer.models.classifier import build_classifier
-from ecg_transfer.study.experiment import ArmData, FinetuningConfig, run_arm
+from ecg_transfer.study.experiment import ArmData, FinetuningConfig, ModelRecipe, run_arm
 from ecg_transfer.training.engine import TrainConfig
 from tests.tiny import TINY_CAE
 
@@ -43,7 +43,9 @@ def test_each_frozen_run_scales_the_code_by_its_own_bootstrap_sample(batch_trial
         built.setdefault(seed, []).append(model)
         return model
 
-    run_arm("random_frozen", make_model, data, samples, CONFIG, ("a", "b", "c"), None, "fp",
+    # The frozen window kind's recipe: the code is scaled by the run's own training rows.
+    recipe = ModelRecipe(make_model, fit_to_sample=lambda model, rows: model.fit_input_scaling(rows))
+    run_arm("random_frozen", recipe, data, samples, CONFIG, ("a", "b", "c"), None, "fp",
             progress=False, batch_trials=batch_trials)
     for seed in (11, 22):
         model = built[seed][-1]

@@ -308,7 +308,7 @@ def test_a_study_without_image_or_pretrained_arms_needs_neither_stage(tmp_path):
     assert not {"cae_history", "params:image_transfer"} & pipeline.inputs()
     histories = make_histories(fractions=FRACTIONS, arms=arms, n_trials=N_TRIALS, n_epochs=3)
     predictions = make_predictions(fractions=FRACTIONS, arms=arms, n_trials=N_TRIALS, n_records=6)
-    inputs = _inputs(tmp_path, histories, predictions, {arm: make_arm_settings(arm, FRACTIONS, N_TRIALS) for arm in ARMS})
+    inputs = _inputs(tmp_path, histories, predictions, {arm: make_arm_settings(arm, FRACTIONS, N_TRIALS, training={"epochs": 3}) for arm in ARMS})
     inputs = {k: v for k, v in inputs.items() if k != "cae_history" and k.split(".")[0] not in set(ARMS) - set(arms)}
     catalog = run(pipeline, make_catalog(tmp_path, params, files=(), **inputs))
     assert catalog.load("study_meta")["image_backbone"] == "no image arm"
