@@ -18,6 +18,7 @@ from ecg_transfer.runs import fingerprint, result_settings, run_record
 from ecg_transfer.study.figures import reconstruction_figure
 from ecg_transfer.tracking import epoch_logger
 from ecg_transfer.training.distributed import LaunchConfig, StoreSplit, fit_distributed
+from ecg_transfer.training.checkpoints import run_once
 from ecg_transfer.training.engine import TrainConfig, fit, predict
 from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
 from ecg_transfer.training.tasks import ReconstructionTask
@@ -60,23 +61,19 @@ def pretrain_autoencoder(
         "n_train": int(train.shape[0]), "n_test": int(test.shape[0]), "n_parameters": count_parameters(model),
     }
     tags = {"stage": "pretraining", "arm": "cae"}
-    live = not launch.distributed and not (run_checkpoints is not None and run_checkpoints.is_done(key))
     if launch.distributed:  # DDP over nproc processes (docs/models_and_training.md)
         splits = {name: StoreSplit(str(unlabelled_windows.path), name) for name in ("train", "test")}
         result = fit_distributed(model, ReconstructionTask(), splits["train"], {"test": splits["test"]},
                                  train_config, launch, checkpoints=run_checkpoints, run_key=key, progress=progress)
-    elif live:
-        with run_tracker.start("cae-pretraining", params, tags) as run:
-            result = fit(model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config,
-                         checkpoints=run_checkpoints, run_key=key, progress=progress,
-                         on_epoch_end=epoch_logger(run))
-            run.finish(_reconstruction(result), params={"device": result.device})
-    else:  # finished earlier: reused, logged whole
-        result = fit(model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config,
-                     checkpoints=run_checkpoints, run_key=key, progress=progress)
+        outcome = "reused"
+    else:
+        # Claimed like the arms' runs: of two workers on one folder, one trains the CAE and
+        # the other waits for its result (checkpoints.run_once).
+        result, outcome = _train_once(model, train, test, train_config, run_checkpoints, run_tracker, key, progress,
+                                      (params, tags))
     history = result.history
     reconstruction = _reconstruction(result)
-    if not live:
+    if outcome == "reused":  # finished earlier: logged whole; a run another worker trained is its log's
         run_tracker.log_record(run_record("cae-pretraining", {**params, "device": result.device}, tags,
                                           history, reconstruction))
     inputs = preprocessing_card(
@@ -100,6 +97,28 @@ def pretrain_autoencoder(
     cae_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     encoder = {"weights": encoder_state, "card": card}
     return cae_state, history, encoder, encoder
+
+
+def _train_once(model, train, test, train_config: TrainConfig, run_checkpoints, run_tracker, key: str,
+                progress: bool, identity: tuple[dict, dict]):
+    """The CAE's run, trained by one worker only: ``(result, outcome)``, the outcome "trained"
+    (here, with its MLflow child run fed every epoch), "reused" (finished before this call) or
+    "collected" (another worker trained it while this one waited)."""
+    params, tags = identity
+    done_before = run_checkpoints is not None and run_checkpoints.is_done(key)
+    arguments = (model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config)
+
+    def train_it(_index: int):
+        if run_checkpoints is not None and run_checkpoints.is_done(key):
+            result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress)
+            return result, "reused" if done_before else "collected"
+        with run_tracker.start("cae-pretraining", params, tags) as run:
+            result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress,
+                         on_epoch_end=epoch_logger(run))
+            run.finish(_reconstruction(result), params={"device": result.device})
+        return result, "trained"
+
+    return run_once(run_checkpoints, [key], train_it)[0]
 
 
 def _reconstruction(result) -> dict[str, float]:
