@@ -21,7 +21,7 @@ from torch import nn
 
 from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.arms import ArmSpec
-from ecg_transfer.study.summaries import summarise_runs
+from ecg_transfer.study.summaries import HONEST_MONITOR, summarise_runs
 from ecg_transfer.tracking import NullTracker, RunTracker, epoch_logger
 from ecg_transfer.typed_config import config_from_params
 from ecg_transfer.training.batched import (
@@ -33,6 +33,7 @@ from ecg_transfer.training.batched import (
 )
 from ecg_transfer.training.checkpoints import CheckpointStore, run_once
 from ecg_transfer.training.engine import FitResult, TrainConfig, fit
+from ecg_transfer.training.loop import check_honest_epoch
 from ecg_transfer.training.tasks import ClassificationTask, balanced_class_weights
 
 logger = logging.getLogger(__name__)
@@ -281,9 +282,12 @@ class _ArmTrainer:
 
 def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResult], data: ArmData,
                  classes: Sequence[str], train_config: TrainConfig) -> ArmRuns:
-    """The arm's histories, predictions and run records, in plan order."""
+    """The arm's histories, predictions and run records, in plan order. A run's saved "honest"
+    predictions must come from the epoch the summaries call honest (:data:`HONEST_MONITOR`):
+    ValueError naming the run otherwise (e.g. trained with ``monitor_metric: loss``)."""
     histories, predictions, records = [], [], []
     for planned, result in zip(plan, results):
+        _check_honest_predictions(arm, planned, result)
         history = result.history.assign(fraction=planned.fraction, arm=arm, trial=planned.trial)
         histories.append(history)
         predictions.append(prediction_table(result, data, classes, fraction=planned.fraction, arm=arm,
@@ -297,6 +301,19 @@ def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResu
         predictions=pd.concat(predictions, ignore_index=True),
         records=records,
     )
+
+
+def _check_honest_predictions(arm: str, planned: PlannedRun, result: FitResult) -> None:
+    if "honest" not in (result.predictions or {}):
+        return
+    try:
+        check_honest_epoch(result.history, result.predictions, HONEST_MONITOR)
+    except ValueError as error:
+        raise ValueError(
+            f"{arm}: run fraction={planned.fraction:g}, trial={planned.trial} ({planned.key}): {error}; the "
+            f"study's honest scores select on {HONEST_MONITOR[0]} {HONEST_MONITOR[1]} (monitor_split: "
+            f"{HONEST_MONITOR[0]}, monitor_metric: {HONEST_MONITOR[1]} or unset)"
+        ) from error
 
 
 def trial_groups(plan: Sequence[PlannedRun], size: int) -> list[list[int]]:
