@@ -22,7 +22,7 @@ from torch import nn
 from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.summaries import HONEST_MONITOR, summarise_runs
-from ecg_transfer.tracking import NullTracker, RunTracker, epoch_logger
+from ecg_transfer.tracking import NullTracker, Tracker, epoch_logger
 from ecg_transfer.typed_config import config_from_params
 from ecg_transfer.training.batched import (
     auto_batch_trials,
@@ -157,7 +157,7 @@ def run_arm(
     data_fingerprint: str,
     progress: bool = True,
     batch_trials: int | str = 1,
-    tracker: RunTracker | NullTracker | None = None,
+    tracker: Tracker | None = None,
     class_weights: Sequence[float] | None = None,
 ) -> ArmRuns:
     """Train `arm` on every (fraction, trial) sample: plan the runs, train them (alone or in
@@ -202,7 +202,7 @@ class _ArmTrainer:
 
     def __init__(self, arm: str, recipe: ModelRecipe, data: ArmData, classes: tuple[str, ...], plan: list[PlannedRun],
                  train_config: TrainConfig, checkpoints: CheckpointStore | None, progress: bool,
-                 tracker: RunTracker | NullTracker, class_weights: Sequence[float] | None = None) -> None:
+                 tracker: Tracker, class_weights: Sequence[float] | None = None) -> None:
         self.arm, self.recipe, self.data, self.plan = arm, recipe, data, plan
         self.train_config, self.checkpoints, self.progress, self.tracker = train_config, checkpoints, progress, tracker
         self.task = ClassificationTask(classes, class_weights)
