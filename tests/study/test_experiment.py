@@ -8,7 +8,14 @@ import torch
 from sklearn.metrics import f1_score
 
 from ecg_transfer.models.classifier import FeatureClassifier
-from ecg_transfer.study.experiment import ArmData, ModelRecipe, describe_outcomes, plan_runs, run_arm, run_key
+from ecg_transfer.study.experiment import (
+    ArmData,
+    ModelRecipe,
+    describe_outcomes,
+    plan_runs,
+    run_arm,
+    run_key,
+)
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig
 

@@ -23,7 +23,6 @@ from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.arms import ArmSpec
 from ecg_transfer.study.summaries import HONEST_MONITOR, summarise_runs
 from ecg_transfer.tracking import NullTracker, Tracker, epoch_logger
-from ecg_transfer.typed_config import config_from_params
 from ecg_transfer.training.batched import (
     auto_batch_trials,
     fit_trials,
@@ -35,6 +34,7 @@ from ecg_transfer.training.checkpoints import CheckpointStore, run_once
 from ecg_transfer.training.engine import FitResult, TrainConfig, fit
 from ecg_transfer.training.loop import check_honest_epoch
 from ecg_transfer.training.tasks import ClassificationTask, balanced_class_weights
+from ecg_transfer.typed_config import config_from_params
 
 logger = logging.getLogger(__name__)
 
