@@ -12,6 +12,7 @@ another machine sharing the folder, is left alone).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -19,7 +20,8 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -133,3 +135,17 @@ def replace_directory(new: str | os.PathLike, path: str | os.PathLike) -> None:
         shutil.rmtree(old)
     else:
         os.rename(new, path)
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created), held by this process until the block ends; other
+    processes wait. The lock file stays (removing it would race a waiting process)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

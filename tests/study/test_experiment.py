@@ -1,4 +1,5 @@
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,14 @@ import torch
 from sklearn.metrics import f1_score
 
 from ecg_transfer.models.classifier import FeatureClassifier
-from ecg_transfer.study.experiment import ArmData, ModelRecipe, describe_outcomes, plan_runs, run_arm, run_key
+from ecg_transfer.study.experiment import (
+    ArmData,
+    ModelRecipe,
+    describe_outcomes,
+    plan_runs,
+    run_arm,
+    run_key,
+)
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig
 
@@ -117,3 +125,20 @@ def test_a_recipe_says_what_a_model_learns_from_its_own_sample():
     assert len(seen) == 1 and seen[0] is rows
     plain = ModelRecipe(lambda seed: FeatureClassifier(6, 3, hidden=0))
     plain.model(1, lambda: pytest.fail("a recipe without fit_to_sample never reads the training rows"))
+
+
+def test_saved_honest_predictions_must_come_from_the_summaries_honest_epoch():
+    """Issue 16 item 3: a run kept on validation loss saves its "honest" predictions at the
+    lowest-loss epoch while the summaries' honest scores take the best validation f1_weighted:
+    collecting it is an error naming the run, not a Table 2 mixing two epochs."""
+    data = _data(np.random.default_rng(3))
+
+    def make_model(seed):
+        torch.manual_seed(seed)
+        return FeatureClassifier(6, 3, hidden=8, dropout=0.0)
+
+    on_loss = TrainConfig(epochs=6, batch_size=8, lr=0.05, device="cpu", monitor_split="val", monitor_metric="loss")
+    with pytest.raises(ValueError, match=r"image: run fraction=.*trial=.*honest.*epoch \d+.*val f1_weighted"):
+        run_arm("image", make_model, data, _samples(), on_loss, CLASSES, None, "abc", progress=False)
+    run_arm("image", make_model, data, _samples(), replace(on_loss, monitor_metric=None), CLASSES, None, "abc",
+            progress=False)

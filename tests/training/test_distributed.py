@@ -246,7 +246,7 @@ def test_shards_cover_each_global_batch_once_and_eval_ranges_tile_the_split():
 def test_launch_settings_are_checked():
     assert LaunchConfig.from_params(2, {"max_restarts": 1}) == LaunchConfig(nproc=2, max_restarts=1)
     assert not LaunchConfig().distributed and LaunchConfig(nproc=2).distributed
-    with pytest.raises(ValueError, match="unknown distributed parameters.*nprocs"):
+    with pytest.raises(ValueError, match="pretraining.distributed: unknown parameter.*nprocs"):
         LaunchConfig.from_params(2, {"nprocs": 2})
     with pytest.raises(ValueError, match="nproc must be"):
         LaunchConfig(nproc=0)

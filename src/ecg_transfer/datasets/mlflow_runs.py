@@ -136,7 +136,7 @@ class MlflowEncoderModelDataset(AbstractDataset[dict, None]):
         from ecg_transfer.models.cae import CaeConfig, Encoder
 
         card = dict(data["card"])
-        encoder = Encoder(CaeConfig.from_dict(card["architecture"]))
+        encoder = Encoder(CaeConfig.from_dict(card["architecture"], f"the card of the MLflow model {self.name!r}: architecture"))
         encoder.load_state_dict(data["weights"])
         encoder.eval()
         example = np.zeros((2, 1, encoder.input_length), dtype=np.float32)

@@ -16,22 +16,38 @@ catalog entries that name them.
 Saving exists only for the two formats the project writes its bundled synthetic data in.
 Because a raw-data folder is usually a user's irreplaceable download, saving refuses to
 write into any non-empty folder that does not carry this project's marker file
-``.ecg_transfer_synthetic.json``; a folder that does carry it is cleared of the files the
-previous save wrote (CSVs / WFDB files) and rewritten.
+``.ecg_transfer_synthetic.json``. A save writes the whole folder beside the target (a hidden
+``.<name>.partial-*`` sibling), then, under a lock file ``.<name>.lock`` beside it, swaps it in
+whole: a reader never sees a half-written folder, so two runs started together on an empty
+project both finish. The marker records a digest of what the save wrote; a save that would
+write the same is dropped (the folder is not rewritten under a run reading it).
+A folder of other content that carries the marker is replaced, keeping any file of yours
+that the format does not write.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import importlib
 import inspect
 import json
+import logging
+import shutil
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from kedro.io import AbstractDataset, DatasetError
 
-from ecg_transfer.atomic_files import atomic_write_text
+from ecg_transfer.atomic_files import (
+    atomic_write_text,
+    file_lock,
+    leftover_dir,
+    remove_stale_leftovers,
+    replace_directory,
+)
 from ecg_transfer.signals.folder_reader import FolderReader
 from ecg_transfer.signals.readers import READERS
 from ecg_transfer.signals.records import SYNTHETIC_MARKER
@@ -45,6 +61,10 @@ __all__ = [
     "WfdbFolderDataset",
     "WfdbLabelledFolderDataset",
 ]
+
+logger = logging.getLogger(__name__)
+# Members of an Office file (.xlsx) that record when it was written, not what it holds.
+_WRITE_TIME_MEMBERS = frozenset({"docProps/core.xml"})
 
 
 def _custom_reader(dotted: str) -> type:
@@ -77,30 +97,65 @@ def _reader_options(reader: type) -> list[str]:
     return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def _prepare_synthetic_folder(root: Path, kind: str, patterns: Sequence[str]) -> None:
-    """Make ``root`` ready for a synthetic write, or refuse if it may hold real data."""
-    marker = root / SYNTHETIC_MARKER
+def _check_synthetic_target(root: Path, kind: str) -> None:
+    """Refuse a target that is a file, or a non-empty folder that may hold real data."""
     if root.exists() and not root.is_dir():
         raise DatasetError(f"cannot write a {kind} to {root}: it is a file, not a folder")
-    if root.is_dir() and any(root.iterdir()):
-        if not marker.is_file():
-            raise DatasetError(
-                f"refusing to write a synthetic {kind} into {root}: the folder is not empty "
-                f"and has no {SYNTHETIC_MARKER} marker, so it may hold real data. Point the "
-                f"catalog entry at an empty folder, or delete this one yourself."
-            )
-        for pattern in patterns:
-            for path in root.rglob(pattern):
-                if path.is_file():
-                    path.unlink()
-    root.mkdir(parents=True, exist_ok=True)
+    if root.is_dir() and any(root.iterdir()) and not (root / SYNTHETIC_MARKER).is_file():
+        raise DatasetError(
+            f"refusing to write a synthetic {kind} into {root}: the folder is not empty "
+            f"and has no {SYNTHETIC_MARKER} marker, so it may hold real data. Point the "
+            f"catalog entry at an empty folder, or delete this one yourself."
+        )
 
 
-def _write_marker(root: Path, kind: str, n_records: int) -> None:
+def content_digest(folder: Path) -> str:
+    """A digest of what a written folder holds: every file's relative path and bytes (the
+    marker aside); an Office zip (.xlsx) by its members but the ones stamped with the time of
+    writing, so two writes of the same data have the same digest."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != SYNTHETIC_MARKER):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        if path.suffix.lower() == ".xlsx" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for member in sorted(set(archive.namelist()) - _WRITE_TIME_MEMBERS):
+                    digest.update(member.encode() + b"\0" + archive.read(member))
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _marker_digest(root: Path) -> str | None:
+    try:
+        return json.loads((root / SYNTHETIC_MARKER).read_text()).get("content_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _write_marker(root: Path, kind: str, n_records: int, digest: str) -> None:
     atomic_write_text(
         root / SYNTHETIC_MARKER,
-        json.dumps({"written_by": "ecg_transfer", "kind": kind, "n_records": n_records}, indent=2) + "\n",
+        json.dumps({"written_by": "ecg_transfer", "kind": kind, "n_records": n_records,
+                    "content_sha256": digest}, indent=2) + "\n",
     )
+
+
+def _swap_in(written: Path, root: Path, kind: str, patterns: Sequence[str]) -> None:
+    """Put the complete folder ``written`` at ``root`` (under the caller's lock): dropped when
+    ``root`` already holds the same content, else swapped in with your own files of ``root``
+    (those the format does not write) carried over."""
+    _check_synthetic_target(root, kind)
+    if root.is_dir() and _marker_digest(root) == _marker_digest(written):
+        logger.info("%s already holds this synthetic %s; left as it is", root, kind)
+        return
+    if root.is_dir():
+        for path in root.rglob("*"):
+            relative = path.relative_to(root)
+            if (path.is_file() and path.name != SYNTHETIC_MARKER and not (written / relative).exists()
+                    and not any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns)):
+                (written / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, written / relative)
+    replace_directory(written, root)
 
 
 class RawEcgDataset(AbstractDataset):
@@ -162,10 +217,18 @@ class RawEcgDataset(AbstractDataset):
             why = getattr(self._reader, "why_read_only", FolderReader.why_read_only)
             raise DatasetError(f"{type(self).__name__}({self._path}) is read-only: {why}")
         kind = f"{self._reader_name} folder"
-        _prepare_synthetic_folder(self._path, kind, self._reader.written_files)
-        progress = bool(self._options.get("progress", True))
-        n_written = self._reader.write_folder(self._path, data, self._options, progress)
-        _write_marker(self._path, self._reader_name, n_written)
+        _check_synthetic_target(self._path, kind)  # before the work of writing
+        remove_stale_leftovers(self._path)
+        written = leftover_dir(self._path, "partial")
+        try:
+            written.mkdir(parents=True)
+            progress = bool(self._options.get("progress", True))
+            n_written = self._reader.write_folder(written, data, self._options, progress)
+            _write_marker(written, self._reader_name, n_written, content_digest(written))
+            with file_lock(self._path.parent / f".{self._path.name}.lock"):
+                _swap_in(written, self._path, kind, self._reader.written_files)
+        finally:
+            shutil.rmtree(written, ignore_errors=True)
 
     def _exists(self) -> bool:
         return _exists(self._reader, self._path, self._options)

@@ -21,9 +21,8 @@ from torch import nn
 
 from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.arms import ArmSpec
-from ecg_transfer.study.summaries import summarise_runs
-from ecg_transfer.tracking import NullTracker, RunTracker, epoch_logger
-from ecg_transfer.typed_config import config_from_params
+from ecg_transfer.study.summaries import HONEST_MONITOR, summarise_runs
+from ecg_transfer.tracking import NullTracker, Tracker, epoch_logger
 from ecg_transfer.training.batched import (
     auto_batch_trials,
     fit_trials,
@@ -33,7 +32,9 @@ from ecg_transfer.training.batched import (
 )
 from ecg_transfer.training.checkpoints import CheckpointStore, run_once
 from ecg_transfer.training.engine import FitResult, TrainConfig, fit
+from ecg_transfer.training.loop import check_honest_epoch
 from ecg_transfer.training.tasks import ClassificationTask, balanced_class_weights
+from ecg_transfer.typed_config import config_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def run_arm(
     data_fingerprint: str,
     progress: bool = True,
     batch_trials: int | str = 1,
-    tracker: RunTracker | NullTracker | None = None,
+    tracker: Tracker | None = None,
     class_weights: Sequence[float] | None = None,
 ) -> ArmRuns:
     """Train `arm` on every (fraction, trial) sample: plan the runs, train them (alone or in
@@ -201,7 +202,7 @@ class _ArmTrainer:
 
     def __init__(self, arm: str, recipe: ModelRecipe, data: ArmData, classes: tuple[str, ...], plan: list[PlannedRun],
                  train_config: TrainConfig, checkpoints: CheckpointStore | None, progress: bool,
-                 tracker: RunTracker | NullTracker, class_weights: Sequence[float] | None = None) -> None:
+                 tracker: Tracker, class_weights: Sequence[float] | None = None) -> None:
         self.arm, self.recipe, self.data, self.plan = arm, recipe, data, plan
         self.train_config, self.checkpoints, self.progress, self.tracker = train_config, checkpoints, progress, tracker
         self.task = ClassificationTask(classes, class_weights)
@@ -281,9 +282,12 @@ class _ArmTrainer:
 
 def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResult], data: ArmData,
                  classes: Sequence[str], train_config: TrainConfig) -> ArmRuns:
-    """The arm's histories, predictions and run records, in plan order."""
+    """The arm's histories, predictions and run records, in plan order. A run's saved "honest"
+    predictions must come from the epoch the summaries call honest (:data:`HONEST_MONITOR`):
+    ValueError naming the run otherwise (e.g. trained with ``monitor_metric: loss``)."""
     histories, predictions, records = [], [], []
     for planned, result in zip(plan, results):
+        _check_honest_predictions(arm, planned, result)
         history = result.history.assign(fraction=planned.fraction, arm=arm, trial=planned.trial)
         histories.append(history)
         predictions.append(prediction_table(result, data, classes, fraction=planned.fraction, arm=arm,
@@ -297,6 +301,19 @@ def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResu
         predictions=pd.concat(predictions, ignore_index=True),
         records=records,
     )
+
+
+def _check_honest_predictions(arm: str, planned: PlannedRun, result: FitResult) -> None:
+    if "honest" not in (result.predictions or {}):
+        return
+    try:
+        check_honest_epoch(result.history, result.predictions, HONEST_MONITOR)
+    except ValueError as error:
+        raise ValueError(
+            f"{arm}: run fraction={planned.fraction:g}, trial={planned.trial} ({planned.key}): {error}; the "
+            f"study's honest scores select on {HONEST_MONITOR[0]} {HONEST_MONITOR[1]} (monitor_split: "
+            f"{HONEST_MONITOR[0]}, monitor_metric: {HONEST_MONITOR[1]} or unset)"
+        ) from error
 
 
 def trial_groups(plan: Sequence[PlannedRun], size: int) -> list[list[int]]:

@@ -27,6 +27,9 @@ from ecg_transfer.study.lci import (
 logger = logging.getLogger(__name__)
 
 RUN_KEYS = ["fraction", "arm", "trial"]
+# The honest rule: the epoch with the best validation f1_weighted, the earliest on ties. The
+# run's saved "honest" predictions must come from that epoch (study/experiment.py checks it).
+HONEST_MONITOR = ("val", "f1_weighted")
 HISTORY_COLUMNS = ("fraction", "arm", "trial", "epoch", "split", "f1_weighted", "f1_macro", "accuracy")
 SPLITS = ("train", "val", "test", "val_record", "test_record")
 AGGREGATE_METRICS = ("f1_weighted", "f1_macro", "accuracy")
@@ -118,9 +121,9 @@ def _honest_epoch(val: pd.DataFrame, test_epochs: pd.Index, where: str) -> int |
     if val.empty:
         logger.warning("summarise_runs: %s has no validation rows; honest columns are NaN", where)
         return None
-    scores = val.set_index("epoch")["f1_weighted"]
+    scores = val.set_index("epoch")[HONEST_MONITOR[1]]
     if scores.isna().all():
-        raise ValueError(f"summarise_runs: {where} has only NaN validation f1_weighted")
+        raise ValueError(f"summarise_runs: {where} has only NaN validation {HONEST_MONITOR[1]}")
     epoch = int(scores.idxmax())  # NaN-skipping, first maximum on ties
     if epoch not in test_epochs:
         raise ValueError(

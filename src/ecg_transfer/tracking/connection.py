@@ -21,7 +21,6 @@ Three rules, in the order a ``kedro run`` meets them (the project's hooks apply 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -30,6 +29,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
+
+from ecg_transfer.atomic_files import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -85,19 +86,6 @@ def sqlite_path(uri: str) -> Path | None:
         return None
     path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
     return Path(path) if path not in ("", ":memory:") else None
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created), held by this process until the block ends; other
-    processes wait. The lock file stays (removing it would race a waiting process)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def check_tracking_store(uri: str, experiment_name: str | None = None) -> None:

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from ecg_transfer.training.distributed import DistributedContext
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.loop import FitResult
 from ecg_transfer.training.tasks import Task, task_from_description
+from ecg_transfer.typed_config import config_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +98,10 @@ class LaunchConfig:
     def from_params(cls, nproc: int = 1, params: Mapping[str, Any] | None = None) -> LaunchConfig:
         """``nproc`` (``training.nproc``) plus an optional ``distributed:`` parameter block."""
         params = dict(params or {})
-        known = {f.name for f in dataclasses.fields(cls)} - {"nproc"}  # nproc sits in training
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"LaunchConfig: unknown distributed parameters {unknown}; known are {sorted(known)}")
-        return cls(nproc=int(nproc), **params)
+        if "nproc" in params:  # nproc sits in training
+            raise ValueError("pretraining.distributed: unknown parameter(s) ['nproc']; it is pretraining.training.nproc")
+        launch = config_from_params(cls, params, "pretraining.distributed")
+        return replace(launch, nproc=config_from_params(cls, {"nproc": nproc}, "pretraining.training").nproc)
 
     @property
     def distributed(self) -> bool:
@@ -166,8 +166,8 @@ def run_job(job: Mapping[str, Any]) -> list[str]:
     """Train the job's run as one rank (inside torchrun); returns the ranks' state digests."""
     if job.get("format") != JOB_FORMAT:
         raise ValueError(f"run_job: not a distributed job file (format {job.get('format')!r}, expected {JOB_FORMAT!r})")
-    cfg = TrainConfig(**job["train_config"])
-    launch = LaunchConfig(**job["launch"])
+    cfg = config_from_params(TrainConfig, job["train_config"], "distributed job: train_config")
+    launch = config_from_params(LaunchConfig, job["launch"], "distributed job: launch")
     context = DistributedContext.from_env(cfg.device, launch.backend, launch.sync_batchnorm, launch.timeout_s)
     try:
         model = _build_model(job["model"])

@@ -5,6 +5,8 @@ encoder trained with another pretext task, each with its own card."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial, update_wrapper
 from typing import Any
 
@@ -15,16 +17,43 @@ from matplotlib.figure import Figure
 
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder, count_parameters
 from ecg_transfer.models.weights import encoder_model_card, preprocessing_card
-from ecg_transfer.runs import fingerprint, result_settings, run_record
+from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.figures import reconstruction_figure
 from ecg_transfer.tracking import epoch_logger
+from ecg_transfer.training.checkpoints import run_once
 from ecg_transfer.training.distributed import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit, predict
 from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
 from ecg_transfer.training.tasks import ReconstructionTask
+from ecg_transfer.typed_config import config_from_params
 
-# Keys of the pretraining parameters that do not change what the CAE learns: left out of its
-# run key, so listing pretext methods (or a launch block) does not retrain or re-key the CAE.
+
+@dataclass(frozen=True)
+class PretrainingSettings:
+    """What the pretraining nodes read of ``params:pretraining``, typed once by
+    :func:`~ecg_transfer.typed_config.config_from_params`: the CAE, its training, how it is
+    launched and the progress bar. ``training.nproc`` (processes) and the optional
+    ``distributed:`` block (:class:`LaunchConfig`) change how, not what, is trained, and
+    ``progress`` only draws a bar: none of them is in a run key, so a run may resume with
+    another process count or without its bar. ``methods`` is read by
+    :func:`~ecg_transfer.training.pretext_methods.methods_from_params`."""
+
+    cae: CaeConfig
+    training: TrainConfig
+    launch: LaunchConfig = field(default_factory=LaunchConfig, metadata=COSMETIC)
+    progress: bool = field(default=True, metadata=COSMETIC)
+
+    @classmethod
+    def from_params(cls, pretraining: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+                    ) -> PretrainingSettings:
+        """``overrides``: a pretext method's own training settings, over ``training``'s."""
+        training = {k: v for k, v in (pretraining.get("training") or {}).items() if k != "nproc"}
+        typed = config_from_params(
+            cls, {"cae": pretraining.get("cae"), "training": {**training, **(overrides or {})},
+                  **({"progress": pretraining["progress"]} if "progress" in pretraining else {})}, "pretraining",
+        )
+        nproc = (pretraining.get("training") or {}).get("nproc", 1)
+        return replace(typed, launch=LaunchConfig.from_params(nproc, pretraining.get("distributed")))
 
 
 def _autoencoder(cfg: CaeConfig, seed: int) -> ConvAutoencoder:
@@ -39,12 +68,8 @@ def pretrain_autoencoder(
     """Train the CAE on the corpus's train split, keep the epoch with the lowest test MSE; the
     encoder's card records what its inputs were (rate, window, normalisation, lead). The MLflow
     child run `cae-pretraining` opens when training starts and logs every epoch as it ends."""
-    cfg = CaeConfig.from_dict(pretraining["cae"])
-    # nproc (processes) and the optional distributed: block change how, not what, is trained;
-    # they stay out of the run key, so a run may resume with another process count.
-    training = {k: v for k, v in pretraining["training"].items() if k != "nproc"}
-    launch = LaunchConfig.from_params(pretraining["training"].get("nproc", 1), pretraining.get("distributed"))
-    train_config = TrainConfig(**training)
+    settings = PretrainingSettings.from_params(pretraining)
+    cfg, train_config, launch, progress = settings.cae, settings.training, settings.launch, settings.progress
     train = unlabelled_windows.split_view("train")
     test = unlabelled_windows.split_view("test")
     model = _autoencoder(cfg, train_config.seed)
@@ -54,30 +79,25 @@ def pretrain_autoencoder(
     key = "pretraining/cae/" + fingerprint(
         keyed, unlabelled_windows.meta, unlabelled_windows.index[["record_id", "split"]].to_numpy()
     )
-    progress = bool(pretraining.get("progress", True))
     params = {
         **{f"cae.{k}": v for k, v in pretraining["cae"].items()},
         **{f"train.{k}": v for k, v in pretraining["training"].items()},
         "n_train": int(train.shape[0]), "n_test": int(test.shape[0]), "n_parameters": count_parameters(model),
     }
     tags = {"stage": "pretraining", "arm": "cae"}
-    live = not launch.distributed and not (run_checkpoints is not None and run_checkpoints.is_done(key))
     if launch.distributed:  # DDP over nproc processes (docs/models_and_training.md)
         splits = {name: StoreSplit(str(unlabelled_windows.path), name) for name in ("train", "test")}
         result = fit_distributed(model, ReconstructionTask(), splits["train"], {"test": splits["test"]},
                                  train_config, launch, checkpoints=run_checkpoints, run_key=key, progress=progress)
-    elif live:
-        with run_tracker.start("cae-pretraining", params, tags) as run:
-            result = fit(model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config,
-                         checkpoints=run_checkpoints, run_key=key, progress=progress,
-                         on_epoch_end=epoch_logger(run))
-            run.finish(_reconstruction(result), params={"device": result.device})
-    else:  # finished earlier: reused, logged whole
-        result = fit(model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config,
-                     checkpoints=run_checkpoints, run_key=key, progress=progress)
+        outcome = "reused"
+    else:
+        # Claimed like the arms' runs: of two workers on one folder, one trains the CAE and
+        # the other waits for its result (checkpoints.run_once).
+        result, outcome = _train_once(model, train, test, train_config, run_checkpoints, run_tracker, key, progress,
+                                      (params, tags))
     history = result.history
     reconstruction = _reconstruction(result)
-    if not live:
+    if outcome == "reused":  # finished earlier: logged whole; a run another worker trained is its log's
         run_tracker.log_record(run_record("cae-pretraining", {**params, "device": result.device}, tags,
                                           history, reconstruction))
     inputs = preprocessing_card(
@@ -103,6 +123,28 @@ def pretrain_autoencoder(
     return cae_state, history, encoder, encoder
 
 
+def _train_once(model, train, test, train_config: TrainConfig, run_checkpoints, run_tracker, key: str,
+                progress: bool, identity: tuple[dict, dict]):
+    """The CAE's run, trained by one worker only: ``(result, outcome)``, the outcome "trained"
+    (here, with its MLflow child run fed every epoch), "reused" (finished before this call) or
+    "collected" (another worker trained it while this one waited)."""
+    params, tags = identity
+    done_before = run_checkpoints is not None and run_checkpoints.is_done(key)
+    arguments = (model, ReconstructionTask(), train, None, {"test": (test, None)}, train_config)
+
+    def train_it(_index: int):
+        if run_checkpoints is not None and run_checkpoints.is_done(key):
+            result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress)
+            return result, "reused" if done_before else "collected"
+        with run_tracker.start("cae-pretraining", params, tags) as run:
+            result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress,
+                         on_epoch_end=epoch_logger(run))
+            run.finish(_reconstruction(result), params={"device": result.device})
+        return result, "trained"
+
+    return run_once(run_checkpoints, [key], train_it)[0]
+
+
 def _reconstruction(result) -> dict[str, float]:
     """The paper's two numbers at the kept (lowest held-out MSE) epoch."""
     history = result.history
@@ -118,11 +160,11 @@ def plot_reconstructions(
     unlabelled_windows, cae_weights: dict, pretraining: dict[str, Any], preprocessing: dict[str, Any]
 ) -> Figure:
     """Original vs reconstructed test windows (the paper's Fig. 4)."""
-    cfg = CaeConfig.from_dict(pretraining["cae"])
-    model = ConvAutoencoder(cfg)
+    settings = PretrainingSettings.from_params(pretraining)
+    model = ConvAutoencoder(settings.cae)
     model.load_state_dict(cae_weights)
     test_rows = unlabelled_windows.split_indices("test")
-    rng = np.random.default_rng(int(pretraining["training"].get("seed", 0)))
+    rng = np.random.default_rng(settings.training.seed)
     chosen = np.sort(rng.choice(test_rows, size=min(4, test_rows.size), replace=False))
     originals = unlabelled_windows.take(chosen)
     reconstructions = predict(model, originals, device="cpu")
@@ -145,7 +187,7 @@ def pretrain_pretext_encoder(
             f"pretraining.methods has {known} besides the CAE. Methods shape the pipeline: set them in "
             "conf/base or conf/local, or in an environment (--env), not with --params."
         )
-    launch = LaunchConfig.from_params(pretraining["training"].get("nproc", 1), pretraining.get("distributed"))
+    launch = PretrainingSettings.from_params(pretraining).launch
     if launch.distributed:
         raise ValueError(
             f"pretraining.training.nproc / pretraining.distributed: distributed pretraining runs the CAE only; "
@@ -170,10 +212,10 @@ def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints,
                      pretraining: dict[str, Any], preprocessing: dict[str, Any]) -> tuple[dict, pd.DataFrame]:
     """One method's run (as the CAE's: same encoder, corpus splits and training settings, with
     the method's overrides) and its encoder with a card naming the method and its options."""
-    cfg = CaeConfig.from_dict(pretraining["cae"])
+    settings = PretrainingSettings.from_params(pretraining, method.training)
+    cfg, train_config, progress = settings.cae, settings.training, settings.progress
     fs = float(preprocessing["signal"]["target_fs"])
     training = {**{k: v for k, v in pretraining["training"].items() if k != "nproc"}, **method.training}
-    train_config = TrainConfig(**training)
     index = unlabelled_windows.index
     records = index["record_id"].to_numpy()
     splits = {name: unlabelled_windows.split_indices(name) for name in ("train", "test")}
@@ -190,7 +232,6 @@ def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints,
         method.describe(), result_settings(cfg), result_settings(train_config), fs, unlabelled_windows.meta,
         index[["record_id", "split"]].to_numpy(),
     )
-    progress = bool(pretraining.get("progress", True))
     params = {"method": method.name, "task": method.task, **{f"option.{k}": v for k, v in method.options.items()},
               **{f"train.{k}": v for k, v in training.items()}, "n_train": int(splits["train"].size),
               "n_test": int(splits["test"].size), "n_parameters": count_parameters(model)}

@@ -10,6 +10,8 @@ and builds the arm registry once (``arm_registry``) for every node after it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from ecg_transfer.study.report import PaperReference, labelled_split_text, study
 from ecg_transfer.study.run_settings import check_arm_settings, check_histories_match, describe_run
 from ecg_transfer.study.statistics import compare_arms, record_bootstrap_comparisons
 from ecg_transfer.study.summaries import check_histories_complete, still_improving, summarise_runs
+from ecg_transfer.typed_config import config_from_params
 
 # The Table-2 variants: the paper's optimistic protocol (best test score over epochs) and the
 # honest one (test score at the best-validation epoch), for weighted F1, macro F1, macro AUROC.
@@ -44,6 +47,26 @@ REPORT_TABLES = {
     "Table 3 (LCI, the paper's formula)": "table3_lci",
     "Table 3 (bounded LCI)": "table3_lci_bounded",
 }
+
+
+@dataclass(frozen=True)
+class StatisticsConfig:
+    """The ``statistics`` parameter group, typed once where a node receives it
+    (:func:`~ecg_transfer.typed_config.config_from_params`: wrong types and unknown keys are
+    errors naming ``statistics.<key>``). ``comparisons``: pairs of arm names, checked against
+    the arm registry (:meth:`~ecg_transfer.study.arms.ArmRegistry.check_comparisons`)."""
+
+    comparisons: Any
+    confidence: float
+    equivalence_margin: float
+    detectable_power: float
+    seed: int
+    lci_eps: float
+    record_n_boot: int = 2000
+
+    @classmethod
+    def from_params(cls, statistics: Mapping[str, Any]) -> StatisticsConfig:
+        return config_from_params(cls, statistics, "statistics")
 
 
 def check_study_runs(study: dict[str, Any], *arm_settings: dict[str, Any]) -> tuple[dict[str, Any], ArmRegistry]:
@@ -72,7 +95,7 @@ def combine_histories(study_runs: dict[str, Any], *arm_histories: pd.DataFrame) 
 
 def summarise_study_runs(training_histories: pd.DataFrame, statistics: dict[str, Any]) -> pd.DataFrame:
     """One row per (fraction, arm, trial): best and honest test scores, LCI, per-class F1."""
-    return summarise_runs(training_histories, lci_eps=float(statistics["lci_eps"]))
+    return summarise_runs(training_histories, lci_eps=StatisticsConfig.from_params(statistics).lci_eps)
 
 
 def compare_study_arms(
@@ -82,16 +105,17 @@ def compare_study_arms(
     Holm-adjusted p for every metric of Tables 2 and 3 (macro AUROC when the histories hold it).
     The equivalence margin is in weighted-F1 units, so only weighted-F1 metrics get a reading
     against it; the raw LCI's tests are n/a where a curve never drops."""
-    comparisons = registry.check_comparisons(statistics["comparisons"])
-    margin = float(statistics["equivalence_margin"])
+    config = StatisticsConfig.from_params(statistics)
+    comparisons = registry.check_comparisons(config.comparisons)
+    margin = config.equivalence_margin
     frames = [
         compare_arms(
             run_summary,
             metric=metric,
             comparisons=comparisons,
-            confidence=float(statistics["confidence"]),
+            confidence=config.confidence,
             margin=margin if "f1_weighted" in metric else None,
-            power=float(statistics["detectable_power"]),
+            power=config.detectable_power,
             undefined="lci_never_drops" if metric == "lci" and "lci_never_drops" in run_summary.columns else None,
         ).assign(metric=metric)
         for metric in COMPARED_METRICS
@@ -112,6 +136,7 @@ def compare_on_test_records(
         raise ValueError(
             f"compare_on_test_records: {len(arm_predictions)} prediction tables for the arms {study_runs['arms']}"
         )
+    config = StatisticsConfig.from_params(statistics)
     index = _labelled_index(labelled_windows)
     if "patient_id" not in index.columns:
         raise ValueError("labelled_windows: the index lacks patient_id; re-run preprocessing")
@@ -119,13 +144,13 @@ def compare_on_test_records(
     return record_bootstrap_comparisons(
         pd.concat(arm_predictions, ignore_index=True),
         classes=study_runs["classes"],
-        comparisons=registry.check_comparisons(statistics["comparisons"]),
+        comparisons=registry.check_comparisons(config.comparisons),
         patients=dict(zip(test["record_id"].astype(str), test["patient_id"])),
         selection="honest",
         split="test",
-        n_boot=int(statistics.get("record_n_boot", 2000)),
-        confidence=float(statistics["confidence"]),
-        seed=int(statistics["seed"]),
+        n_boot=config.record_n_boot,
+        confidence=config.confidence,
+        seed=config.seed,
     )
 
 
