@@ -39,18 +39,6 @@ from ecg_transfer.training.tasks import Task
 if TYPE_CHECKING:
     from ecg_transfer.training.engine import TrainConfig
 
-# The launcher's names, importable from here as before the launcher had its own module.
-_LAUNCHER_NAMES = ("LaunchConfig", "StoreSplit", "fit_distributed", "main", "run_job", "torchrun_command", "write_job")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAUNCHER_NAMES:
-        from ecg_transfer.training import launcher
-
-        return getattr(launcher, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ---------------------------------------------------------------- one rank
 
 

@@ -21,7 +21,7 @@ from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.figures import reconstruction_figure
 from ecg_transfer.tracking import epoch_logger
 from ecg_transfer.training.checkpoints import run_once
-from ecg_transfer.training.distributed import LaunchConfig, StoreSplit, fit_distributed
+from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit, predict
 from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
 from ecg_transfer.training.tasks import ReconstructionTask
