@@ -92,3 +92,33 @@ def test_a_binary_task_runs_end_to_end_and_reports_auroc(own_labelled_folder, tm
     assert {"honest_test_f1_AF", "honest_test_f1_non-AF"} <= set(summary.columns)
     assert summary["honest_test_auroc_macro"].between(0, 1).all()
     assert "auroc" in (study / "report.md").read_text().lower()
+
+
+def test_several_records_per_patient_make_the_patient_the_unit_of_every_resample(
+    own_labelled_folder, tmp_path, monkeypatch
+):
+    """Issue 16: a user's folder whose patients have two records each (a `patient_id` column).
+    The training bootstrap draws patients with all their records, the test comparisons
+    resample patients, and the report says so."""
+    by_label: dict[str, list[str]] = {}
+    for record, label in own_labelled_folder.labels.items():
+        by_label.setdefault(label, []).append(record)
+    rows = ["record,label,patient_id"]
+    for label, records in by_label.items():
+        rows += [f"{record},{label},{label}_patient_{i // 2}" for i, record in enumerate(sorted(records))]
+    labels_csv = tmp_path / "labels_with_patients.csv"
+    labels_csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    project = make_project_copy(tmp_path / "project")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _study(project, own_labelled_folder.catalog_entry(labels_csv=str(labels_csv), exclude_labels=["noisy"]))
+    study = project / "data" / "08_reporting" / "study"
+    sizes = pd.read_csv(study / "bootstrap_sample_sizes.csv")
+    full = sizes.loc[sizes["fraction"] == 1.0].iloc[0]
+    assert full["training_records"] > full["training_patients"]
+    assert full["records_drawn_mean"] > full["patients_drawn_mean"]  # a drawn patient brings both records
+    comparisons = pd.read_csv(study / "record_comparisons.csv")
+    assert (comparisons["unit"] == "patient").all()
+    assert (comparisons["n_patients"] < comparisons["n_records"]).all()
+    assert "**patient** as the unit" in (study / "report.md").read_text()
