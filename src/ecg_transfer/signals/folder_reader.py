@@ -56,6 +56,9 @@ class FolderReader:
     """
 
     checks: SignalChecks
+    # The leads to read when a study reads several (set by signals.leads.reading on a copy);
+    # None: the one lead the catalog entry names (``lead_names``).
+    read_leads: tuple[str, ...] | None = None
 
     reader_name: ClassVar[str]  # the catalog's `reader:` name
     dataset_name: ClassVar[str]  # the `dataset` column of the exclusion log and the progress bar
@@ -69,6 +72,16 @@ class FolderReader:
     def __init__(self, root: str | Path, progress: bool) -> None:
         self.root = require_folder(root, self.folder_kind)
         self.progress = progress
+
+    @property
+    def lead_names(self) -> tuple[str, ...]:
+        """The names of the one lead a single-lead study reads (the catalog's lead option)."""
+        raise NotImplementedError
+
+    def record_lead_names(self) -> list[tuple[str, ...]]:
+        """The lead names of every record (for ``preprocessing.leads: all``); a record whose
+        header cannot be read is left out here (its scan excludes it as ``unreadable``)."""
+        raise NotImplementedError
 
     @property
     def min_duration_s(self) -> float:
