@@ -128,3 +128,32 @@ def reading(source: Any, leads: Sequence[str]) -> Any:
     configured = copy.copy(source)
     configured.read_leads = leads
     return configured
+
+
+def canonical_lead(name: str) -> str:
+    """A single lead's standard name: "II" for lead II under any of its names, else the
+    standard spelling when it is one of the twelve, else the name itself."""
+    if normalise_lead_name(name) in {normalise_lead_name(n) for n in LEAD_II_NAMES}:
+        return "II"
+    return _canonical(name)
+
+
+def study_leads(setting: tuple[str, ...] | str, source: Any = None, manifest_leads: Any = None) -> tuple[str, ...]:
+    """The leads a study's windows hold, in order: the listed ones, or for ``all`` the
+    standard leads every labelled record shares, from the labelled ``source`` (at
+    ingestion) or from the labelled manifest's ``lead`` column (after it)."""
+    if setting != "all":
+        return tuple(setting)
+    if manifest_leads is not None:
+        fields = sorted({str(field) for field in manifest_leads})
+        if len(fields) != 1:
+            raise ValueError(
+                f"preprocessing.leads is 'all' but the labelled manifest holds records of different "
+                f"leads {fields}: run `ingestion` again"
+            )
+        return tuple(canonical_lead(lead) for lead in split_leads(fields[0]))
+    if source is None or not hasattr(source, "record_lead_names"):
+        raise ValueError(
+            f"preprocessing.leads is 'all' but {source!r} cannot list its records' leads; list the leads"
+        )
+    return shared_standard_leads(source.record_lead_names(), repr(source))

@@ -349,7 +349,8 @@ class WindowStoreWriter:
             self.window_shape is not None and windows.shape[1:] != self.window_shape
         ):
             expected = "window_length" if self.window_length is None else self.window_length
-            expected = f"(k, {expected})" if self.window_shape is None else str(("k", *self.window_shape))
+            expected = ", ".join(str(n) for n in (self.window_shape or (expected,)))
+            expected = f"(k, {expected})"
             raise ValueError(
                 f"WindowStoreWriter {where}: windows must have shape {expected} "
                 f"(or (k, C, window_length) with C > 1 leads), got {windows.shape}"

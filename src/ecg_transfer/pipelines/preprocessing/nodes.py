@@ -25,6 +25,7 @@ from ecg_transfer.signals.preprocess import (
     windows_from_labelled_records,
     windows_from_unlabelled_records,
 )
+from ecg_transfer.signals.leads import parse_leads, reading, study_leads
 from ecg_transfer.signals.overlap import find_overlap, overlap_decisions
 from ecg_transfer.signals.records import EcgRecord, ExclusionLog
 from ecg_transfer.signals.splits import SplitConfig, assign_splits
@@ -38,6 +39,7 @@ class _PreprocessingGroup:
     """The top level of ``params:preprocessing``; the sub-groups are typed by their own configs."""
 
     unlabelled_seed: int
+    leads: Any = ("II",)
     signal: Any = None
     classes: tuple[str, ...] | None = None
     small_classes: str = "exclude"
@@ -56,6 +58,7 @@ class PreprocessingParams:
     unlabelled_splits: SplitConfig
     unlabelled_seed: int
     exclude_labelled_overlap: bool = True
+    leads: tuple[str, ...] | str = ("II",)  # the leads of the windows, in order, or "all"
 
     @classmethod
     def from_params(cls, preprocessing: Mapping[str, Any]) -> PreprocessingParams:
@@ -67,6 +70,7 @@ class PreprocessingParams:
             unlabelled_splits=SplitConfig.from_params(top.unlabelled_splits, "preprocessing.unlabelled_splits"),
             unlabelled_seed=top.unlabelled_seed,
             exclude_labelled_overlap=top.exclude_labelled_overlap,
+            leads=parse_leads(top.leads),
         )
 
 
@@ -206,6 +210,7 @@ class _SplitWindowStream:
         cfg: PreprocessConfig,
         stats: WindowingStats,
         classes: list[str] | None = None,
+        leads: tuple[str, ...] = ("II",),
     ):
         self._chunks = chunks
         self._split_of = dict(zip(splits["record_id"], splits["split"]))
@@ -213,6 +218,7 @@ class _SplitWindowStream:
         self._cfg = cfg
         self._stats = stats
         self._classes = None if classes is None else [str(c) for c in classes]
+        self._leads = tuple(leads)
 
     def __iter__(self):
         known = None if self._classes is None else set(self._classes)
@@ -232,36 +238,53 @@ class _SplitWindowStream:
 
     @property
     def meta(self) -> dict[str, Any]:
+        """The store's metadata; ``leads`` (the channel order) only for several leads, so a
+        one-lead store's meta is what it always was."""
         return {
             "dataset": self._dataset,
             "classes": self._classes,
             "preprocessing": dataclasses.asdict(self._cfg),
             "stats": self._stats.as_dict(),
+            **({"leads": list(self._leads)} if len(self._leads) > 1 else {}),
         }
 
 
 def window_labelled_records(
-    labelled_recordings, labelled_splits: pd.DataFrame, label_classes: list[str], preprocessing: dict[str, Any]
+    labelled_recordings,
+    labelled_splits: pd.DataFrame,
+    label_classes: list[str],
+    labelled_manifest: pd.DataFrame,
+    preprocessing: dict[str, Any],
 ):
-    """Up to ``windows_per_record`` z-scored windows per labelled record, streamed to the window store."""
+    """Up to ``windows_per_record`` z-scored windows per labelled record (one channel per lead
+    of ``preprocessing.leads``), streamed to the window store."""
     params = PreprocessingParams.from_params(preprocessing)
+    leads = study_leads(params.leads, manifest_leads=labelled_manifest["lead"])
     stats = WindowingStats()
     chunks = windows_from_labelled_records(
-        _records_in(labelled_recordings, labelled_splits), params.signal, stats=stats
+        _records_in(reading(labelled_recordings, leads), labelled_splits), params.signal, stats=stats
     )
-    return _SplitWindowStream(chunks, labelled_splits, "labelled", params.signal, stats, classes=label_classes)
+    return _SplitWindowStream(
+        chunks, labelled_splits, "labelled", params.signal, stats, classes=label_classes, leads=leads
+    )
 
 
-def window_unlabelled_records(unlabelled_recordings, unlabelled_splits: pd.DataFrame, preprocessing: dict[str, Any]):
-    """Many random z-scored windows per unlabelled recording (from its NaN-free stretches),
-    streamed to the window store."""
+def window_unlabelled_records(
+    unlabelled_recordings,
+    unlabelled_splits: pd.DataFrame,
+    labelled_manifest: pd.DataFrame,
+    preprocessing: dict[str, Any],
+):
+    """Many random z-scored windows per unlabelled recording (from its NaN-free stretches, in
+    the labelled records' leads), streamed to the window store."""
     params = PreprocessingParams.from_params(preprocessing)
+    leads = study_leads(params.leads, manifest_leads=labelled_manifest["lead"])
     stats = WindowingStats()
     chunks = windows_from_unlabelled_records(
-        _records_in(unlabelled_recordings, unlabelled_splits),
+        _records_in(reading(unlabelled_recordings, leads), unlabelled_splits),
         params.signal,
         seed=params.unlabelled_seed,
         exclusions=ExclusionLog(),
         stats=stats,
     )
-    return _SplitWindowStream(chunks, unlabelled_splits, "unlabelled", params.signal, stats)
+    return _SplitWindowStream(chunks, unlabelled_splits, "unlabelled", params.signal, stats, leads=leads)
