@@ -87,10 +87,9 @@ def scan_unlabelled_records(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every unlabelled recording once, in the labelled records' leads: the records
     that pass, and the exclusions."""
-    leads = study_leads(
-        _leads_setting(preprocessing),
-        manifest_leads=None if scanned_labelled_manifest is None else scanned_labelled_manifest["lead"],
-    )
+    setting = _leads_setting(preprocessing)
+    manifest_leads = scanned_labelled_manifest["lead"] if setting == "all" and scanned_labelled_manifest is not None else None
+    leads = study_leads(setting, manifest_leads=manifest_leads)
     return _scan(reading(unlabelled_recordings, leads), "unlabelled")
 
 

@@ -249,6 +249,12 @@ class _SplitWindowStream:
         }
 
 
+def _leads(params: PreprocessingParams, labelled_manifest: pd.DataFrame) -> tuple[str, ...]:
+    """The leads of the windows: ``preprocessing.leads``, or for ``all`` those ingestion read
+    (the manifest's ``lead`` column: the labelled records' shared leads)."""
+    return study_leads(params.leads, manifest_leads=labelled_manifest["lead"] if params.leads == "all" else None)
+
+
 def window_labelled_records(
     labelled_recordings,
     labelled_splits: pd.DataFrame,
@@ -259,7 +265,7 @@ def window_labelled_records(
     """Up to ``windows_per_record`` z-scored windows per labelled record (one channel per lead
     of ``preprocessing.leads``), streamed to the window store."""
     params = PreprocessingParams.from_params(preprocessing)
-    leads = study_leads(params.leads, manifest_leads=labelled_manifest["lead"])
+    leads = _leads(params, labelled_manifest)
     stats = WindowingStats()
     chunks = windows_from_labelled_records(
         _records_in(reading(labelled_recordings, leads), labelled_splits), params.signal, stats=stats
@@ -272,13 +278,13 @@ def window_labelled_records(
 def window_unlabelled_records(
     unlabelled_recordings,
     unlabelled_splits: pd.DataFrame,
-    labelled_manifest: pd.DataFrame,
+    unlabelled_manifest: pd.DataFrame,
     preprocessing: dict[str, Any],
 ):
     """Many random z-scored windows per unlabelled recording (from its NaN-free stretches, in
-    the labelled records' leads), streamed to the window store."""
+    the leads ingestion read: the labelled records'), streamed to the window store."""
     params = PreprocessingParams.from_params(preprocessing)
-    leads = study_leads(params.leads, manifest_leads=labelled_manifest["lead"])
+    leads = _leads(params, unlabelled_manifest)
     stats = WindowingStats()
     chunks = windows_from_unlabelled_records(
         _records_in(reading(unlabelled_recordings, leads), unlabelled_splits),

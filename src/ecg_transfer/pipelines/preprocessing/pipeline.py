@@ -37,7 +37,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(assign_unlabelled_splits, ["unlabelled_manifest", "unlabelled_overlap", "params:preprocessing"],
                  "unlabelled_splits", name="assign_unlabelled_splits"),
             node(window_unlabelled_records,
-                 ["unlabelled_recordings", "unlabelled_splits", "labelled_manifest", "params:preprocessing"],
+                 ["unlabelled_recordings", "unlabelled_splits", "unlabelled_manifest", "params:preprocessing"],
                  "unlabelled_windows", name="window_unlabelled_records"),
         ],
         tags=["unlabelled"],
