@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ecg_transfer.runs import COSMETIC
 from ecg_transfer.typed_config import config_from_params
 
 POOLING_KINDS = ("max", "avg")
@@ -62,7 +63,9 @@ class CaeConfig:
     upsampling: str = "linear"
     final_relu: bool = False
     zero_init_residual: bool = True
-    in_channels: int = 1
+    # Out of the run keys (marked like a cosmetic field): the windows decide it, and every key
+    # that trains on windows hashes their store's metadata, which names the leads of C > 1.
+    in_channels: int = field(default=1, metadata=COSMETIC)
 
     def __post_init__(self) -> None:
         # Lists arrive from YAML parameters; the dataclass is frozen and hashed.

@@ -86,7 +86,7 @@ def _checked_encoder(spec, cae: CaeConfig, labelled_windows, preprocessing, pret
 
 def _prepare_window(spec: ArmSpec, labelled_windows, classes, finetuning: FinetuningConfig, pretraining,
                     preprocessing=None, pretrained_encoder=None) -> PreparedArm:
-    cae = CaeConfig.from_dict(pretraining["cae"])
+    cae = CaeConfig.for_windows(pretraining["cae"], labelled_windows)
     if not isinstance(spec.freeze, bool) and spec.freeze > cae.n_blocks:
         raise ValueError(
             f"study.arms.{spec.name}.freeze: {spec.freeze} residual blocks, but the encoder "

@@ -38,7 +38,7 @@ def pretrain_autoencoder(
     """Train the CAE on the corpus's train split, keep the epoch with the lowest test MSE; the
     encoder's card records what its inputs were (rate, window, normalisation, lead). The MLflow
     child run `cae-pretraining` opens when training starts and logs every epoch as it ends."""
-    cfg = CaeConfig.from_dict(pretraining["cae"])
+    cfg = CaeConfig.for_windows(pretraining["cae"], unlabelled_windows)
     # nproc (processes) and the optional distributed: block change how, not what, is trained;
     # they stay out of the run key, so a run may resume with another process count.
     training = {k: v for k, v in pretraining["training"].items() if k != "nproc"}
@@ -117,7 +117,7 @@ def plot_reconstructions(
     unlabelled_windows, cae_weights: dict, pretraining: dict[str, Any], preprocessing: dict[str, Any]
 ) -> Figure:
     """Original vs reconstructed test windows (the paper's Fig. 4)."""
-    cfg = CaeConfig.from_dict(pretraining["cae"])
+    cfg = CaeConfig.for_windows(pretraining["cae"], unlabelled_windows)
     model = ConvAutoencoder(cfg)
     model.load_state_dict(cae_weights)
     test_rows = unlabelled_windows.split_indices("test")
@@ -158,7 +158,7 @@ def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints,
                      pretraining: dict[str, Any], preprocessing: dict[str, Any]) -> tuple[dict, pd.DataFrame]:
     """One method's run (as the CAE's: same encoder, corpus splits and training settings, with
     the method's overrides) and its encoder with a card naming the method and its options."""
-    cfg = CaeConfig.from_dict(pretraining["cae"])
+    cfg = CaeConfig.for_windows(pretraining["cae"], unlabelled_windows)
     fs = float(preprocessing["signal"]["target_fs"])
     training = {**{k: v for k, v in pretraining["training"].items() if k != "nproc"}, **method.training}
     train_config = TrainConfig(**training)
