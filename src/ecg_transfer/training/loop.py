@@ -226,8 +226,12 @@ def check_task(task: Task, caller: str) -> None:
 
 
 def check_split(name: str, x, y, task: Task, length: int | None, where: str):
-    if not hasattr(x, "shape") or len(x.shape) != 2:
-        raise ValueError(f"{where}: {name} x must be a 2-D array (windows x samples), got {getattr(x, 'shape', type(x))}")
+    windows_of_leads = length is not None and hasattr(x, "shape") and len(x.shape) == 3
+    if not hasattr(x, "shape") or (len(x.shape) != 2 and not windows_of_leads):
+        raise ValueError(
+            f"{where}: {name} x must be a 2-D array (windows x samples; windows x leads x samples for "
+            f"several leads), got {getattr(x, 'shape', type(x))}"
+        )
     if length is not None and x.shape[-1] != length:
         raise ValueError(f"{where}: {name} windows have {x.shape[-1]} samples, the model expects {length}")
     if x.shape[0] == 0:
