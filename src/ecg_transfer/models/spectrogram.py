@@ -21,6 +21,8 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
+from ecg_transfer.signals.leads import shown_channel
+
 __all__ = [
     "SpectrogramConfig",
     "spectrogram",
@@ -101,7 +103,7 @@ def spectrogram_lead(windows, leads: Sequence[str]) -> tuple[np.ndarray, str]:
         return windows, leads[0] if leads else "II"
     if len(leads) != windows.shape[1]:
         raise ValueError(f"spectrogram_lead: {windows.shape[1]} channels but {len(leads)} lead names {leads}")
-    channel = leads.index("II") if "II" in leads else 0
+    channel = shown_channel(leads)
     return windows[:, channel], leads[channel]
 
 

@@ -130,6 +130,13 @@ def reading(source: Any, leads: Sequence[str]) -> Any:
     return configured
 
 
+def shown_channel(leads: Sequence[str]) -> int:
+    """The channel a one-lead picture of C-lead windows shows: lead II when the windows hold
+    it (the paper's lead), else the first."""
+    names = [canonical_lead(lead) for lead in leads]
+    return names.index("II") if "II" in names else 0
+
+
 def canonical_lead(name: str) -> str:
     """A single lead's standard name: "II" for lead II under any of its names, else the
     standard spelling when it is one of the twelve, else the name itself."""

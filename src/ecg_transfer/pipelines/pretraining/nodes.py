@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder, count_parameters
 from ecg_transfer.models.weights import encoder_model_card, preprocessing_card
+from ecg_transfer.signals.leads import shown_channel
 from ecg_transfer.runs import fingerprint, result_settings, run_record
 from ecg_transfer.study.figures import reconstruction_figure
 from ecg_transfer.tracking import epoch_logger
@@ -125,6 +126,9 @@ def plot_reconstructions(
     chosen = np.sort(rng.choice(test_rows, size=min(4, test_rows.size), replace=False))
     originals = unlabelled_windows.take(chosen)
     reconstructions = predict(model, originals, device="cpu")
+    if originals.ndim == 3:  # windows of several leads: the figure shows lead II, else the first
+        channel = shown_channel(unlabelled_windows.meta.get("leads", []))
+        originals, reconstructions = originals[:, channel], np.asarray(reconstructions)[:, channel]
     return reconstruction_figure(originals, reconstructions, fs=float(preprocessing["signal"]["target_fs"]))
 
 
