@@ -29,8 +29,8 @@ import torch
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
 from ecg_transfer.signals.window_store import WindowStoreWriter
 from ecg_transfer.study.tables import to_markdown
-from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit
+from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.tasks import ReconstructionTask
 
 

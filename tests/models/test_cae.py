@@ -171,3 +171,26 @@ def test_init_encoder_schemes():
             assert torch.all(module.weight == 1) and torch.all(module.bias == 0), name
     with pytest.raises(ValueError, match="scheme must be one of"):
         init_encoder(encoder, "xavier")
+
+
+def test_c_input_channels_are_encoded_and_reconstructed_and_the_data_decides_them():
+    from dataclasses import replace
+
+    from ecg_transfer.models.cae import with_channel_axis
+
+    three = replace(TINY_CAE, in_channels=3)
+    model = ConvAutoencoder(three).eval()
+    x = torch.randn(2, 3, TINY_CAE.window_length)
+    assert model(x).shape == x.shape and model.encode(x).shape == (2, TINY_CAE.bottleneck)
+    with pytest.raises(ValueError, match=r"Encoder expects \(batch, 3, 256\)"):
+        model(torch.randn(2, 1, TINY_CAE.window_length))
+    assert with_channel_axis(torch.zeros(4, 256)).shape == (4, 1, 256)
+    assert with_channel_axis(torch.zeros(4, 3, 256)).shape == (4, 3, 256)
+
+    class Store:
+        n_channels = 3
+
+    assert CaeConfig.for_windows({"window_length": 256}, Store()).in_channels == 3
+    assert CaeConfig.for_windows({"window_length": 256}, object()).in_channels == 1  # one-lead stores
+    with pytest.raises(ValueError, match="pretraining.cae.in_channels is 1 but the windows hold 3 lead"):
+        CaeConfig.for_windows({"window_length": 256, "in_channels": 1}, Store())

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from ecg_transfer.models.cae import ConvAutoencoder, Encoder
-from ecg_transfer.models.pretext import ContrastiveModel, MaskedAutoencoder, MaskingConfig, ProjectionHead
+from ecg_transfer.models.pretext import (
+    ContrastiveModel,
+    MaskedAutoencoder,
+    MaskingConfig,
+    ProjectionHead,
+)
 from ecg_transfer.signals.augment import AugmentationList, GaussianNoise
 from tests.tiny import TINY_CAE
 

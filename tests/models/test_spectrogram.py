@@ -139,3 +139,17 @@ def test_config_rejects_impossible_settings(kwargs, message):
 def test_unknown_colormap_is_named():
     with pytest.raises(ValueError, match="not_a_map"):
         spectrogram_images(np.zeros((1, 2048)), SpectrogramConfig(colormap="not_a_map"))
+
+
+def test_windows_of_several_leads_show_lead_ii_else_the_first_lead():
+    from ecg_transfer.models.spectrogram import spectrogram_lead
+
+    windows = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    shown, lead = spectrogram_lead(windows, ["I", "II", "V1"])
+    assert lead == "II" and np.array_equal(shown, windows[:, 1])
+    shown, lead = spectrogram_lead(windows, ["V1", "V2", "V3"])
+    assert lead == "V1" and np.array_equal(shown, windows[:, 0])
+    one = windows[:, 0]
+    assert spectrogram_lead(one, ["II"])[0] is one  # one-lead windows pass unchanged
+    with pytest.raises(ValueError, match="3 channels but 2 lead names"):
+        spectrogram_lead(windows, ["I", "II"])

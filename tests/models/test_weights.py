@@ -134,3 +134,29 @@ def test_a_card_stating_its_inputs_still_loads_and_is_compared(saved):
     check_card_inputs(card, preprocessing_card(250.0, TINY.window_length, ["MLII"]), "x")  # MLII is lead II
     with pytest.raises(ValueError, match="sampling_rate_hz: card 250.0 vs data 500.0"):
         check_card_inputs(card, preprocessing_card(500.0, TINY.window_length, ["II"]), "x")
+
+
+def test_an_encoder_of_other_leads_is_refused_naming_both_lists(tmp_path):
+    three = replace(TINY, in_channels=3)
+    weights, card_path = tmp_path / "encoder.pt", tmp_path / "card.json"
+    inputs = preprocessing_card(250.0, three.window_length, ["I,MLII,V1"])
+    assert inputs["lead"] == "I,II,V1"  # each lead by its standard name, in channel order
+    save_pretrained_encoder(weights, card_path, ConvAutoencoder(three).encoder, three, inputs)
+    card = json.loads(card_path.read_text())
+    assert card["architecture"]["in_channels"] == 3 and card["lead"] == "I,II,V1"
+    load_pretrained_encoder(weights, card_path, three)
+    check_card_inputs(card, preprocessing_card(250.0, 256, ["I,II,V1"]), "x")
+    with pytest.raises(ValueError, match=r"leads \(in channel order\): encoder pretrained on \['I', 'II', 'V1'\], "
+                                         r"data has \['V1', 'II', 'I'\]"):
+        check_card_inputs(card, preprocessing_card(250.0, 256, ["V1,II,I"]), "x")
+    with pytest.raises(ValueError, match=r"encoder pretrained on \['I', 'II', 'V1'\], data has \['II'\]"):
+        check_card_inputs(card, preprocessing_card(250.0, 256, ["MLII"]), "x")
+    with pytest.raises(ValueError, match="in_channels: card 3 vs configured 1"):
+        load_pretrained_encoder(weights, card_path, TINY)
+
+
+def test_a_one_lead_card_does_not_state_in_channels_and_still_loads(saved):
+    _, weights, card_path = saved
+    card = json.loads(card_path.read_text())
+    assert "in_channels" not in card["architecture"]  # one-lead cards (and run keys) as before
+    load_pretrained_encoder(weights, card_path, TINY)

@@ -168,7 +168,7 @@ def test_cut_windows_rejects_out_of_range_starts():
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
-        (np.zeros((2, 100)), "1-D"),
+        (np.zeros((2, 2, 100)), "1-D"),  # (leads, samples) is valid since issue 19; 3-D is not
         (np.array([0.0, np.nan, 1.0]), "NaN"),
         (np.zeros(1), "too short"),
     ],

@@ -12,7 +12,6 @@ from ecg_transfer.study.experiment import ArmData, FinetuningConfig, ModelRecipe
 from ecg_transfer.training.engine import TrainConfig
 from tests.tiny import TINY_CAE
 
-
 CONFIG = TrainConfig(epochs=1, batch_size=8, lr=0.01, device="cpu", monitor_split="val", bf16=False)
 
 

@@ -316,3 +316,25 @@ def test_run_groups_once_waits_for_runs_another_worker_holds(tmp_path):
     worker.join()
     assert results == ["run 0", "run 1", "run 2"]
     assert calls == [[0, 2], [1]]  # trained together, then the other worker's run collected
+
+
+def _three_lead(x):
+    """(N, L) windows as three leads: the trace, its negative and a scaled copy plus noise."""
+    noise = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)
+    return np.stack([x, -x, 0.5 * x + noise], axis=1)
+
+
+def test_windows_of_three_leads_train_stacked_as_one_at_a_time(native_convolutions):
+    three = replace(TINY, in_channels=3)
+    x, y = _windows(60)
+    x = _three_lead(x)
+    rows = _rows(60, 40)
+    evals = {name: (_three_lead(split[0]), *split[1:]) for name, split in _evals().items()}
+
+    def model(seed):
+        return build_classifier(three, 3, seed)
+
+    sequential = _sequential(model, x, y, rows, evals, WINDOW_CFG)
+    batched = fit_trials([model(seed) for seed in SEEDS], TASK, x, y, rows, evals, WINDOW_CFG, SEEDS, progress=False)
+    _assert_same_runs(sequential, batched, atol=1e-5)
+    assert trial_memory_bytes(model(0), (3, 256), WINDOW_CFG) > trial_memory_bytes(_window_model(0), 256, WINDOW_CFG)

@@ -22,8 +22,8 @@ from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
 from ecg_transfer.tracking import NullTracker
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.distributed import DistributedContext
-from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit
+from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
 from tests.tiny import TINY_CAE
 

@@ -8,8 +8,8 @@ from ecg_transfer.models.classifier import FeatureClassifier, build_classifier
 from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.engine import TrainConfig, evaluate, fit, learning_rate, predict
 from ecg_transfer.training.loop import check_honest_epoch
-from ecg_transfer.training.replicas import LocalReplicas
 from ecg_transfer.training.metrics import classification_metrics
+from ecg_transfer.training.replicas import LocalReplicas
 from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
 from tests.tiny import TINY_CAE
 

@@ -5,7 +5,11 @@ from ecg_transfer.models.cae import ConvAutoencoder
 from ecg_transfer.models.pretext import ContrastiveModel, MaskedAutoencoder
 from ecg_transfer.signals.augment import BaselineWander, default_augmentations
 from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
-from ecg_transfer.training.pretext_tasks import ContrastiveTask, MaskedReconstructionTask, PairedWindows
+from ecg_transfer.training.pretext_tasks import (
+    ContrastiveTask,
+    MaskedReconstructionTask,
+    PairedWindows,
+)
 from ecg_transfer.training.tasks import ReconstructionTask
 from tests.tiny import TINY_CAE
 
@@ -68,3 +72,14 @@ def test_same_record_methods_read_pairs_of_one_records_windows():
 def test_bad_methods_are_refused_naming_the_setting(methods, message):
     with pytest.raises(ValueError, match=message):
         methods_from_params(methods)
+
+
+def test_pretext_tasks_other_than_the_cae_refuse_windows_of_several_leads():
+    from dataclasses import replace
+
+    three = replace(TINY_CAE, in_channels=3)
+    methods = methods_from_params(METHODS)
+    assert isinstance(methods["cae"].build(three, fs=62.5), ConvAutoencoder)  # the CAE takes C leads
+    for name in ("simclr", "clocs", "masked"):
+        with pytest.raises(ValueError, match=rf"pretraining.methods.{name}: .* one lead, but the windows hold 3"):
+            methods[name].build(three, fs=62.5)

@@ -139,7 +139,7 @@ class MlflowEncoderModelDataset(AbstractDataset[dict, None]):
         encoder = Encoder(CaeConfig.from_dict(card["architecture"], f"the card of the MLflow model {self.name!r}: architecture"))
         encoder.load_state_dict(data["weights"])
         encoder.eval()
-        example = np.zeros((2, 1, encoder.input_length), dtype=np.float32)
+        example = np.zeros((2, encoder.cfg.in_channels, encoder.input_length), dtype=np.float32)
         client = MlflowClient(tracking_uri=parent.tracking_uri)
         # Created here so that the model lands in the parent run's experiment (MLflow would
         # otherwise pick the process's current experiment).

@@ -10,12 +10,14 @@ the measurements behind them and a wider ``paper`` preset).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ecg_transfer.runs import COSMETIC
 from ecg_transfer.typed_config import config_from_params
 
 POOLING_KINDS = ("max", "avg")
@@ -45,6 +47,9 @@ class CaeConfig:
     on (and max pooling, nearest upsampling) the CAE did not learn on our windows.
     ``zero_init_residual``: start the last BN gamma of every block at zero, so
     each block starts as its skip.
+    ``in_channels``: the leads of a window (1: lead II, the paper's; C for a study of C
+    ``preprocessing.leads``): the encoder's first block reads them and the decoder
+    reconstructs them. The nodes set it from the window store (:meth:`for_windows`).
     """
 
     window_length: int = 2048
@@ -57,6 +62,9 @@ class CaeConfig:
     upsampling: str = "linear"
     final_relu: bool = False
     zero_init_residual: bool = True
+    # Out of the run keys (marked like a cosmetic field): the windows decide it, and every key
+    # that trains on windows hashes their store's metadata, which names the leads of C > 1.
+    in_channels: int = field(default=1, metadata=COSMETIC)
 
     def __post_init__(self) -> None:
         # Lists arrive from YAML parameters; the dataclass is frozen and hashed.
@@ -94,6 +102,8 @@ class CaeConfig:
             )
         if self.bottleneck < 1:
             raise ValueError(f"CaeConfig: bottleneck must be >= 1, got {self.bottleneck}")
+        if isinstance(self.in_channels, bool) or int(self.in_channels) != self.in_channels or self.in_channels < 1:
+            raise ValueError(f"CaeConfig: in_channels must be a positive integer, got {self.in_channels!r}")
 
     @property
     def code_length(self) -> int:
@@ -105,6 +115,19 @@ class CaeConfig:
         """Build from a parameters dict (:func:`~ecg_transfer.typed_config.config_from_params`:
         unknown keys and wrong types are refused, naming ``where.key``)."""
         return config_from_params(cls, params, where)
+
+    @classmethod
+    def for_windows(cls, params: dict, windows, where: str = "pretraining.cae") -> CaeConfig:
+        """From the parameters, with ``in_channels`` the number of leads of ``windows`` (a
+        window store, or anything with ``n_channels``): the data decides it. A parameter
+        ``in_channels`` that says otherwise is refused, naming both."""
+        cfg = cls.from_dict(params, where)
+        n_channels = int(getattr(windows, "n_channels", 1))
+        if "in_channels" in (params or {}) and cfg.in_channels != n_channels:
+            raise ValueError(
+                f"{where}.in_channels is {cfg.in_channels} but the windows hold {n_channels} lead(s)"
+            )
+        return dataclasses.replace(cfg, in_channels=n_channels)
 
 
 #: The wider "paper" preset (same pool_factors): closer to common ECG ResNets, ~16x the compute.
@@ -207,14 +230,21 @@ def _upsample(kind: str, factor: int) -> nn.Module:
     return nn.Upsample(scale_factor=factor, mode="linear", align_corners=False)
 
 
+def with_channel_axis(windows: torch.Tensor) -> torch.Tensor:
+    """Windows as the convolutions take them: one-lead (B, L) windows get their channel axis,
+    (B, 1, L); windows of C leads are (B, C, L) already and pass unchanged."""
+    return windows.unsqueeze(1) if windows.dim() == 2 else windows
+
+
 class Encoder(nn.Module):
-    """(B, 1, L) -> (B, bottleneck): nine residual blocks, each followed by pooling."""
+    """(B, C, L) -> (B, bottleneck): nine residual blocks, each followed by pooling
+    (C = ``cfg.in_channels``, 1 by default)."""
 
     def __init__(self, cfg: CaeConfig):
         super().__init__()
         self.cfg = cfg
-        self.input_length = cfg.window_length  # the training loop feeds (B, 1, input_length) windows
-        widths_in = (1,) + cfg.channels[:-1]
+        self.input_length = cfg.window_length  # the training loop feeds (B, C, input_length) windows
+        widths_in = (cfg.in_channels,) + cfg.channels[:-1]
         self.blocks = nn.ModuleList(
             ResidualBlock(
                 c_in, c_out, cfg.kernel_size, transposed=False,
@@ -226,9 +256,10 @@ class Encoder(nn.Module):
         self.to_code = nn.Linear(cfg.channels[-1] * cfg.code_length, cfg.bottleneck)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[1] != 1 or x.shape[2] != self.cfg.window_length:
+        if x.dim() != 3 or x.shape[1] != self.cfg.in_channels or x.shape[2] != self.cfg.window_length:
             raise ValueError(
-                f"Encoder expects (batch, 1, {self.cfg.window_length}), got {tuple(x.shape)}"
+                f"Encoder expects (batch, {self.cfg.in_channels}, {self.cfg.window_length}) "
+                f"(in_channels = the windows' leads), got {tuple(x.shape)}"
             )
         for block, pool in zip(self.blocks, self.pools):
             x = pool(block(x))
@@ -236,7 +267,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(B, bottleneck) -> (B, 1, L): the encoder mirrored with transposed convolutions."""
+    """(B, bottleneck) -> (B, C, L): the encoder mirrored with transposed convolutions."""
 
     def __init__(self, cfg: CaeConfig):
         super().__init__()
@@ -253,7 +284,7 @@ class Decoder(nn.Module):
         )
         self.upsamples = nn.ModuleList(_upsample(cfg.upsampling, f) for f in cfg.pool_factors[::-1])
         # No batch norm or ReLU on the output: the target is a z-scored signal with negative values.
-        self.to_signal = nn.Conv1d(cfg.channels[0], 1, kernel_size=1)
+        self.to_signal = nn.Conv1d(cfg.channels[0], cfg.in_channels, kernel_size=1)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         x = self.from_code(code).view(code.shape[0], self.cfg.channels[-1], self.cfg.code_length)
@@ -268,7 +299,7 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, cfg: CaeConfig):
         super().__init__()
         self.cfg = cfg
-        self.input_length = cfg.window_length  # the training loop feeds (B, 1, input_length) windows
+        self.input_length = cfg.window_length  # the training loop feeds (B, C, input_length) windows
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
 

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecg_transfer.models.cae import INIT_SCHEMES, CaeConfig, Encoder, init_encoder, reset_layers
+from ecg_transfer.models.cae import (
+    INIT_SCHEMES,
+    CaeConfig,
+    Encoder,
+    init_encoder,
+    reset_layers,
+    with_channel_axis,
+)
 from ecg_transfer.models.weights import state_dict_differences
 
 INITS = ("random", "pretrained")
@@ -149,13 +156,13 @@ class FrozenEncoderClassifier(RhythmClassifier):
 
     @torch.no_grad()
     def fit_input_scaling(self, windows, batch_size: int = 256) -> None:
-        """Per-feature mean and SD of the frozen encoder's code over ``windows`` (N, L), the
+        """Per-feature mean and SD of the frozen encoder's code over ``windows`` (N, [C,] L), the
         run's training sample, computed in eval mode (the encoder's BatchNorm uses its fixed
         statistics, so the codes do not depend on the batching)."""
         windows = np.asarray(windows, dtype=np.float32)
         device = next(self.encoder.parameters()).device
         codes = [
-            self.encoder(torch.from_numpy(windows[start : start + batch_size]).to(device).unsqueeze(1)).cpu()
+            self.encoder(with_channel_axis(torch.from_numpy(windows[start : start + batch_size]).to(device))).cpu()
             for start in range(0, len(windows), batch_size)
         ]
         self.head.fit_input_scaling(torch.cat(codes))

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from ecg_transfer.models.image_backbones import Backbone
 from ecg_transfer.models.spectrogram import (
@@ -21,6 +20,7 @@ from ecg_transfer.models.spectrogram import (
     spectrogram_axes,
     spectrogram_images,
 )
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 __all__ = ["extract_image_features", "spectrogram_figure"]
 

@@ -3,6 +3,12 @@
 The paper turns every lead-II window into a 2-D time-frequency picture so that a CNN trained
 on photographs can describe it. It does not say how; the choices below are this project's,
 made for 2,048-sample windows at 250 Hz and explained in docs/image_transfer.md.
+
+Windows of several leads (``preprocessing.leads``) give one image per window too, of one
+lead (:func:`spectrogram_lead`): lead II when the windows hold it, else their first lead. The
+frozen ImageNet CNN takes one 3-channel picture, and this arm is the paper's lead-II baseline;
+tiling twelve spectrograms into one picture would shrink each to a twelfth of the CNN's
+input and describe a picture unlike either the paper's or the photographs it was trained on.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
+from ecg_transfer.signals.leads import shown_channel
+
 __all__ = [
     "SpectrogramConfig",
     "spectrogram",
     "spectrogram_axes",
     "spectrogram_images",
     "check_windows",
+    "spectrogram_lead",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
@@ -83,6 +92,19 @@ class SpectrogramConfig:
             raise ValueError(f"SpectrogramConfig: db_range must be positive, got {self.db_range}")
         if self.image_size < 1:
             raise ValueError(f"SpectrogramConfig: image_size must be positive, got {self.image_size}")
+
+
+def spectrogram_lead(windows, leads: Sequence[str]) -> tuple[np.ndarray, str]:
+    """The (N, L) windows of the one lead the spectrogram arm shows, and its name: lead II
+    when ``leads`` (the channel order of (N, C, L) windows) holds it, else the first lead.
+    One-lead (N, L) windows pass unchanged (``leads``: their one name)."""
+    leads = list(leads)
+    if np.ndim(windows) == 2:
+        return windows, leads[0] if leads else "II"
+    if len(leads) != windows.shape[1]:
+        raise ValueError(f"spectrogram_lead: {windows.shape[1]} channels but {len(leads)} lead names {leads}")
+    channel = shown_channel(leads)
+    return windows[:, channel], leads[channel]
 
 
 def check_windows(windows: np.ndarray, cfg: SpectrogramConfig, what: str = "windows") -> np.ndarray:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ecg_transfer.atomic_files import atomic_write, atomic_write_text
 from ecg_transfer.models.cae import CaeConfig, Encoder
+from ecg_transfer.signals.leads import canonical_lead, split_leads
 
 NORMALISATION = "per-window z-score"
 # What an encoder written without these facts is stated to expect (the paper's inputs). Only
@@ -39,10 +40,16 @@ REQUIRED_CARD_FIELDS: tuple[str, ...] = ("sampling_rate_hz", "lead", "normalisat
 
 
 def lead_family(leads) -> str:
-    """The one lead a set of window leads amounts to ("II" for lead II under any of its names),
-    or the sorted names joined by "+" when they are several different leads."""
-    names = {"II" if str(lead).strip().upper() in LEAD_II_NAMES else str(lead).strip() for lead in leads}
+    """The lead(s) of a set of window ``lead`` fields: "II" for lead II under any of its names;
+    for windows of several leads (a field "I,II,V1") the leads in their channel order, each
+    by its standard name; the sorted distinct values joined by "+" when the windows differ."""
+    names = {_one_lead(field) if len(split_leads(field)) == 1 else ",".join(map(canonical_lead, split_leads(field)))
+             for field in leads}
     return "+".join(sorted(names)) if names else "unknown"
+
+
+def _one_lead(name) -> str:
+    return "II" if str(name).strip().upper() in LEAD_II_NAMES else str(name).strip()
 
 
 def preprocessing_card(sampling_rate_hz: float, window_length: int, leads) -> dict[str, Any]:
@@ -85,7 +92,12 @@ def check_card_inputs(card: Mapping[str, Any], expected: Mapping[str, Any], sour
         same = (
             isinstance(have, (int, float)) and isinstance(wanted, (int, float)) and float(have) == float(wanted)
         ) or have == wanted
-        if not same:
+        if not same and key == "lead" and "," in f"{have}{wanted}":  # several leads: name both lists
+            differing.append(
+                f"leads (in channel order): encoder pretrained on {list(split_leads(have))}, "
+                f"data has {list(split_leads(wanted))}"
+            )
+        elif not same:
             differing.append(f"{key}: card {have!r} vs data {wanted!r}")
     if differing:
         raise ValueError(
@@ -113,8 +125,18 @@ def state_dict_differences(expected: Mapping[str, torch.Tensor], given: Mapping[
     return problems
 
 
+# Architecture fields a card written before the field existed does not state, with the value
+# such an encoder has; the field is left out of a card at that value, so one-lead cards (and
+# the run keys that hash them) are what they always were.
+_IMPLIED_ARCHITECTURE = {"in_channels": 1}
+
+
 def _jsonable_cfg(cfg: CaeConfig) -> dict[str, Any]:
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(cfg).items()}
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in asdict(cfg).items()
+        if _IMPLIED_ARCHITECTURE.get(key, "<none>") != value
+    }
 
 
 def encoder_model_card(
@@ -150,7 +172,8 @@ def check_pretrained_encoder(
     if not isinstance(architecture, dict):
         raise ValueError(f"{source}: the model card has no 'architecture' object")
     check_card_fields(card, source)
-    expected = _jsonable_cfg(expected_cfg)
+    expected = {**_IMPLIED_ARCHITECTURE, **_jsonable_cfg(expected_cfg)}
+    architecture = {**_IMPLIED_ARCHITECTURE, **architecture}
     differing = [
         f"{f.name}: card {architecture.get(f.name, '<absent>')!r} vs configured {expected[f.name]!r}"
         for f in fields(CaeConfig)

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 from ecg_transfer.signals.folder_reader import FolderReader, quietly
+from ecg_transfer.signals.leads import joined, lead_aliases, normalise_lead_name
 from ecg_transfer.signals.records import (
     DEFAULT_MAX_AMPLITUDE_MV,
     DEFAULT_MIN_DURATION_S,
@@ -195,6 +196,15 @@ def _format_csv(waveform_uv: np.ndarray) -> str:
     return ",".join(CHAPMAN_LEADS) + "\n" + body
 
 
+def _chapman_lead(lead: str, source: Path) -> str:
+    """The release's column for ``lead`` (any of its names), or Excluded ``missing_lead``."""
+    wanted = {normalise_lead_name(name) for name in lead_aliases(lead)}
+    for column in CHAPMAN_LEADS:
+        if normalise_lead_name(column) in wanted:
+            return column
+    raise Excluded("missing_lead", f"{source}: lead {lead} is not among the release's leads {CHAPMAN_LEADS}")
+
+
 class ChapmanRelease(FolderReader):
     """A Chapman-Shaoxing release on disk, read lazily one record at a time.
 
@@ -235,6 +245,13 @@ class ChapmanRelease(FolderReader):
             f"ChapmanRelease(root={str(self.root)!r}, csv_folder={self.csv_folder!r}, "
             f"lead={self.lead!r}, fs={self.fs}, min_duration_s={self.min_duration_s})"
         )
+
+    @property
+    def lead_names(self) -> tuple[str, ...]:
+        return (self.lead,)
+
+    def record_lead_names(self) -> list[tuple[str, ...]]:
+        return [CHAPMAN_LEADS]  # every waveform CSV holds the twelve (a CSV lacking one is unreadable)
 
     @classmethod
     def folder_exists(cls, root: Path, options: Mapping[str, Any]) -> bool:
@@ -285,16 +302,18 @@ class ChapmanRelease(FolderReader):
             raise Excluded("unknown_label", f"Rhythm {rhythm!r} is none of {RHYTHMS}")
         if not source.is_file():
             raise Excluded("missing_file", "listed in Diagnostics.xlsx but no CSV")
+        leads = self.read_leads or (self.lead,)
+        columns = [_chapman_lead(lead, source) for lead in leads]
         try:
-            signal_uv = read_chapman_csv(source)[self.lead].to_numpy()
+            signal_uv = read_chapman_csv(source)[columns].to_numpy().T
         except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
             raise Excluded("unreadable", str(error)) from error
         return EcgRecord(
             record_id=record_id,
             patient_id=record_id,
-            signal=signal_uv / _MICROVOLTS_PER_MILLIVOLT,
+            signal=(signal_uv[0] if len(leads) == 1 else signal_uv) / _MICROVOLTS_PER_MILLIVOLT,
             fs=self.fs,
-            lead=self.lead,
+            lead=joined(columns),
             label=label,
             source=str(source),
         )

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ecg_transfer.signals.leads import joined
 from ecg_transfer.signals.records import (
     Candidate,
     EcgRecord,
@@ -56,6 +57,9 @@ class FolderReader:
     """
 
     checks: SignalChecks
+    # The leads to read when a study reads several (set by signals.leads.reading on a copy);
+    # None: the one lead the catalog entry names (``lead_names``).
+    read_leads: tuple[str, ...] | None = None
 
     reader_name: ClassVar[str]  # the catalog's `reader:` name
     dataset_name: ClassVar[str]  # the `dataset` column of the exclusion log and the progress bar
@@ -69,6 +73,20 @@ class FolderReader:
     def __init__(self, root: str | Path, progress: bool) -> None:
         self.root = require_folder(root, self.folder_kind)
         self.progress = progress
+
+    @property
+    def lead_names(self) -> tuple[str, ...] | None:
+        """The names of the one lead a single-lead study reads (the catalog's lead option);
+        None: the reader does not say (then a one-lead study is not checked against it)."""
+        return None
+
+    def record_lead_names(self) -> list[tuple[str, ...]]:
+        """The lead names of every record (for ``preprocessing.leads: all``); a record whose
+        header cannot be read is left out here (its scan excludes it as ``unreadable``)."""
+        raise ValueError(
+            f"preprocessing.leads is 'all' but {type(self).__name__} cannot list its records' leads; "
+            "list the leads instead"
+        )
 
     @property
     def min_duration_s(self) -> float:
@@ -91,6 +109,14 @@ class FolderReader:
     def iter_records(self, exclusions: ExclusionLog) -> Iterator[EcgRecord]:
         """Yield every usable record; log each unusable one in ``exclusions`` under its reason."""
         candidates, total = self.candidates()
-        yield from read_checked(
+        wanted = None if self.read_leads is None else joined(self.read_leads)
+        for record in read_checked(
             self.dataset_name, candidates, exclusions, self.checks, self.progress, total
-        )
+        ):
+            if wanted is not None and record.lead != wanted:
+                raise TypeError(
+                    f"{type(self).__name__} was asked for the leads {wanted} (preprocessing.leads) but "
+                    f"gave record {record.record_id!r} with lead(s) {record.lead!r}: it does not read "
+                    "several leads (see docs/data_readers.md, 'Several leads')"
+                )
+            yield record

@@ -19,7 +19,8 @@ from ecg_transfer.signals.records import (
     Excluded,
     SignalChecks,
 )
-from ecg_transfer.signals.wfdb_format import header_paths, patient_from_comments, read_one_lead
+from ecg_transfer.signals.wfdb_format import header_paths, patient_from_comments
+from ecg_transfer.signals.wfdb_readers import header_lead_names, read_record_leads
 
 # SNOMED-CT codes of the 11 rhythms, from the PhysioNet release's condition table.
 RHYTHM_SNOMED_CODES: dict[str, str] = {
@@ -107,7 +108,14 @@ class PhysioNetLabelledWfdb(FolderReader):
         self.code_labels = _code_labels(label_set)
 
     def __repr__(self) -> str:
-        return f"PhysioNetLabelledWfdb(root={str(self.root)!r}, lead={self.lead!r})"
+        return f"PhysioNetLabelledWfdb(root={str(self.root)!r}, lead={self.read_leads or self.lead!r})"
+
+    @property
+    def lead_names(self) -> tuple[str, ...]:
+        return (self.lead,)
+
+    def record_lead_names(self) -> list[tuple[str, ...]]:
+        return header_lead_names(self.root)
 
     @classmethod
     def folder_exists(cls, root: Path, options: Mapping[str, Any]) -> bool:
@@ -158,7 +166,7 @@ class PhysioNetLabelledWfdb(FolderReader):
     def _read(self, header_path: Path, duplicate: bool) -> EcgRecord:
         if duplicate:
             raise Excluded("duplicate_id", f"{header_path}: record name seen before")
-        signal, fs, lead, comments = read_one_lead(header_path, (self.lead,), False)
+        signal, fs, lead, comments = read_record_leads(self, header_path)
         label = self.rhythm_label(comments, str(header_path))
         patient = patient_from_comments(comments) or header_path.stem
         return EcgRecord(header_path.stem, patient, signal, fs, lead, label, str(header_path))

@@ -9,6 +9,11 @@ window. Filtering after resampling runs the filter on half as many samples for 5
 input and lets one filter design (at 250 Hz) serve every source rate. Z-scoring per window
 (not per recording) is what the network sees at inference time, one window at a time.
 
+A record of several leads (``preprocessing.leads``; a (C, samples) signal) goes through the
+same steps lead by lead along the last axis: its windows are (C, window_length), cut at the
+same places in every lead, and z-scored per window per lead, so each channel has mean 0 and
+SD 1 whatever the leads' amplitudes. One lead keeps the (window_length,) windows it always had.
+
 Every error raised while windowing a record names the record and its source file.
 """
 
@@ -25,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from scipy import signal as sps
-from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 from ecg_transfer.typed_config import config_from_params
 
 if TYPE_CHECKING:
@@ -133,7 +138,7 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     up, down = resampling_ratio(fs_in, fs_out)
     if up == down:
         return x.copy()
-    return sps.resample_poly(x, up, down, padtype="line")
+    return sps.resample_poly(x, up, down, axis=-1, padtype="line")
 
 
 def highpass_sos(cfg: PreprocessConfig) -> np.ndarray:
@@ -150,17 +155,20 @@ def remove_baseline(signal: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     of a 0.5 Hz filter inside a 10 s record.
     """
     x = np.asarray(signal, dtype=np.float64)
-    padlen = min(x.size - 1, int(np.ceil(3 * cfg.target_fs / cfg.highpass_hz)))
-    return sps.sosfiltfilt(highpass_sos(cfg), x, padlen=padlen)
+    padlen = min(x.shape[-1] - 1, int(np.ceil(3 * cfg.target_fs / cfg.highpass_hz)))
+    return sps.sosfiltfilt(highpass_sos(cfg), x, axis=-1, padlen=padlen)
 
 
 def preprocess_signal(signal: np.ndarray, fs: float, cfg: PreprocessConfig) -> np.ndarray:
-    """Resampled to cfg.target_fs and high-passed; float64, not yet windowed or z-scored."""
+    """Resampled to cfg.target_fs and high-passed (each lead of a (C, samples) signal on its
+    own); float64, not yet windowed or z-scored."""
     x = np.asarray(signal, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"preprocess_signal: expected a 1-D signal (one lead), got shape {x.shape}")
-    if x.size < 2:
-        raise ValueError(f"preprocess_signal: signal has {x.size} samples, too short to filter")
+    if x.ndim not in (1, 2):
+        raise ValueError(
+            f"preprocess_signal: expected a 1-D signal (one lead) or (leads, samples), got shape {x.shape}"
+        )
+    if x.shape[-1] < 2:
+        raise ValueError(f"preprocess_signal: signal has {x.shape[-1]} samples, too short to filter")
     if not np.all(np.isfinite(x)):
         raise ValueError("preprocess_signal: signal contains NaN or infinite values")
     return remove_baseline(resample(x, fs, cfg.target_fs), cfg)
@@ -216,11 +224,11 @@ def labelled_window_start(n_samples: int, cfg: PreprocessConfig) -> int:
 
 
 def labelled_record_windows(signal: np.ndarray, fs: float, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(windows (k, window_length) float32 z-scored, their starts) of one labelled record."""
+    """(windows (k, [C,] window_length) float32 z-scored, their starts) of one labelled record."""
     x = preprocess_signal(signal, fs, cfg)
-    starts = labelled_window_starts(x.size, cfg)
-    if x.size < cfg.window_length:
-        return pad_window(x, int(starts[0]), cfg)[None, :], starts
+    starts = labelled_window_starts(x.shape[-1], cfg)
+    if x.shape[-1] < cfg.window_length:
+        return pad_window(x, int(starts[0]), cfg)[None], starts
     return cut_windows(x, starts, cfg), starts
 
 
@@ -236,13 +244,13 @@ def pad_window(preprocessed: np.ndarray, start: int, cfg: PreprocessConfig) -> n
     that of any other window; ``start`` (<= 0) is where the window begins relative to the
     record, as labelled_window_starts gives it.
     """
-    n = preprocessed.size
+    n = preprocessed.shape[-1]
     if n > cfg.window_length or start > 0 or start + cfg.window_length < n:
         raise ValueError(
             f"pad_window: a record of {n} samples does not fit a window of {cfg.window_length} starting at {start}"
         )
-    out = np.zeros(cfg.window_length, dtype=np.float32)
-    out[-start : -start + n] = zscore(preprocessed, cfg.zscore_eps)
+    out = np.zeros(preprocessed.shape[:-1] + (cfg.window_length,), dtype=np.float32)
+    out[..., -start : -start + n] = zscore(preprocessed, cfg.zscore_eps)
     return out
 
 
@@ -265,17 +273,21 @@ def random_window_starts(
 
 
 def cut_windows(preprocessed: np.ndarray, starts: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """(len(starts), window_length) z-scored float32 windows of an already preprocessed signal."""
+    """(len(starts), [C,] window_length) z-scored float32 windows of an already preprocessed
+    signal (one lead, or (C, samples): the same starts in every lead)."""
     starts = np.asarray(starts, dtype=np.int64)
+    n = preprocessed.shape[-1]
     if starts.size == 0:
-        return np.empty((0, cfg.window_length), dtype=np.float32)
-    if starts.min() < 0 or starts.max() + cfg.window_length > preprocessed.size:
+        return np.empty((0, *preprocessed.shape[:-1], cfg.window_length), dtype=np.float32)
+    if starts.min() < 0 or starts.max() + cfg.window_length > n:
         raise ValueError(
-            f"cut_windows: window starts must lie in [0, {preprocessed.size - cfg.window_length}], "
+            f"cut_windows: window starts must lie in [0, {n - cfg.window_length}], "
             f"got [{starts.min()}, {starts.max()}]"
         )
     idx = starts[:, None] + np.arange(cfg.window_length)[None, :]
-    return zscore(preprocessed[idx], cfg.zscore_eps)
+    if preprocessed.ndim == 1:
+        return zscore(preprocessed[idx], cfg.zscore_eps)
+    return zscore(np.moveaxis(preprocessed[:, idx], 0, 1), cfg.zscore_eps)  # (k, C, L)
 
 
 def finite_stretches(signal: np.ndarray) -> list[tuple[int, int]]:
@@ -308,29 +320,34 @@ def unlabelled_record_windows(
     from the start of the recording.
     """
     x = np.asarray(signal, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"unlabelled windows: expected a 1-D signal (one lead), got shape {x.shape}")
+    if x.ndim not in (1, 2):
+        raise ValueError(
+            f"unlabelled windows: expected a 1-D signal (one lead) or (leads, samples), got shape {x.shape}"
+        )
     length = cfg.window_length
     if np.all(np.isfinite(x)):
         y = preprocess_signal(x, fs, cfg)
-        starts = random_window_starts(y.size, cfg.windows_per_recording, length, rng)
+        starts = random_window_starts(y.shape[-1], cfg.windows_per_recording, length, rng)
         return GapWindows(cut_windows(y, starts, cfg), starts)
+    # A sample time is usable when every lead is finite there (x.ndim == 2: a gap in any lead).
+    finite_in_all = np.isfinite(x) if x.ndim == 1 else np.isfinite(x).all(axis=0)
     usable = [
-        (a, b) for a, b in finite_stretches(x) if b - a >= 2 and resampled_length(b - a, fs, cfg.target_fs) >= length
+        (a, b) for a, b in finite_stretches(np.where(finite_in_all, 0.0, np.nan))
+        if b - a >= 2 and resampled_length(b - a, fs, cfg.target_fs) >= length
     ]
-    dropped = x.size - sum(b - a for a, b in usable)
+    dropped = x.shape[-1] - sum(b - a for a, b in usable)
     fits = np.array([resampled_length(b - a, fs, cfg.target_fs) // length for a, b in usable], dtype=np.int64)
     k = int(min(cfg.windows_per_recording, fits.sum()))
     if k == 0:
-        return GapWindows(np.empty((0, length), np.float32), np.empty(0, np.int64), True, dropped)
+        return GapWindows(np.empty((0, *x.shape[:-1], length), np.float32), np.empty(0, np.int64), True, dropped)
     slots = np.sort(rng.choice(int(fits.sum()), size=k, replace=False))
     per_stretch = np.bincount(np.searchsorted(np.cumsum(fits), slots, side="right"), minlength=len(usable))
     windows, starts = [], []
     for (a, b), n_windows in zip(usable, per_stretch):
         if n_windows == 0:
             continue
-        y = preprocess_signal(x[a:b], fs, cfg)
-        local = random_window_starts(y.size, int(n_windows), length, rng)
+        y = preprocess_signal(x[..., a:b], fs, cfg)
+        local = random_window_starts(y.shape[-1], int(n_windows), length, rng)
         windows.append(cut_windows(y, local, cfg))
         starts.append(local + resampled_length(a, fs, cfg.target_fs))
     return GapWindows(np.concatenate(windows), np.concatenate(starts), True, dropped)
@@ -456,13 +473,13 @@ def windows_from_labelled_records(
             stats.records += 1
             with naming_record(record):
                 x = preprocess_signal(record.signal, record.fs, cfg)
-                if x.size < cfg.window_length and not cfg.pad_short:
+                if x.shape[-1] < cfg.window_length and not cfg.pad_short:
                     stats.too_short += 1
-                    _too_short(record, x.size, cfg, exclusions, dataset)
+                    _too_short(record, x.shape[-1], cfg, exclusions, dataset)
                     continue
-                starts = labelled_window_starts(x.size, cfg)
-                if x.size < cfg.window_length:
-                    windows = pad_window(x, int(starts[0]), cfg)[None, :]
+                starts = labelled_window_starts(x.shape[-1], cfg)
+                if x.shape[-1] < cfg.window_length:
+                    windows = pad_window(x, int(starts[0]), cfg)[None]
                     stats.padded += 1
                 else:
                     windows = cut_windows(x, starts, cfg)
@@ -501,7 +518,7 @@ def windows_from_unlabelled_records(
             with naming_record(record):
                 signal = np.asarray(record.signal)
                 if np.all(np.isfinite(signal)):
-                    n = resampled_length(signal.size, record.fs, cfg.target_fs)
+                    n = resampled_length(signal.shape[-1], record.fs, cfg.target_fs)
                     if n < cfg.window_length:
                         stats.too_short += 1
                         _too_short(record, n, cfg, exclusions, dataset)

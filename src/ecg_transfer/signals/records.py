@@ -21,7 +21,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+
 from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
+from ecg_transfer.signals.leads import split_leads
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +56,19 @@ _LOG_COLUMNS = ["dataset", "record_id", "source", "reason", "detail"]
 
 @dataclass(frozen=True)
 class EcgRecord:
-    """One lead of one recording, in millivolts, with where it came from.
+    """The lead(s) of one recording a study reads, in millivolts, with where it came from.
 
-    A single lead is kept because the study uses lead II only; carrying all twelve
-    would multiply memory for nothing. ``label`` is any class name the reader gives
+    Only the leads the study uses are kept (lead II alone by default: carrying all twelve
+    would multiply memory for nothing). One lead: ``signal`` is 1-D and ``lead`` its name
+    as the file gives it. Several leads (``preprocessing.leads``): ``signal`` is
+    (C, samples), one row per lead, and ``lead`` the C names joined by ',' in that order. ``label`` is any class name the reader gives
     (``None`` for unlabelled data): the class list is data, not a constant. ``source`` is
     the file path so that any odd value downstream can be traced back to its file.
     """
 
     record_id: str
     patient_id: str
-    signal: np.ndarray  # 1-D float64, millivolts; NaN marks a gap (see SignalChecks)
+    signal: np.ndarray  # (samples,) or (C, samples) float64, millivolts; NaN marks a gap
     fs: float
     lead: str
     label: str | None
@@ -72,10 +76,13 @@ class EcgRecord:
 
     def __post_init__(self) -> None:
         signal = np.asarray(self.signal)
-        if signal.ndim != 1:
+        n_leads = len(split_leads(self.lead))
+        if signal.ndim != 1 and not (
+            signal.ndim == 2 and n_leads > 1 and signal.shape[0] == n_leads
+        ):
             raise ValueError(
-                f"EcgRecord {self.record_id!r} from {self.source}: signal must be 1-D "
-                f"(one lead), got shape {signal.shape}"
+                f"EcgRecord {self.record_id!r} from {self.source}: signal must be 1-D for one "
+                f"lead or (C, samples) for C leads; got shape {signal.shape} for lead(s) {self.lead!r}"
             )
         if not np.isfinite(self.fs) or self.fs <= 0:
             raise ValueError(
@@ -89,8 +96,18 @@ class EcgRecord:
             )
 
     @property
+    def n_samples(self) -> int:
+        return int(np.shape(self.signal)[-1])
+
+    @property
     def duration_s(self) -> float:
-        return len(self.signal) / self.fs
+        return self.n_samples / self.fs
+
+    def lead_signals(self) -> list[tuple[str, np.ndarray]]:
+        """(lead name, 1-D signal) for each lead the record holds, in order."""
+        if np.ndim(self.signal) == 1:
+            return [(self.lead, np.asarray(self.signal))]
+        return list(zip(split_leads(self.lead), np.asarray(self.signal)))
 
 
 class ExclusionLog:
@@ -230,10 +247,15 @@ class SignalChecks:
             raise ValueError(f"allow_nan_gaps must be true or false, got {self.allow_nan_gaps!r}")
 
     def problem(self, record: EcgRecord) -> tuple[str, str] | None:
-        return signal_problem(
-            record.signal, record.fs, self.min_duration_s, record.lead, self.max_amplitude_mv,
-            allow_nan_gaps=self.allow_nan_gaps,
-        )
+        """The first problem of the record's leads, in lead order (each lead is checked)."""
+        for lead, signal in record.lead_signals():
+            problem = signal_problem(
+                signal, record.fs, self.min_duration_s, lead, self.max_amplitude_mv,
+                allow_nan_gaps=self.allow_nan_gaps,
+            )
+            if problem is not None:
+                return problem
+        return None
 
 
 def longest_nan_free_stretch(signal: np.ndarray) -> int:

@@ -21,12 +21,19 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import wfdb
-from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
+from ecg_transfer.signals.leads import (
+    LEAD_II_NAMES,
+    joined,
+    lead_aliases,
+    normalise_lead_name,
+    split_leads,
+)
 from ecg_transfer.signals.records import EcgRecord, Excluded
 
 # Lead II under the names monitors and databases give it (MIT-BIH says MLII).
-DEFAULT_LEAD_NAMES: tuple[str, ...] = ("II", "MLII", "ECG II", "ECG2", "ECG 2", "Lead II")
+DEFAULT_LEAD_NAMES: tuple[str, ...] = LEAD_II_NAMES
 
 # Physical units to millivolts. WFDB's spec makes an omitted unit mean millivolts.
 _UNIT_TO_MILLIVOLTS = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
@@ -61,8 +68,33 @@ def patient_from_comments(comments: Iterable[str]) -> str | None:
     return None
 
 
-def _normalise_lead_name(name: object) -> str:
-    return " ".join(str(name).split()).lower() if name is not None else ""
+_normalise_lead_name = normalise_lead_name
+
+
+def _channel_of(sig_names: Sequence[str | None], names: Sequence[str]) -> int | None:
+    """Index of the first of ``names`` among ``sig_names`` (case- and spacing-insensitive)."""
+    present = [_normalise_lead_name(name) for name in sig_names]
+    for name in names:
+        key = _normalise_lead_name(name)
+        if key in present:
+            return present.index(key)
+    return None
+
+
+def _choose_channels(sig_names: Sequence[str | None], leads: Sequence[str], header_path: Path) -> list[int]:
+    """The channel of each of ``leads`` (each matched by its names), or Excluded ``missing_lead``
+    naming the first lead the record lacks."""
+    channels = []
+    for lead in leads:
+        channel = _channel_of(sig_names, lead_aliases(lead))
+        if channel is None:
+            raise Excluded(
+                "missing_lead",
+                f"{header_path}: lead {lead} (as any of {list(lead_aliases(lead))}) is not among "
+                f"{list(sig_names)}",
+            )
+        channels.append(channel)
+    return channels
 
 
 def _choose_channel(
@@ -70,11 +102,9 @@ def _choose_channel(
     header_path: Path,
 ) -> int:
     """Index of the first wanted lead present (case- and spacing-insensitive)."""
-    present = [_normalise_lead_name(name) for name in sig_names]
-    for name in wanted:
-        key = _normalise_lead_name(name)
-        if key in present:
-            return present.index(key)
+    channel = _channel_of(sig_names, wanted)
+    if channel is not None:
+        return channel
     if allow_first_channel and sig_names:
         return 0
     raise Excluded(
@@ -303,8 +333,15 @@ def _read_with_wfdb(
 ) -> tuple[np.ndarray, str, list[str]]:
     """Signal (mV), lead name and comments read by the wfdb package (only the chosen channel:
     Holter files are large); raises whatever wfdb raises on an odd header."""
-    record_path = str(header_path.with_suffix(""))
-    header = wfdb.rdheader(record_path)
+    names = _wfdb_signal_names(header_path)
+    channel = _choose_channel(names, wanted, allow_first_channel, header_path)
+    signals, comments = _wfdb_channels(header_path, [channel])
+    return signals[0], names[channel] or f"channel {channel}", comments
+
+
+def _wfdb_signal_names(header_path: Path) -> list[str | None]:
+    """The signal names of a header read by wfdb; raises on what wfdb mis-reads."""
+    header = wfdb.rdheader(str(header_path.with_suffix("")))
     if header.n_sig is None or header.n_sig < 1 or header.fs is None:
         raise ValueError("header has no signals or no sampling frequency")
     names = list(header.sig_name or [None] * header.n_sig)
@@ -312,14 +349,17 @@ def _read_with_wfdb(
         # A decimal comma in a gain makes wfdb read the rest of the line as the lead
         # name and the gain wrong, silently; the fallback parser reads such lines.
         raise ValueError(f"wfdb mis-split the signal lines into names {names}")
-    channel = _choose_channel(names, wanted, allow_first_channel, header_path)
-    record = wfdb.rdrecord(record_path, channels=[channel])
-    unit = (record.units or ["mV"])[0]
-    return (
-        _to_millivolts(record.p_signal[:, 0], unit, header_path),
-        names[channel] or f"channel {channel}",
-        list(record.comments or []),
-    )
+    return names
+
+
+def _wfdb_channels(header_path: Path, channels: list[int]) -> tuple[np.ndarray, list[str]]:
+    """(channels, samples) in mV of the given channels, and the header comments."""
+    record = wfdb.rdrecord(str(header_path.with_suffix("")), channels=channels)
+    units = record.units or ["mV"] * len(channels)
+    signals = np.stack([
+        _to_millivolts(record.p_signal[:, i], units[i], header_path) for i in range(len(channels))
+    ])
+    return signals, list(record.comments or [])
 
 
 def read_one_lead(
@@ -338,14 +378,7 @@ def read_one_lead(
     except Excluded:
         raise
     except Exception as wfdb_error:  # wfdb raises many types on odd headers
-        try:
-            fallback = read_wfdb_minimal(header_path)
-        except Exception as fallback_error:
-            raise Excluded(
-                "unreadable",
-                f"{header_path}: wfdb could not read it ({type(wfdb_error).__name__}: "
-                f"{wfdb_error}) nor could the fallback reader ({fallback_error})",
-            ) from fallback_error
+        fallback = _fallback(header_path, wfdb_error)
         channel = _choose_channel(fallback.sig_names, wanted, allow_first_channel, header_path)
         return (
             _to_millivolts(fallback.signals[:, channel], fallback.units[channel], header_path),
@@ -355,11 +388,52 @@ def read_one_lead(
         )
 
 
+def read_leads(header_path: Path, leads: Sequence[str]) -> tuple[np.ndarray, float, str, list[str]]:
+    """Signal (C, samples) in mV of ``leads`` in that order (each matched by its names, see
+    :func:`~ecg_transfer.signals.leads.lead_aliases`), fs, the ``lead`` field (the names
+    joined by ',') and the header comments; or raise Excluded (``missing_lead`` naming the
+    lead a record lacks, ``unreadable`` as :func:`read_one_lead`)."""
+    fs = header_sampling_rate(header_path)
+    try:
+        names = _wfdb_signal_names(header_path)
+        signals, comments = _wfdb_channels(header_path, _choose_channels(names, leads, header_path))
+        return signals, fs, joined(leads), comments
+    except Excluded:
+        raise
+    except Exception as wfdb_error:  # wfdb raises many types on odd headers
+        fallback = _fallback(header_path, wfdb_error)
+        channels = _choose_channels(fallback.sig_names, leads, header_path)
+        signals = np.stack([
+            _to_millivolts(fallback.signals[:, c], fallback.units[c], header_path) for c in channels
+        ])
+        return signals, fs, joined(leads), fallback.comments
+
+
+def signal_names(header_path: Path) -> list[str]:
+    """The signal (lead) names a header declares, or Excluded ``unreadable``."""
+    try:
+        return [name or "" for name in _wfdb_signal_names(header_path)]
+    except Exception as wfdb_error:
+        return [name or "" for name in _fallback(header_path, wfdb_error).sig_names]
+
+
+def _fallback(header_path: Path, wfdb_error: Exception) -> WfdbSignals:
+    try:
+        return read_wfdb_minimal(header_path)
+    except Exception as fallback_error:
+        raise Excluded(
+            "unreadable",
+            f"{header_path}: wfdb could not read it ({type(wfdb_error).__name__}: "
+            f"{wfdb_error}) nor could the fallback reader ({fallback_error})",
+        ) from fallback_error
+
+
 # ----------------------------------------------------------------------------- writer
 def write_wfdb_records(
     root: str | Path, records: Iterable[EcgRecord], progress: bool = True
 ) -> int:
-    """Write each record as one WFDB record (format 16, units mV) so WfdbFolder reads it back.
+    """Write each record as one WFDB record (format 16, units mV, one signal per lead) so
+    WfdbFolder reads it back.
 
     The patient id goes into a ``# patient: X`` comment because WFDB has no field for
     it and the splits group by patient. Returns the number of records written.
@@ -378,13 +452,15 @@ def write_wfdb_records(
         comments = [f"patient: {record.patient_id}"]
         if record.label is not None:
             comments.append(f"label: {record.label}")
+        signal = np.asarray(record.signal, dtype=np.float64)
+        leads = split_leads(record.lead) if signal.ndim == 2 else (record.lead,)
         wfdb.wrsamp(
             record.record_id,
             fs=float(record.fs),
-            units=["mV"],
-            sig_name=[record.lead],
-            p_signal=np.asarray(record.signal, dtype=np.float64).reshape(-1, 1),
-            fmt=["16"],
+            units=["mV"] * len(leads),
+            sig_name=list(leads),
+            p_signal=signal.T if signal.ndim == 2 else signal.reshape(-1, 1),
+            fmt=["16"] * len(leads),
             comments=comments,
             write_dir=str(root),
         )

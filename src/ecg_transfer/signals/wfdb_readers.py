@@ -27,7 +27,9 @@ from ecg_transfer.signals.wfdb_format import (
     DEFAULT_LEAD_NAMES,
     header_paths,
     patient_from_comments,
+    read_leads,
     read_one_lead,
+    signal_names,
     write_wfdb_records,
 )
 
@@ -40,6 +42,25 @@ def _lead_names(leads: str | Sequence[str]) -> tuple[str, ...]:
 
 def _relative_id(root: Path, header_path: Path) -> str:
     return header_path.relative_to(root).with_suffix("").as_posix()
+
+
+def read_record_leads(reader: FolderReader, header_path: Path) -> tuple:
+    """Signal, fs, lead field and comments of a record: the leads of ``reader.read_leads``
+    when a study reads several, else the one lead the reader's catalog entry names."""
+    if reader.read_leads is not None:
+        return read_leads(header_path, reader.read_leads)
+    return read_one_lead(header_path, reader.lead_names, getattr(reader, "allow_first_channel", False))
+
+
+def header_lead_names(root: Path) -> list[tuple[str, ...]]:
+    """The signal names of every readable header under ``root``."""
+    names = []
+    for path in header_paths(root):
+        try:
+            names.append(tuple(signal_names(path)))
+        except Excluded:
+            continue
+    return names
 
 
 class WfdbFolder(FolderReader):
@@ -83,7 +104,14 @@ class WfdbFolder(FolderReader):
         self.allow_first_channel = allow_first_channel
 
     def __repr__(self) -> str:
-        return f"WfdbFolder(root={str(self.root)!r}, leads={self.leads!r})"
+        return f"WfdbFolder(root={str(self.root)!r}, leads={self.read_leads or self.leads!r})"
+
+    @property
+    def lead_names(self) -> tuple[str, ...]:
+        return self.leads
+
+    def record_lead_names(self) -> list[tuple[str, ...]]:
+        return header_lead_names(self.root)
 
     def __len__(self) -> int:
         """Number of header files, i.e. records before any exclusion."""
@@ -112,9 +140,7 @@ class WfdbFolder(FolderReader):
 
     def _read(self, header_path: Path) -> EcgRecord:
         relative = header_path.relative_to(self.root).with_suffix("")
-        signal, fs, lead, comments = read_one_lead(
-            header_path, self.leads, self.allow_first_channel
-        )
+        signal, fs, lead, comments = read_record_leads(self, header_path)
         patient = patient_from_comments(comments)
         if patient is None:
             folder = relative.parent.as_posix()
@@ -199,6 +225,13 @@ class WfdbLabelledFolder(FolderReader):
 
     def __repr__(self) -> str:
         return f"WfdbLabelledFolder(root={str(self.root)!r}, labels_csv={str(self.labels_csv)!r})"
+
+    @property
+    def lead_names(self) -> tuple[str, ...]:
+        return self.leads
+
+    def record_lead_names(self) -> list[tuple[str, ...]]:
+        return header_lead_names(self.root)
 
     @classmethod
     def folder_exists(cls, root: Path, options: Mapping[str, Any]) -> bool:
@@ -302,9 +335,7 @@ class WfdbLabelledFolder(FolderReader):
                 + ("names several records; give the relative path" if ambiguous
                    else f"has no header under {self.root}"),
             )
-        signal, fs, lead, comments = read_one_lead(
-            header_path, self.leads, self.allow_first_channel
-        )
+        signal, fs, lead, comments = read_record_leads(self, header_path)
         patient = row.patient or patient_from_comments(comments) or Path(row.record_id).name
         return EcgRecord(row.record_id, patient, signal, fs, lead, label, str(header_path))
 

@@ -8,9 +8,15 @@ training holds the corpus in memory.
 Layout of a store directory::
 
     windows.f32     N x window_length little-endian float32, row-major, no header
+                    (N x C x window_length for windows of C leads)
     index.parquet   one row per window (record_id, patient_id, label, split, window_start, ...)
     meta.json       {"format": ..., "n_windows": N, "window_length": L, "dtype": "<f4",
                      "windows_sha1": ..., "classes": [...] or null, ...}
+                    plus "n_channels": C when the windows hold C > 1 leads
+
+A one-lead store is (N, L) and its meta.json has no ``n_channels``, as every store had
+before several leads were possible (so the default study's stores and fingerprints are
+unchanged); a store of C leads is (N, C, L). One window takes C x L x 4 bytes.
 
 meta.json is written last and the directory is built under a temporary name and renamed
 into place, so a store that exists under its own name is complete; an interrupted write
@@ -64,7 +70,7 @@ INDEX_SCHEMA = pa.schema(
 )
 REQUIRED_INDEX_COLUMNS = ("record_id", "patient_id", "label")
 # Keys of meta.json that the writer owns; extra metadata may not override them.
-RESERVED_META_KEYS = ("format", "n_windows", "window_length", "dtype", "windows_sha1")
+RESERVED_META_KEYS = ("format", "n_windows", "window_length", "dtype", "windows_sha1", "n_channels")
 _STRING_COLUMNS = [f.name for f in INDEX_SCHEMA if f.type == pa.string()]
 
 
@@ -100,13 +106,14 @@ class WindowStore:
             raise ValueError(f"window store {meta_path}: dtype {meta['dtype']!r}, expected {DTYPE.str!r}")
         self.n_windows = int(meta["n_windows"])
         self.window_length = int(meta["window_length"])
+        self.n_channels = int(meta.get("n_channels", 1))
         self.meta = meta
-        expected = self.n_windows * self.window_length * DTYPE.itemsize
+        expected = self.n_windows * self.n_channels * self.window_length * DTYPE.itemsize
         actual = (self.path / WINDOWS_FILE).stat().st_size
         if actual != expected:
             raise ValueError(
                 f"window store {self.path / WINDOWS_FILE}: {actual} bytes, expected {expected} "
-                f"for {self.n_windows} windows of {self.window_length} float32 samples"
+                f"for {self.n_windows} windows of {self.n_channels} x {self.window_length} float32 samples"
             )
         self._windows: np.memmap | None = None
         self._index: pd.DataFrame | None = None
@@ -118,11 +125,16 @@ class WindowStore:
         return f"WindowStore({str(self.path)!r}, n_windows={self.n_windows}, window_length={self.window_length})"
 
     @property
+    def window_shape(self) -> tuple[int, ...]:
+        """The shape of one window: (L,) for one lead, (C, L) for C leads."""
+        return (self.window_length,) if self.n_channels == 1 else (self.n_channels, self.window_length)
+
+    @property
     def windows(self) -> np.memmap:
-        """(N, L) float32, read-only; pages are read from disk only when touched."""
+        """(N, L) float32 ((N, C, L) for C leads), read-only; pages are read only when touched."""
         if self._windows is None:
             self._windows = np.memmap(
-                self.path / WINDOWS_FILE, dtype=DTYPE, mode="r", shape=(self.n_windows, self.window_length)
+                self.path / WINDOWS_FILE, dtype=DTYPE, mode="r", shape=(self.n_windows, *self.window_shape)
             )
         return self._windows
 
@@ -207,7 +219,7 @@ class WindowStore:
                 )
             return np.array(self.windows[np.flatnonzero(sel)])
         if sel.size == 0:
-            return np.empty((0, self.window_length), dtype=DTYPE)
+            return np.empty((0, *self.window_shape), dtype=DTYPE)
         if not np.issubdtype(sel.dtype, np.integer):
             raise TypeError(f"window store {self.path}: selection must be a boolean mask or integers, got {sel.dtype}")
         sel = sel.reshape(-1)
@@ -215,7 +227,7 @@ class WindowStore:
             raise IndexError(f"window store {self.path}: index out of range for {self.n_windows} windows")
         sel = np.where(sel < 0, sel + self.n_windows, sel)
         order = np.argsort(sel, kind="stable")
-        out = np.empty((sel.size, self.window_length), dtype=DTYPE)
+        out = np.empty((sel.size, *self.window_shape), dtype=DTYPE)
         out[order] = self.windows[sel[order]]
         return out
 
@@ -245,7 +257,8 @@ class WindowStore:
 
 
 class RowView:
-    """Some rows of a 2-D array (a memmap), indexed like an array of just those rows.
+    """Some rows of an array (a memmap of (N, L) or (N, C, L)), indexed like an array of just
+    those rows.
 
     Supports what a training loop needs: ``shape``, ``len`` and indexing by a slice or an
     integer array; only the rows asked for are read.
@@ -256,8 +269,8 @@ class RowView:
         self._rows = np.asarray(rows, dtype=np.int64)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (int(self._rows.size), int(self._array.shape[1]))
+    def shape(self) -> tuple[int, ...]:
+        return (int(self._rows.size), *(int(n) for n in self._array.shape[1:]))
 
     def __len__(self) -> int:
         return int(self._rows.size)
@@ -267,7 +280,7 @@ class RowView:
         if np.ndim(rows) == 0:
             return np.asarray(self._array[int(rows)])
         order = np.argsort(rows, kind="stable")
-        out = np.empty((rows.size, self._array.shape[1]), dtype=self._array.dtype)
+        out = np.empty((rows.size, *self._array.shape[1:]), dtype=self._array.dtype)
         out[order] = self._array[rows[order]]  # ascending file order: one pass over the pages
         return out
 
@@ -316,6 +329,7 @@ class WindowStoreWriter:
             raise ValueError(f"WindowStoreWriter {path}: window_length must be a positive integer, got {window_length!r}")
         self.path = Path(path)
         self.window_length = None if window_length is None else int(window_length)
+        self.window_shape: tuple[int, ...] | None = None  # (L,) or (C, L), from the first chunk
         self.meta: dict[str, object] = {}
         self.meta.update(meta or {})
         if self.path.exists() and not (self.path / META_FILE).is_file():
@@ -335,7 +349,8 @@ class WindowStoreWriter:
         self._open = True
 
     def append(self, windows: np.ndarray, index: pd.DataFrame) -> None:
-        """Add k windows (k, window_length) float32 and their k index rows."""
+        """Add k windows (k, window_length) float32 (or (k, C, window_length) for C leads) and
+        their k index rows; every chunk has the first chunk's window shape."""
         where = str(self.path)
         if not self._open:
             raise RuntimeError(f"WindowStoreWriter {where}: already closed")
@@ -346,13 +361,21 @@ class WindowStoreWriter:
                 f"WindowStoreWriter {where}: windows must be float32, got {windows.dtype} "
                 "(convert explicitly with .astype(np.float32) if that is intended)"
             )
-        if self.window_length is None and windows.ndim == 2 and len(windows) and windows.shape[1] >= 1:
-            self.window_length = int(windows.shape[1])
-        if windows.ndim != 2 or windows.shape[1] != self.window_length:
+        if self.window_length is None and windows.ndim in (2, 3) and len(windows) and windows.shape[-1] >= 1:
+            self.window_length = int(windows.shape[-1])
+        shape_ok = windows.ndim == 2 or (windows.ndim == 3 and windows.shape[1] > 1)
+        if not shape_ok or windows.shape[-1] != self.window_length or (
+            self.window_shape is not None and windows.shape[1:] != self.window_shape
+        ):
             expected = "window_length" if self.window_length is None else self.window_length
+            expected = ", ".join(str(n) for n in (self.window_shape or (expected,)))
+            expected = f"(k, {expected})"
             raise ValueError(
-                f"WindowStoreWriter {where}: windows must have shape (k, {expected}), got {windows.shape}"
+                f"WindowStoreWriter {where}: windows must have shape {expected} "
+                f"(or (k, C, window_length) with C > 1 leads), got {windows.shape}"
             )
+        if self.window_shape is None and len(windows):
+            self.window_shape = tuple(int(n) for n in windows.shape[1:])
         if not isinstance(index, pd.DataFrame):
             raise TypeError(f"WindowStoreWriter {where}: index must be a DataFrame, got {type(index).__name__}")
         if len(index) != len(windows):
@@ -385,6 +408,7 @@ class WindowStoreWriter:
             "window_length": self.window_length,
             "dtype": DTYPE.str,
             "windows_sha1": self._digest.hexdigest(),
+            **({"n_channels": self.window_shape[0]} if len(self.window_shape) == 2 else {}),
             **self.meta,
         }
         try:

@@ -338,7 +338,7 @@ def _trials_at_once(batch_trials, arm, recipe: ModelRecipe, plan, data: ArmData,
     if reason:
         logger.info("%s: trials train one at a time (%s)", arm, reason)
         return 1
-    at_once = auto_batch_trials(probe, data.train_x.shape[1], train_config, largest)
+    at_once = auto_batch_trials(probe, tuple(data.train_x.shape[1:]), train_config, largest)
     logger.info("%s: %d trials of a fraction train at once (batch_trials: auto)", arm, at_once)
     return at_once
 

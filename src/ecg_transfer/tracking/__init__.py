@@ -42,7 +42,11 @@ from ecg_transfer.tracking.runs import (
     open_runs,
     value_text,
 )
-from ecg_transfer.tracking.system_metrics import start_system_metrics, stop_system_metrics, system_metrics_wanted
+from ecg_transfer.tracking.system_metrics import (
+    start_system_metrics,
+    stop_system_metrics,
+    system_metrics_wanted,
+)
 from ecg_transfer.tracking.termination import Terminated, raise_on_sigterm
 
 __all__ = [

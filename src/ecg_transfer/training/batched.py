@@ -57,6 +57,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ecg_transfer.models.cae import with_channel_axis
 from ecg_transfer.training.checkpoints import CheckpointStore, run_groups_once
 from ecg_transfer.training.engine import TrainConfig, learning_rate
 from ecg_transfer.training.loop import (
@@ -75,6 +76,7 @@ from ecg_transfer.training.loop import (
     split_rows,
     train_group,
     training_error,
+    values_per_row,
 )
 from ecg_transfer.training.tasks import Task
 
@@ -443,7 +445,7 @@ class _DeviceData:
         self.x = _to_device(np.asarray(train_x[used], dtype=np.float32), device)
         self.labels = None if train_y is None else np.asarray(train_y)[used]
         self.y = None if self.labels is None else torch.from_numpy(self.labels).to(device)
-        self.width = train_x.shape[1]
+        self.width = values_per_row(train_x)
         self.evals = {
             name: (_to_device(np.asarray(s.x, dtype=np.float32), device),
                    None if s.y is None else torch.from_numpy(np.asarray(s.y)).to(device))
@@ -502,7 +504,7 @@ class StackedStepper:
                     lambda m, args, name=name: calls.append((name, tuple(args[0].shape[1:])))))
         with torch.no_grad():
             sample = self.data.x[:1].cpu()
-            probe(sample.unsqueeze(1) if self.data.windows else sample)
+            probe(with_channel_axis(sample) if self.data.windows else sample)
         for hook in hooks:
             hook.remove()
         if len({name for name, _ in calls}) != len(calls):
@@ -536,7 +538,9 @@ class StackedStepper:
         start = time.perf_counter()
         for batch_index, begin in enumerate(range(0, n, size)):
             rows = index[:, begin : begin + size]
-            xb = data.x[rows].unsqueeze(2) if data.windows else data.x[rows]  # windows: (K, B, 1, L)
+            xb = data.x[rows]
+            if data.windows and xb.dim() == 3:
+                xb = xb.unsqueeze(2)  # one-lead windows: (K, B, L) -> (K, B, 1, L); C leads are (K, B, C, L)
             masks = [torch.stack([r.mask((rows.shape[1], *shape), module.p, self.ctx.device) for r in self.randoms])
                      for module, shape in self.dropout_calls]
             loss, out = batched(stack.params, stack.varying, xb, data.y[rows] if data.y is not None else None, masks)
@@ -597,7 +601,7 @@ class StackedStepper:
         for begin in range(0, x.shape[0], cfg.eval_batch_size):
             xb = x[begin : begin + cfg.eval_batch_size]
             if self.data.windows:
-                xb = xb.unsqueeze(1)
+                xb = with_channel_axis(xb)
             yb = None if y is None else y[begin : begin + cfg.eval_batch_size]
             with autocast(device, cfg):
                 out = batched(self.stack.params, self.stack.varying, xb, [])
@@ -631,13 +635,16 @@ def parse_batch_trials(value: int | str) -> int | str:
     return number
 
 
-def trial_memory_bytes(model: nn.Module, width: int, cfg: TrainConfig) -> int:
+def trial_memory_bytes(model: nn.Module, width: int | Sequence[int], cfg: TrainConfig) -> int:
     """A generous estimate of what one more stacked trial costs: weights, gradients and
     Adam's two moments; the activations of a training batch (every layer's output, kept
     for the backward pass, plus their gradients and temporaries: 3x); and an eval batch
     (no graph: the two largest layer outputs at a time).
-    ``width``: samples per window (window models) or features per row (feature heads)."""
-    sample_shape = (1, width) if getattr(model, "input_length", None) is not None else (width,)
+    ``width``: samples per window (window models) or features per row (feature heads), or the
+    shape of one row ((C, L) for windows of C leads)."""
+    sample_shape = (int(width),) if np.ndim(width) == 0 else tuple(int(n) for n in width)
+    if getattr(model, "input_length", None) is not None and len(sample_shape) == 1:
+        sample_shape = (1, *sample_shape)  # one-lead windows
     tensors = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     outputs: list[int] = []
@@ -671,7 +678,7 @@ def free_memory_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def auto_batch_trials(model: nn.Module, width: int, cfg: TrainConfig, n_trials: int) -> int:
+def auto_batch_trials(model: nn.Module, width: int | Sequence[int], cfg: TrainConfig, n_trials: int) -> int:
     """``batch_trials: auto``: as many trials of a fraction as fit in a share of the free
     memory of the training device (all of them, for the default study on a CPU)."""
     device = prepare_device(cfg)

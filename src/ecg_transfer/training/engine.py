@@ -45,6 +45,7 @@ from ecg_transfer.training.loop import (
     to_batch,
     train_group,
     training_error,
+    values_per_row,
 )
 from ecg_transfer.training.replicas import LocalReplicas, Replicas
 from ecg_transfer.training.tasks import Task
@@ -206,7 +207,7 @@ class PlainStepper:
         self.replicas.end_epoch(self.trained)  # DDP: every rank evaluates and saves the same BatchNorm statistics
         elapsed = time.perf_counter() - start
         row = self.task.train_row(
-            loss_sum, n, x.shape[1], torch.cat(outputs) if outputs else None, np.concatenate(labels) if labels else None
+            loss_sum, n, values_per_row(x), torch.cat(outputs) if outputs else None, np.concatenate(labels) if labels else None
         )
         return [[{"epoch": epoch, "split": "train", **row, "samples_per_s": n / max(elapsed, 1e-9)}]]
 
@@ -288,7 +289,7 @@ def evaluate(model: nn.Module, task: Task, x, y, cfg: TrainConfig, device: torch
     device = device or resolve_device(cfg.device)
     y = task.check_labels(y, x.shape[0])
     loss_sum, outputs, elapsed = _forward(model, task, x, y, cfg, device)
-    row = task.eval_row(loss_sum, x.shape[0], x.shape[1], outputs, y)
+    row = task.eval_row(loss_sum, x.shape[0], values_per_row(x), outputs, y)
     return {**row, "samples_per_s": x.shape[0] / max(elapsed, 1e-9)}
 
 

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
+from ecg_transfer.models.cae import with_channel_axis
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 from ecg_transfer.runs import cosmetic_fields
 from ecg_transfer.training.tasks import RecordIndex, Task
 
@@ -160,12 +161,18 @@ def prepare_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
+def values_per_row(x) -> int:
+    """Values in one row of ``x``: a window's samples over all its leads (C x L; L for one
+    lead, so per-sample losses of one-lead windows are as they were), or a row's features."""
+    return int(np.prod(x.shape[1:]))
+
+
 def to_batch(x, rows, length: int | None, device: torch.device) -> torch.Tensor:
-    """Rows of ``x`` as a float32 batch on ``device``; window models take (B, 1, L)."""
+    """Rows of ``x`` as a float32 batch on ``device``; window models take (B, C, L)."""
     # Fancy indexing on a memmap reads only these rows: the corpus is never materialised.
     batch = torch.from_numpy(np.array(x[rows], dtype=np.float32))  # a fresh, writable copy
     if length is not None:
-        batch = batch.unsqueeze(1)  # window models take (B, 1, L); feature heads (B, F)
+        batch = with_channel_axis(batch)  # one-lead (B, L) -> (B, 1, L); feature heads (B, F)
     return batch.to(device, non_blocking=True)
 
 
@@ -189,14 +196,14 @@ def split_rows(task: Task, split: EvalSplit, epoch: int, loss_sum: float, output
     its class probabilities go to ``probabilities``."""
     n = split.x.shape[0]
     speed = {"samples_per_s": n / max(elapsed, 1e-9)}
-    rows = [{"epoch": epoch, "split": split.name, **task.eval_row(loss_sum, n, split.x.shape[1], outputs, split.y),
+    rows = [{"epoch": epoch, "split": split.name, **task.eval_row(loss_sum, n, values_per_row(split.x), outputs, split.y),
              **speed}]
     _keep_probabilities(task, split.name, outputs, probabilities)
     if split.records is not None:
         logits = split.records.mean(outputs)
         labels = torch.from_numpy(split.record_labels)
         record_loss = task.loss(logits, None, labels, reduction="sum").double().item()
-        row = task.eval_row(record_loss, split.records.size, split.x.shape[1], logits, split.record_labels)
+        row = task.eval_row(record_loss, split.records.size, values_per_row(split.x), logits, split.record_labels)
         rows.append({"epoch": epoch, "split": f"{split.name}_record", **row, **speed})
         if _keep_probabilities(task, f"{split.name}_record", logits, probabilities):
             probabilities[f"{split.name}_record_ids"] = split.records.ids.tolist()
@@ -226,10 +233,14 @@ def check_task(task: Task, caller: str) -> None:
 
 
 def check_split(name: str, x, y, task: Task, length: int | None, where: str):
-    if not hasattr(x, "shape") or len(x.shape) != 2:
-        raise ValueError(f"{where}: {name} x must be a 2-D array (windows x samples), got {getattr(x, 'shape', type(x))}")
-    if length is not None and x.shape[1] != length:
-        raise ValueError(f"{where}: {name} windows have {x.shape[1]} samples, the model expects {length}")
+    windows_of_leads = length is not None and hasattr(x, "shape") and len(x.shape) == 3
+    if not hasattr(x, "shape") or (len(x.shape) != 2 and not windows_of_leads):
+        raise ValueError(
+            f"{where}: {name} x must be a 2-D array (windows x samples; windows x leads x samples for "
+            f"several leads), got {getattr(x, 'shape', type(x))}"
+        )
+    if length is not None and x.shape[-1] != length:
+        raise ValueError(f"{where}: {name} windows have {x.shape[-1]} samples, the model expects {length}")
     if x.shape[0] == 0:
         raise ValueError(f"{where}: split {name} is empty")
     try:

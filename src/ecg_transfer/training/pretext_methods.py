@@ -124,6 +124,12 @@ class PretextMethod:
         parts = self._parts(fs)
         if self.task == "reconstruct":
             return ConvAutoencoder(cfg)
+        if cfg.in_channels != 1:  # their augmentations, masks and pairs are written for one lead
+            raise ValueError(
+                f"pretraining.methods.{self.name}: the {self.task} pretext task takes windows of one lead, "
+                f"but the windows hold {cfg.in_channels} (preprocessing.leads); pretrain them with the CAE "
+                "(task: reconstruct) or read one lead"
+            )
         if self.task == "masked":
             try:
                 return MaskedAutoencoder(cfg, parts["masking"], parts["eval_seed"])

@@ -18,10 +18,15 @@ import pandas as pd
 
 from ecg_transfer.models.cae import CaeConfig
 from ecg_transfer.models.classifier import build_classifier, build_feature_classifier
-from ecg_transfer.models.weights import CARD_DEFAULTS, check_card_inputs, check_pretrained_encoder, preprocessing_card
+from ecg_transfer.models.weights import (
+    CARD_DEFAULTS,
+    check_card_inputs,
+    check_pretrained_encoder,
+    preprocessing_card,
+)
+from ecg_transfer.pipelines.image_transfer.nodes import ImageTransferConfig
 from ecg_transfer.runs import fingerprint, result_settings
 from ecg_transfer.study.arms import ArmSpec, check_arm_methods
-from ecg_transfer.pipelines.image_transfer.nodes import ImageTransferConfig
 from ecg_transfer.study.experiment import ArmData, FinetuningConfig, ModelRecipe, labelled_arm_data
 from ecg_transfer.training.pretext_methods import methods_from_params
 
@@ -108,7 +113,7 @@ def _checked_encoder(spec, cae: CaeConfig, labelled_windows, preprocessing, pret
 
 def _prepare_window(spec: ArmSpec, labelled_windows, classes, finetuning: FinetuningConfig, pretraining,
                     preprocessing=None, pretrained_encoder=None) -> PreparedArm:
-    cae = CaeConfig.from_dict(pretraining["cae"])
+    cae = CaeConfig.for_windows(pretraining["cae"], labelled_windows)
     check_arm_methods([spec], methods_from_params(pretraining.get("methods")))
     if not isinstance(spec.freeze, bool) and spec.freeze > cae.n_blocks:
         raise ValueError(

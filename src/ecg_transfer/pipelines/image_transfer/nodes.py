@@ -1,6 +1,7 @@
 """The image-transfer baseline's inputs: lead-II windows -> spectrogram images -> frozen
-ImageNet CNN features, computed once and cached by the catalog. The spectrogram arms' heads
-train in the fine-tuning pipeline, like every other arm."""
+ImageNet CNN features, computed once and cached by the catalog (windows of several leads show
+lead II, else their first lead: models/spectrogram.py). The spectrogram arms' heads train in the
+fine-tuning pipeline, like every other arm."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from matplotlib.figure import Figure
 
 from ecg_transfer.models.image_backbones import load_backbone
 from ecg_transfer.models.image_features import extract_image_features, spectrogram_figure
-from ecg_transfer.models.spectrogram import SpectrogramConfig
+from ecg_transfer.models.spectrogram import SpectrogramConfig, spectrogram_lead
 from ecg_transfer.runs import COSMETIC
 from ecg_transfer.study.experiment import HeadConfig
 from ecg_transfer.training.engine import resolve_device
@@ -48,11 +49,12 @@ class ImageTransferConfig:
 
 
 def extract_spectrogram_features(labelled_windows, image_transfer: dict[str, Any]) -> pd.DataFrame:
-    """One feature vector per labelled window, keyed by record id, so every trial reuses them."""
+    """One feature vector per labelled window, keyed by record id, so every trial reuses them
+    (windows of several leads: of lead II when present, else the first lead; spectrogram_lead)."""
     config = ImageTransferConfig.from_params(image_transfer)
     backbone = load_backbone(config.backbone.name, config.backbone.weights_path)
     features = extract_image_features(
-        labelled_windows.windows,
+        _shown_lead(labelled_windows.windows, labelled_windows),
         config.spectrogram,
         backbone,
         batch_size=config.feature_batch_size,
@@ -65,11 +67,16 @@ def extract_spectrogram_features(labelled_windows, image_transfer: dict[str, Any
     return table
 
 
+def _shown_lead(windows, store) -> np.ndarray:
+    """The one lead of ``windows`` (rows of ``store``) the spectrogram arm shows."""
+    return spectrogram_lead(windows, store.meta.get("leads", ["II"]))[0]
+
+
 def plot_spectrogram_examples(labelled_windows, label_classes: list[str], image_transfer: dict[str, Any]) -> Figure:
     """One example window and its spectrogram per class: what the frozen CNN is shown."""
     labels = labelled_windows.index["label"].to_numpy(dtype=object)
     first = [int(np.flatnonzero(labels == name)[0]) for name in label_classes if (labels == name).any()]
     return spectrogram_figure(
-        labelled_windows.take(first), labels[first].tolist(),
+        _shown_lead(labelled_windows.take(first), labelled_windows), labels[first].tolist(),
         ImageTransferConfig.from_params(image_transfer).spectrogram, class_order=list(label_classes),
     )

@@ -12,6 +12,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from ecg_transfer.signals.leads import parse_leads, reading, study_leads
 from ecg_transfer.signals.overlap import signal_hash
 from ecg_transfer.signals.records import ExclusionLog, RecordSource, is_simulated
 
@@ -38,8 +39,8 @@ def _scan(source: RecordSource, dataset: str) -> tuple[pd.DataFrame, pd.DataFram
             "patient_id": record.patient_id,
             "label": record.label,
             "fs": float(record.fs),
-            "n_samples": int(record.signal.shape[0]),
-            "duration_s": record.signal.shape[0] / float(record.fs),
+            "n_samples": record.n_samples,
+            "duration_s": record.n_samples / float(record.fs),
             "lead": record.lead,
             "source": record.source,
             "simulated": simulated,
@@ -65,14 +66,31 @@ def _scan(source: RecordSource, dataset: str) -> tuple[pd.DataFrame, pd.DataFram
     return manifest, excluded
 
 
-def scan_labelled_records(labelled_recordings: RecordSource) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every labelled record once: the records that pass, and the exclusions."""
-    return _scan(labelled_recordings, "labelled")
+def _leads_setting(preprocessing: dict | None) -> tuple[str, ...] | str:
+    return parse_leads((preprocessing or {}).get("leads", ["II"]))
 
 
-def scan_unlabelled_records(unlabelled_recordings: RecordSource) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every unlabelled recording once: the records that pass, and the exclusions."""
-    return _scan(unlabelled_recordings, "unlabelled")
+def scan_labelled_records(
+    labelled_recordings: RecordSource, preprocessing: dict | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every labelled record once (the leads of ``preprocessing.leads``; for ``all``,
+    the standard leads all its records share): the records that pass, and the exclusions
+    (a record lacking a lead is ``missing_lead``, naming it)."""
+    leads = study_leads(_leads_setting(preprocessing), source=labelled_recordings)
+    return _scan(reading(labelled_recordings, leads), "labelled")
+
+
+def scan_unlabelled_records(
+    unlabelled_recordings: RecordSource,
+    scanned_labelled_manifest: pd.DataFrame | None = None,
+    preprocessing: dict | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every unlabelled recording once, in the labelled records' leads: the records
+    that pass, and the exclusions."""
+    setting = _leads_setting(preprocessing)
+    manifest_leads = scanned_labelled_manifest["lead"] if setting == "all" and scanned_labelled_manifest is not None else None
+    leads = study_leads(setting, manifest_leads=manifest_leads)
+    return _scan(reading(unlabelled_recordings, leads), "unlabelled")
 
 
 def _require_records(

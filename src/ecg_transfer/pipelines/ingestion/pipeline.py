@@ -17,12 +17,13 @@ from .nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
-            node(scan_labelled_records, "labelled_recordings",
+            node(scan_labelled_records, ["labelled_recordings", "params:preprocessing"],
                  ["scanned_labelled_manifest", "labelled_exclusions"], name="scan_labelled_records"),
             node(check_labelled_records,
                  ["labelled_recordings", "scanned_labelled_manifest", "labelled_exclusions"],
                  "labelled_manifest", name="check_labelled_records"),
-            node(scan_unlabelled_records, "unlabelled_recordings",
+            node(scan_unlabelled_records,
+                 ["unlabelled_recordings", "scanned_labelled_manifest", "params:preprocessing"],
                  ["scanned_unlabelled_manifest", "unlabelled_exclusions"], name="scan_unlabelled_records"),
             node(check_unlabelled_records,
                  ["unlabelled_recordings", "scanned_unlabelled_manifest", "unlabelled_exclusions"],

@@ -20,6 +20,8 @@ from ecg_transfer.signals.classes import (
     decision_rows,
     label_set,
 )
+from ecg_transfer.signals.leads import parse_leads, reading, study_leads
+from ecg_transfer.signals.overlap import find_overlap, overlap_decisions
 from ecg_transfer.signals.preprocess import (
     PreprocessConfig,
     WindowingStats,
@@ -27,7 +29,6 @@ from ecg_transfer.signals.preprocess import (
     windows_from_labelled_records,
     windows_from_unlabelled_records,
 )
-from ecg_transfer.signals.overlap import find_overlap, overlap_decisions
 from ecg_transfer.signals.records import EcgRecord, ExclusionLog
 from ecg_transfer.signals.splits import SplitConfig, assign_multilabel_splits, assign_splits
 from ecg_transfer.typed_config import config_from_params
@@ -40,6 +41,7 @@ class _PreprocessingGroup:
     """The top level of ``params:preprocessing``; the sub-groups are typed by their own configs."""
 
     unlabelled_seed: int
+    leads: Any = ("II",)
     signal: Any = None
     classes: tuple[str, ...] | None = None
     small_classes: str = "exclude"
@@ -63,6 +65,7 @@ class PreprocessingParams:
     unlabelled_seed: int
     exclude_labelled_overlap: bool = True
     task: str = "single"
+    leads: tuple[str, ...] | str = ("II",)  # the leads of the windows, in order, or "all"
 
     @classmethod
     def from_params(cls, preprocessing: Mapping[str, Any]) -> PreprocessingParams:
@@ -75,6 +78,7 @@ class PreprocessingParams:
             unlabelled_seed=top.unlabelled_seed,
             exclude_labelled_overlap=top.exclude_labelled_overlap,
             task=_task(top.task),
+            leads=parse_leads(top.leads),
         )
 
     @property
@@ -245,6 +249,7 @@ class _SplitWindowStream:
         stats: WindowingStats,
         classes: list[str] | None = None,
         task: str = "single",
+        leads: tuple[str, ...] = ("II",),
     ):
         self._task = task
         self._chunks = chunks
@@ -253,6 +258,7 @@ class _SplitWindowStream:
         self._cfg = cfg
         self._stats = stats
         self._classes = None if classes is None else [str(c) for c in classes]
+        self._leads = tuple(leads)
 
     def __iter__(self):
         known = None if self._classes is None else set(self._classes)
@@ -274,40 +280,63 @@ class _SplitWindowStream:
 
     @property
     def meta(self) -> dict[str, Any]:
+        """The store's metadata; ``leads`` (the channel order) only for several leads and
+        ``task`` only for multi-label, so a one-lead single-label store's meta is what it always was."""
         meta = {
             "dataset": self._dataset,
             "classes": self._classes,
             "preprocessing": dataclasses.asdict(self._cfg),
             "stats": self._stats.as_dict(),
+            **({"leads": list(self._leads)} if len(self._leads) > 1 else {}),
         }
         if self._task != "single":  # single-label stores keep their meta (and fingerprints) as before
             meta["task"] = self._task
         return meta
 
 
+def _leads(params: PreprocessingParams, labelled_manifest: pd.DataFrame) -> tuple[str, ...]:
+    """The leads of the windows: ``preprocessing.leads``, or for ``all`` those ingestion read
+    (the manifest's ``lead`` column: the labelled records' shared leads)."""
+    return study_leads(params.leads, manifest_leads=labelled_manifest["lead"] if params.leads == "all" else None)
+
+
 def window_labelled_records(
-    labelled_recordings, labelled_splits: pd.DataFrame, label_classes: list[str], preprocessing: dict[str, Any]
+    labelled_recordings,
+    labelled_splits: pd.DataFrame,
+    label_classes: list[str],
+    labelled_manifest: pd.DataFrame,
+    preprocessing: dict[str, Any],
 ):
-    """Up to ``windows_per_record`` z-scored windows per labelled record, streamed to the window store."""
+    """Up to ``windows_per_record`` z-scored windows per labelled record (one channel per lead
+    of ``preprocessing.leads``), streamed to the window store."""
     params = PreprocessingParams.from_params(preprocessing)
+    leads = _leads(params, labelled_manifest)
     stats = WindowingStats()
     chunks = windows_from_labelled_records(
-        _records_in(labelled_recordings, labelled_splits), params.signal, stats=stats
+        _records_in(reading(labelled_recordings, leads), labelled_splits), params.signal, stats=stats
     )
-    return _SplitWindowStream(chunks, labelled_splits, "labelled", params.signal, stats, classes=label_classes,
-                              task=params.task)
+    return _SplitWindowStream(
+        chunks, labelled_splits, "labelled", params.signal, stats, classes=label_classes, leads=leads,
+        task=params.task,
+    )
 
 
-def window_unlabelled_records(unlabelled_recordings, unlabelled_splits: pd.DataFrame, preprocessing: dict[str, Any]):
-    """Many random z-scored windows per unlabelled recording (from its NaN-free stretches),
-    streamed to the window store."""
+def window_unlabelled_records(
+    unlabelled_recordings,
+    unlabelled_splits: pd.DataFrame,
+    unlabelled_manifest: pd.DataFrame,
+    preprocessing: dict[str, Any],
+):
+    """Many random z-scored windows per unlabelled recording (from its NaN-free stretches, in
+    the leads ingestion read: the labelled records'), streamed to the window store."""
     params = PreprocessingParams.from_params(preprocessing)
+    leads = _leads(params, unlabelled_manifest)
     stats = WindowingStats()
     chunks = windows_from_unlabelled_records(
-        _records_in(unlabelled_recordings, unlabelled_splits),
+        _records_in(reading(unlabelled_recordings, leads), unlabelled_splits),
         params.signal,
         seed=params.unlabelled_seed,
         exclusions=ExclusionLog(),
         stats=stats,
     )
-    return _SplitWindowStream(chunks, unlabelled_splits, "unlabelled", params.signal, stats)
+    return _SplitWindowStream(chunks, unlabelled_splits, "unlabelled", params.signal, stats, leads=leads)

@@ -18,11 +18,12 @@ from matplotlib.figure import Figure
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder, count_parameters
 from ecg_transfer.models.weights import encoder_model_card, preprocessing_card
 from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
+from ecg_transfer.signals.leads import shown_channel
 from ecg_transfer.study.figures import reconstruction_figure
 from ecg_transfer.tracking import epoch_logger
 from ecg_transfer.training.checkpoints import run_once
-from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.engine import TrainConfig, fit, predict
+from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
 from ecg_transfer.training.tasks import ReconstructionTask
 from ecg_transfer.typed_config import config_from_params
@@ -69,7 +70,8 @@ def pretrain_autoencoder(
     encoder's card records what its inputs were (rate, window, normalisation, lead). The MLflow
     child run `cae-pretraining` opens when training starts and logs every epoch as it ends."""
     settings = PretrainingSettings.from_params(pretraining)
-    cfg, train_config, launch, progress = settings.cae, settings.training, settings.launch, settings.progress
+    train_config, launch, progress = settings.training, settings.launch, settings.progress
+    cfg = CaeConfig.for_windows(pretraining["cae"], unlabelled_windows)  # in_channels: the corpus's leads
     train = unlabelled_windows.split_view("train")
     test = unlabelled_windows.split_view("test")
     model = _autoencoder(cfg, train_config.seed)
@@ -161,13 +163,16 @@ def plot_reconstructions(
 ) -> Figure:
     """Original vs reconstructed test windows (the paper's Fig. 4)."""
     settings = PretrainingSettings.from_params(pretraining)
-    model = ConvAutoencoder(settings.cae)
+    model = ConvAutoencoder(CaeConfig.for_windows(pretraining["cae"], unlabelled_windows))
     model.load_state_dict(cae_weights)
     test_rows = unlabelled_windows.split_indices("test")
     rng = np.random.default_rng(settings.training.seed)
     chosen = np.sort(rng.choice(test_rows, size=min(4, test_rows.size), replace=False))
     originals = unlabelled_windows.take(chosen)
     reconstructions = predict(model, originals, device="cpu")
+    if originals.ndim == 3:  # windows of several leads: the figure shows lead II, else the first
+        channel = shown_channel(unlabelled_windows.meta.get("leads", []))
+        originals, reconstructions = originals[:, channel], np.asarray(reconstructions)[:, channel]
     return reconstruction_figure(originals, reconstructions, fs=float(preprocessing["signal"]["target_fs"]))
 
 
@@ -213,7 +218,8 @@ def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints,
     """One method's run (as the CAE's: same encoder, corpus splits and training settings, with
     the method's overrides) and its encoder with a card naming the method and its options."""
     settings = PretrainingSettings.from_params(pretraining, method.training)
-    cfg, train_config, progress = settings.cae, settings.training, settings.progress
+    train_config, progress = settings.training, settings.progress
+    cfg = CaeConfig.for_windows(pretraining["cae"], unlabelled_windows)
     fs = float(preprocessing["signal"]["target_fs"])
     training = {**{k: v for k, v in pretraining["training"].items() if k != "nproc"}, **method.training}
     index = unlabelled_windows.index

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
+from ecg_transfer.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 from ecg_transfer.signals.records import EcgRecord
 from ecg_transfer.signals.synthetic.morphology import (
     ELECTRODES,
