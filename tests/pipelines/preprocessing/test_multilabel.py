@@ -49,7 +49,7 @@ def test_multilabel_preprocessing_keeps_label_sets_and_every_label_in_every_spli
     assert (splits.groupby(splits["record_id"].map(patients))["split"].nunique() == 1).all()
 
     dataset = WindowStoreDataset(str(tmp_path / "labelled_windows"))
-    dataset.save(window_labelled_records(source, splits, classes, PREPROCESSING))
+    dataset.save(window_labelled_records(source, splits, classes, manifest, PREPROCESSING))
     store = dataset.load()
     assert store.task == "multilabel" and list(store.classes) == classes
     targets = store.label_targets(classes)
@@ -75,7 +75,7 @@ def test_the_bootstrap_samples_of_a_multilabel_store_hold_every_label(labelled, 
     classes, decisions = decide_label_classes(manifest, PREPROCESSING)
     splits = assign_labelled_splits(manifest, decisions, PREPROCESSING)
     dataset = WindowStoreDataset(str(tmp_path / "labelled_windows"))
-    dataset.save(window_labelled_records(source, splits, classes, PREPROCESSING))
+    dataset.save(window_labelled_records(source, splits, classes, manifest, PREPROCESSING))
     store = dataset.load()
     samples = draw_bootstrap_samples(store, {"fractions": [1.0, 0.25], "n_trials": 3, "base_seed": 1})
     train_targets = store.label_targets(classes)[store.split_indices("train")]
