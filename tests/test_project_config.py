@@ -168,6 +168,8 @@ def test_the_real_data_profile_has_a_budget_with_patience_and_several_windows_pe
     assert training["monitor_split"] == "val"  # patience counts validation epochs, never test ones
     assert params["finetuning"]["class_weighting"] in ("none", "balanced")
     assert params["preprocessing"]["signal"]["windows_per_record"] > 1
+    assert params["finetuning"]["windows_per_epoch"] == "one_per_record"  # one random window per drawn record
+    assert _params("local")["finetuning"]["windows_per_epoch"] == "all"  # the demo trains every window
     assert params["pretraining"]["cae"]["channels"] == [16, 32, 32, 64, 64, 64, 64, 64, 64]
     assert _params("local")["finetuning"]["training"]["patience"] is None  # the demo keeps its budget
     bootstrap_project(project_copy)

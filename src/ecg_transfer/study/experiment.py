@@ -41,13 +41,15 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 PREDICTION_SELECTIONS = ("honest", "best_test")
 CLASS_WEIGHTINGS = ("none", "balanced")
+WINDOWS_PER_EPOCH = ("all", "one_per_record")
 
 
 @dataclass(frozen=True)
 class ArmData:
     """Inputs of one arm: the training split (indexed by the bootstrap positions), and the fixed
     validation and test splits. x are windows (N, L) or feature vectors (N, F); ``*_records``
-    hold each row's record id (a record may give several windows)."""
+    hold each row's record id (a record may give several windows); ``train_records`` lets an
+    epoch train one window per drawn record (``finetuning.windows_per_epoch``)."""
 
     train_x: Any
     train_y: np.ndarray
@@ -57,6 +59,7 @@ class ArmData:
     test_y: np.ndarray
     val_records: np.ndarray | None = None
     test_records: np.ndarray | None = None
+    train_records: np.ndarray | None = None
 
     def eval_split(self, split: str) -> tuple:
         """``(x, y)``, or ``(x, y, record_ids)`` when some record gives several windows, so the
@@ -77,8 +80,7 @@ def labelled_arm_data(labelled_windows, classes: Sequence[str], inputs: np.ndarr
         rows = labelled_windows.split_indices(split)
         parts[f"{split}_x"] = labelled_windows.take(rows) if inputs is None else inputs[rows]
         parts[f"{split}_y"] = codes[rows]
-        if split != "train":
-            parts[f"{split}_records"] = record_ids[rows]
+        parts[f"{split}_records"] = record_ids[rows]
     return ArmData(**parts)
 
 
@@ -98,24 +100,50 @@ def run_key(arm: str, fraction: float, trial: int, data_fingerprint: str) -> str
 @dataclass(frozen=True)
 class PlannedRun:
     """One run of an arm, planned before anything trains: its bootstrap sample (``positions``
-    into the training split), its seed and its key in the checkpoint store."""
+    into the training split), its seed and its key in the checkpoint store; ``groups``: the drawn
+    record copy of each position when an epoch trains one window per drawn record (None: every
+    window, every epoch)."""
 
     fraction: float
     trial: int
     seed: int
     positions: np.ndarray
     key: str
+    groups: np.ndarray | None = None
+
+    @property
+    def epoch_size(self) -> int:
+        """Windows trained per epoch: one per drawn record copy, or every position."""
+        return int(self.positions.size if self.groups is None else np.unique(self.groups).size)
 
 
-def plan_runs(arm: str, bootstrap_samples: pd.DataFrame, data_fingerprint: str) -> list[PlannedRun]:
-    """Every (fraction, trial) run of ``arm``: largest fraction first, trials in order."""
-    groups = bootstrap_samples.groupby(["fraction", "trial"], sort=False)
+def record_copies(train_records: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """One group id per position: the drawn copy of its record. A record drawn c times brings
+    each of its windows c times; the k-th occurrence of a window belongs to copy k, so every
+    copy holds each of the record's windows once, and an epoch that trains one window per
+    group trains one (independently drawn) window per drawn copy."""
+    order = np.argsort(positions, kind="stable")
+    ranked = positions[order]
+    copy = np.empty(positions.size, dtype=np.int64)
+    copy[order] = np.arange(positions.size) - np.searchsorted(ranked, ranked, side="left")
+    _, record_codes = np.unique(np.asarray(train_records, dtype=object)[positions].astype(str), return_inverse=True)
+    _, groups = np.unique(np.stack([record_codes.reshape(-1), copy], axis=1), axis=0, return_inverse=True)
+    return groups.reshape(-1)
+
+
+def plan_runs(arm: str, bootstrap_samples: pd.DataFrame, data_fingerprint: str,
+              train_records: np.ndarray | None = None) -> list[PlannedRun]:
+    """Every (fraction, trial) run of ``arm``: largest fraction first, trials in order. With
+    ``train_records`` (the record of every training window) each run's epochs train one window
+    per drawn record copy (:func:`record_copies`)."""
+    samples = bootstrap_samples.groupby(["fraction", "trial"], sort=False)
     plan = []
-    for (fraction, trial), sample in sorted(groups, key=lambda item: (-item[0][0], item[0][1])):
+    for (fraction, trial), sample in sorted(samples, key=lambda item: (-item[0][0], item[0][1])):
+        positions = np.sort(sample["position"].to_numpy())
         plan.append(PlannedRun(
-            fraction=float(fraction), trial=int(trial), seed=int(sample["seed"].iloc[0]),
-            positions=np.sort(sample["position"].to_numpy()),
+            fraction=float(fraction), trial=int(trial), seed=int(sample["seed"].iloc[0]), positions=positions,
             key=run_key(arm, float(fraction), int(trial), data_fingerprint),
+            groups=None if train_records is None else record_copies(train_records, positions),
         ))
     return plan
 
@@ -159,6 +187,7 @@ def run_arm(
     batch_trials: int | str = 1,
     tracker: Tracker | None = None,
     class_weights: Sequence[float] | None = None,
+    windows_per_epoch: str = "all",
 ) -> ArmRuns:
     """Train `arm` on every (fraction, trial) sample: plan the runs, train them (alone or in
     groups), collect. Finished runs found in `checkpoints` are not trained again, and an
@@ -175,9 +204,13 @@ def run_arm(
 
     ``class_weights`` (one per class; None = plain cross-entropy): the loss of every run
     (``FinetuningConfig.class_weighting``).
+
+    ``windows_per_epoch`` (``FinetuningConfig.windows_per_epoch``): "all" trains every window of
+    a run's sample every epoch; "one_per_record" one random window per drawn record copy
+    (needs ``data.train_records``).
     """
     recipe = make_model if isinstance(make_model, ModelRecipe) else ModelRecipe(make_model)
-    plan = plan_runs(arm, bootstrap_samples, data_fingerprint)
+    plan = plan_runs(arm, bootstrap_samples, data_fingerprint, _epoch_records(windows_per_epoch, data))
     trainer = _ArmTrainer(arm, recipe, data, tuple(classes), plan, train_config, checkpoints, progress,
                           tracker if tracker is not None else NullTracker(), class_weights)
     # Parallel workers on one folder split the runs (a claim per run key); this worker still
@@ -248,7 +281,7 @@ class _ArmTrainer:
                 self.model_for(index), self.task, _take(self.data.train_x, planned.positions),
                 self.data.train_y[planned.positions], self.evals, self.config_of(index),
                 checkpoints=self.checkpoints, run_key=planned.key, progress=self.progress,
-                on_epoch_end=None if run is None else epoch_logger(run),
+                on_epoch_end=None if run is None else epoch_logger(run), train_groups=planned.groups,
             )
             if run is not None:
                 self.finish_run(run, index, result)
@@ -271,6 +304,7 @@ class _ArmTrainer:
                 [self.plan[i].positions for i in indices], self.evals, self.train_config,
                 [self.plan[i].seed for i in indices], checkpoints=self.checkpoints,
                 run_keys=[self.plan[i].key for i in indices], progress=self.progress, on_trial_epoch_end=log_epoch,
+                train_groups=None if self.plan[indices[0]].groups is None else [self.plan[i].groups for i in indices],
             )
             for index, result, run in zip(indices, results, runs):
                 if run is not None:
@@ -316,13 +350,27 @@ def _check_honest_predictions(arm: str, planned: PlannedRun, result: FitResult) 
         ) from error
 
 
+def _epoch_records(windows_per_epoch: str, data: ArmData) -> np.ndarray | None:
+    """The training windows' records when an epoch trains one window per record, else None."""
+    if windows_per_epoch not in WINDOWS_PER_EPOCH:
+        raise ValueError(f"finetuning.windows_per_epoch must be one of {WINDOWS_PER_EPOCH}, got {windows_per_epoch!r}")
+    if windows_per_epoch == "all":
+        return None
+    if data.train_records is None or len(data.train_records) != len(data.train_y):
+        raise ValueError(
+            "finetuning.windows_per_epoch: one_per_record needs the record id of every training window "
+            "(ArmData.train_records)"
+        )
+    return data.train_records
+
+
 def trial_groups(plan: Sequence[PlannedRun], size: int) -> list[list[int]]:
     """Plan indices in groups of at most ``size`` that can train together: the trials of one
-    fraction with the same number of training windows (a record-drawn bootstrap may give
-    trials of one fraction different sizes), in plan order."""
+    fraction with the same number of training windows and of windows per epoch (a record-drawn
+    bootstrap may give trials of one fraction different sizes), in plan order."""
     same = {}
     for index, run in enumerate(plan):
-        same.setdefault((run.fraction, run.positions.size), []).append(index)
+        same.setdefault((run.fraction, run.positions.size, run.epoch_size), []).append(index)
     return [indices[i : i + size] for indices in same.values() for i in range(0, len(indices), size)]
 
 
@@ -491,14 +539,21 @@ class HeadConfig:
 class FinetuningConfig:
     """The ``finetuning`` parameter group: every arm trains with ``training``; window arms put
     ``head`` on the encoder (spectrogram arms take their head from ``image_transfer.head``).
-    ``progress`` only draws a bar, so it is no part of a run's key."""
+    ``progress`` only draws a bar, so it is no part of a run's key. ``windows_per_epoch``: "all"
+    (every window of a drawn record trains every epoch) or "one_per_record" (each epoch, one
+    random window per drawn record copy; docs/models_and_training.md)."""
 
     head: HeadConfig = field(default_factory=HeadConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
     progress: bool = field(default=True, metadata=COSMETIC)
     class_weighting: str = "none"
+    windows_per_epoch: str = "all"
 
     def __post_init__(self) -> None:
+        if self.windows_per_epoch not in WINDOWS_PER_EPOCH:
+            raise ValueError(
+                f"finetuning.windows_per_epoch must be one of {WINDOWS_PER_EPOCH}, got {self.windows_per_epoch!r}"
+            )
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise ValueError(
                 f"finetuning.class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}"

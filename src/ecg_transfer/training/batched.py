@@ -13,7 +13,8 @@ stepper (:class:`StackedStepper`); the epoch loop, checkpoints and finishing are
 Each trial keeps what ``fit`` gives it:
 
 - its bootstrap sample (``train_rows[k]``, rows of the shared ``train_x``) and its data
-  order, ``np.random.default_rng([seed, epoch]).permutation(n)`` as in the engine;
+  order, ``loop.epoch_rows(seed, epoch, n, groups)`` as in the engine (with
+  ``train_groups``: one row per group each epoch);
 - its initial weights (the K models are built by the caller, one per seed);
 - its Adam state: one Adam over the stacked tensors is element-wise, hence K Adams;
 - its dropout masks, drawn from its own generator seeded with its seed, in the order
@@ -64,11 +65,13 @@ from ecg_transfer.training.loop import (
     EvalSplit,
     FitResult,
     LoopContext,
+    RowGroups,
     Run,
     adam,
     autocast,
     check_task,
     cpu_state,
+    epoch_rows,
     finished_result,
     prepare,
     prepare_device,
@@ -350,6 +353,7 @@ def fit_trials(
     progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
     on_trial_epoch_end: Callable[[int, int, pd.DataFrame], None] | None = None,
+    train_groups: Sequence[np.ndarray] | None = None,
 ) -> list[FitResult]:
     """Train the K ``models`` together; result k equals ``fit(models[k], task,
     train_x[train_rows[k]], train_y[train_rows[k]], evals, replace(cfg, seed=seeds[k]),
@@ -363,6 +367,9 @@ def fit_trials(
     ``on_trial_epoch_end(k, epoch, history_so_far)`` for every trial k still training (what
     live tracking needs: one MLflow run per trial, fed as epochs end). In the history,
     ``samples_per_s`` is the group's throughput (windows of all K trials per second).
+    ``train_groups[k]``: one group id per row of ``train_rows[k]`` (fit's ``train_groups``);
+    each epoch trial k trains one row of each of its groups; every trial needs the same number
+    of groups.
     """
     check_task(task, "fit_trials")
     trials = len(models)
@@ -376,6 +383,7 @@ def fit_trials(
     length = getattr(models[0], "input_length", None)
     train_y, ctx = prepare(task, length, train_x, train_y, evals, cfg, checkpoints, keys, where)
     rows = _check_rows(train_rows, train_x.shape[0], where)
+    groups = _check_groups(train_groups, rows, where)
     results: list[FitResult | None] = [
         finished_result(model, checkpoints.load_result(key), task)
         if checkpoints is not None and checkpoints.is_done(key) else None for model, key in zip(models, keys)
@@ -390,7 +398,8 @@ def fit_trials(
     # Trials resumed from different epochs train in separate groups (one Adam step count each).
     for epoch in sorted({runs[k].state.epoch for k in pending}):
         group = [k for k in pending if runs[k].state.epoch == epoch]
-        stepper = StackedStepper([runs[k] for k in group], [data.rows[k] for k in group], data, ctx)
+        stepper = StackedStepper([runs[k] for k in group], [data.rows[k] for k in group], data, ctx,
+                                 [groups[k] for k in group])
         callback = None if on_trial_epoch_end is None else (
             lambda i, epoch, history, group=group: on_trial_epoch_end(group[i], epoch, history))
         for k, result in zip(group, train_group(stepper, [runs[k] for k in group], ctx, callback, on_epoch_end)):
@@ -406,6 +415,19 @@ def _check_rows(train_rows: Sequence[np.ndarray], n_pool: int, where: str) -> li
     if any(r.min() < 0 or r.max() >= n_pool for r in rows):
         raise ValueError(f"{where}: training rows fall outside 0..{n_pool - 1}")
     return rows
+
+
+def _check_groups(train_groups, rows: list[np.ndarray], where: str) -> list[RowGroups | None]:
+    """Each trial's :class:`RowGroups` (None each without ``train_groups``), as many groups each."""
+    if train_groups is None:
+        return [None] * len(rows)
+    if len(train_groups) != len(rows):
+        raise ValueError(f"{where}: got {len(train_groups)} group arrays for {len(rows)} trials; give one per trial")
+    groups = [RowGroups.build(g, r.size, where) for g, r in zip(train_groups, rows)]
+    sizes = {g.size for g in groups}
+    if len(sizes) != 1:
+        raise ValueError(f"{where}: every trial needs the same number of training groups, got {sorted(sizes)}")
+    return groups
 
 
 def _start(model: nn.Module, key: str | None, cfg: TrainConfig, ctx: LoopContext) -> Run:
@@ -466,13 +488,17 @@ class StackedStepper:
 
     rng_payload = None  # dropout draws from the trials' own generators, not the global RNG
 
-    def __init__(self, runs: Sequence[Run], rows: Sequence[np.ndarray], data: _DeviceData, ctx: LoopContext):
+    def __init__(self, runs: Sequence[Run], rows: Sequence[np.ndarray], data: _DeviceData, ctx: LoopContext,
+                 groups: Sequence[RowGroups | None] | None = None):
         models = [run.model for run in runs]
         self.template, self.dropouts = _stacked_template(models[0])
         self.template.train()
         self.stack = _TrialStack(models, self.template, ctx.cfg)
         self.stack.load_optimizers([run.optimizer_state for run in runs])
         self.data, self.ctx, self.rows = data, ctx, list(rows)
+        self.groups = list(groups) if groups is not None else [None] * len(self.rows)  # None: every row
+        # Rows per epoch: all of them, or one per group (the same count for every trial).
+        self.n = data.n if self.groups[0] is None else self.groups[0].size
         self.dropout_calls = self._dropout_calls(models[0])
         self.seeds = [run.config.seed for run in runs]
         self.keys = [run.key for run in runs]
@@ -480,7 +506,7 @@ class StackedStepper:
 
     def keep(self, positions: list[int]) -> None:
         self.stack.keep(positions)
-        for name in ("rows", "seeds", "keys", "randoms"):
+        for name in ("rows", "groups", "seeds", "keys", "randoms"):
             setattr(self, name, [getattr(self, name)[p] for p in positions])
 
     def view(self, position: int) -> _TrialView:
@@ -519,17 +545,17 @@ class StackedStepper:
 
     def _positions(self, epoch: int) -> np.ndarray:
         """(K, n): each trial's rows of the uploaded block in its (seed, epoch) order, as fit's."""
-        n, size = self.data.n, self.ctx.cfg.batch_size
+        n, size = self.n, self.ctx.cfg.batch_size
         local = np.stack([
             np.concatenate([np.sort(order[b : b + size]) for b in range(0, n, size)])
-            for order in (np.random.default_rng([seed, epoch]).permutation(n) for seed in self.seeds)
+            for order in (epoch_rows(seed, epoch, self.data.n, groups) for seed, groups in zip(self.seeds, self.groups))
         ])
         return np.stack([rows[row] for rows, row in zip(self.rows, local)])
 
     def train_epoch(self, epoch: int) -> list[list[dict]]:
         cfg, data, stack = self.ctx.cfg, self.data, self.stack
         self.template.train()
-        n, size = data.n, cfg.batch_size
+        n, size = self.n, cfg.batch_size
         steps_per_epoch = math.ceil(n / size)
         positions = self._positions(epoch)
         index = torch.from_numpy(positions).to(self.ctx.device)
@@ -572,7 +598,7 @@ class StackedStepper:
             batch_index, position = bad[0]
             where = f"fit[{self.keys[position] or self.ctx.task.name}]"
             raise training_error(where, values[batch_index, position], epoch, batch_index)
-        n, size = self.data.n, self.ctx.cfg.batch_size
+        n, size = self.n, self.ctx.cfg.batch_size
         counts = [min(size, n - begin) for begin in range(0, n, size)]
         kept = torch.cat(outputs, dim=1).cpu() if outputs else None
         labels = self.data.labels[positions] if self.data.y is not None else None

@@ -31,12 +31,14 @@ from ecg_transfer.training.loop import (
     EvalSplit,
     FitResult,
     Monitor,
+    RowGroups,
     Run,
     RunState,
     adam,
     autocast,
     check_task,
     cpu_state,
+    epoch_rows,
     finished_result,
     prepare,
     resolve_device,
@@ -139,6 +141,7 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[int, pd.DataFrame], None] | None = None,
     distributed: Replicas | None = None,
+    train_groups=None,
 ) -> FitResult:
     """Train ``model`` in place and return its per-epoch history.
 
@@ -154,6 +157,9 @@ def fit(
     weights loaded into ``model``. ``distributed``: this copy's
     :class:`~ecg_transfer.training.replicas.Replicas`, e.g. one DDP rank's
     :class:`~ecg_transfer.training.distributed.DistributedContext` (None: one process).
+    ``train_groups``: one group id per training row (e.g. per drawn copy of a record); each
+    epoch then trains one row of every group, drawn at random, instead of every row
+    (:func:`~ecg_transfer.training.loop.epoch_rows`). None: every row, every epoch.
     """
     check_task(task, "fit")
     where = f"fit[{run_key or task.name}]"
@@ -162,6 +168,7 @@ def fit(
         checkpoints = replicas.checkpoints(checkpoints)  # DDP: rank 0 reads and writes, the others get its reads
     length = getattr(model, "input_length", None)
     train_y, ctx = prepare(task, length, train_x, train_y, evals, cfg, checkpoints, [run_key], where)
+    groups = None if train_groups is None else RowGroups.build(train_groups, train_x.shape[0], where)
     if checkpoints is not None and checkpoints.is_done(run_key):
         return finished_result(model, checkpoints.load_result(run_key), task)
 
@@ -171,7 +178,7 @@ def fit(
     state, payload = resume(model, optimizer, task, cfg, checkpoints, run_key, where)
     trained = replicas.wrap(model, task, where)
     stepper = PlainStepper(model, trained, optimizer, task, cfg, device, (train_x, train_y, length), replicas,
-                           payload, where)
+                           payload, where, groups)
     ctx.progress = progress
     callback = None if on_epoch_end is None else (lambda _run, epoch, history: on_epoch_end(epoch, history))
     return train_group(stepper, [Run(run_key, cfg, state, payload, model)], ctx, callback)[0]
@@ -182,18 +189,21 @@ class PlainStepper:
     global batch sharded over the replicas (one process: all of it)."""
 
     def __init__(self, model: nn.Module, trained: nn.Module, optimizer, task: Task, cfg: TrainConfig, device,
-                 data: tuple, replicas: Replicas, payload: Mapping[str, Any] | None, where: str):
+                 data: tuple, replicas: Replicas, payload: Mapping[str, Any] | None, where: str,
+                 groups: RowGroups | None = None):
         self.model, self.trained, self.optimizer, self.task, self.cfg = model, trained, optimizer, task, cfg
         self.device, self.replicas, self.rng_payload, self.where = device, replicas, payload, where
         self.x, self.y, self.length = data
+        self.groups = groups  # None: every row trains every epoch
 
     def train_epoch(self, epoch: int) -> list[list[dict]]:
-        """One pass over the training windows in the (seed, epoch) order; the epoch's train row."""
+        """One pass over the epoch's training rows in the (seed, epoch) order (every row, or one
+        per group); the epoch's train row."""
         x, y, cfg = self.x, self.y, self.cfg
         self.trained.train()
-        n = x.shape[0]
-        # The order depends on (seed, epoch) only: every arm sees the same batches.
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        # The rows and their order depend on (seed, epoch) only: every arm sees the same batches.
+        order = epoch_rows(cfg.seed, epoch, x.shape[0], self.groups)
+        n = order.size
         loss_sum, outputs, labels = 0.0, [], []
         start = time.perf_counter()
         for batch_index, begin in enumerate(range(0, n, cfg.batch_size)):

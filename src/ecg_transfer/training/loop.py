@@ -224,6 +224,50 @@ def training_error(where: str, value: float, epoch: int, batch_index: int) -> Fl
     )
 
 
+# ---------------------------------------------------------------- the rows of an epoch
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    """Training rows in groups (e.g. the windows of one drawn copy of a record), of which each
+    epoch trains one row per group: ``members`` holds the rows sorted by group, group g's
+    rows are ``members[starts[g] : starts[g] + counts[g]]``."""
+
+    members: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def build(cls, group_ids, n: int, where: str) -> RowGroups:
+        """From one group id per training row (any sortable ids; groups in sorted id order)."""
+        ids = np.asarray(group_ids)
+        if ids.shape != (n,):
+            raise ValueError(f"{where}: train_groups must hold one group id per training row ({n}), got shape {ids.shape}")
+        _, codes, counts = np.unique(ids, return_inverse=True, return_counts=True)
+        members = np.argsort(codes.reshape(-1), kind="stable")
+        return cls(members, np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+
+    @property
+    def size(self) -> int:
+        return int(self.counts.size)
+
+    def pick(self, rng: np.random.Generator) -> np.ndarray:
+        """One row of every group, uniformly at random, in group order."""
+        return self.members[self.starts + rng.integers(0, self.counts)]
+
+
+def epoch_rows(seed: int, epoch: int, n: int, groups: RowGroups | None = None) -> np.ndarray:
+    """The training rows of ``epoch`` in the order they train, from ``(seed, epoch)`` alone (so
+    every arm sees the same batches and a resumed run the same rows). Without ``groups``: a
+    permutation of all ``n`` rows. With them: one row per group drawn at random, then shuffled;
+    the same generator draws both, and without groups it draws exactly the permutation alone."""
+    rng = np.random.default_rng([seed, epoch])
+    if groups is None:
+        return rng.permutation(n)
+    chosen = groups.pick(rng)
+    return chosen[rng.permutation(chosen.size)]
+
+
 # ---------------------------------------------------------------- input checks
 
 

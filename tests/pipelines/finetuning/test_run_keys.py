@@ -63,6 +63,16 @@ def test_a_change_of_learning_rate_retrains(tiny_windows, tmp_path):
     assert (trained, reused) == (len(ARMS), 0)
 
 
+def test_one_window_per_record_and_epoch_retrains_and_the_statistics_refuse_a_mix(tiny_windows, tmp_path):
+    params = shrunk_parameters()
+    _, _, first = _trained(tiny_windows, tmp_path, params)
+    trained, reused, changed = _trained(tiny_windows, tmp_path,
+                                        _changed(None, "finetuning", "windows_per_epoch", "one_per_record"))
+    assert (trained, reused) == (len(ARMS), 0)
+    with pytest.raises(ValueError, match=r"finetuning\.windows_per_epoch\.windows_per_epoch differs"):
+        check_arm_settings([first["random"], changed["transfer"], first["transfer_frozen"]], ARMS)
+
+
 def test_cosmetic_pretraining_settings_reuse_the_finished_cae(tiny_windows, tmp_path):
     params = shrunk_parameters()
     first = run(PRETRAIN, _pretraining_catalog(tiny_windows, tmp_path, params))

@@ -66,7 +66,9 @@ def train_arm(
     prepared = input_kind(spec).prepare(spec, labelled_windows, label_classes, config, **kind_inputs)
     # The run key: what changes the arm's numbers, from the settings' marks (ecg_transfer.runs).
     parameters = {"finetuning.training": training_settings(config.training),
-                  "finetuning.class_weighting": {"class_weighting": config.class_weighting}, **prepared.parameters}
+                  "finetuning.class_weighting": {"class_weighting": config.class_weighting},
+                  "finetuning.windows_per_epoch": {"windows_per_epoch": config.windows_per_epoch},
+                  **prepared.parameters}
     data_fingerprint = fingerprint(
         *prepared.key_parts, parameters, label_classes,
         labelled_fingerprint(labelled_windows), bootstrap_fingerprint(bootstrap_samples),
@@ -76,6 +78,7 @@ def train_arm(
         run_checkpoints, data_fingerprint, progress=config.progress,
         batch_trials=design.batch_trials, tracker=run_tracker,
         class_weights=config.class_weights(prepared.data.train_y, len(label_classes)),
+        windows_per_epoch=config.windows_per_epoch,
     )
     settings = arm_settings(
         spec, design, config.training, label_classes, bootstrap_samples, labelled_windows,
