@@ -8,7 +8,8 @@ from its table (docs/models_and_training.md, "Threads on a shared machine").
 
 For each thread count it runs the project's CAE train step (forward, MSE, backward, Adam) on a
 fixed batch, ``--steps`` times, first alone, then while a competing process runs: another
-1-thread CAE training loop at lower priority (``nice 10``), as a second user's job would.
+CAE training loop, as a second user's job would be: one thread at lower priority (``nice 10``),
+one thread at the same priority, or torch's default threads at the same priority.
 Prints the median and 90th-percentile seconds per step and the slowdown against the
 1-thread-alone median.
 
@@ -36,7 +37,6 @@ _COMPETITOR = """
 import torch, time
 from torch.nn import functional as F
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
-torch.set_num_threads(1)
 torch.manual_seed(1)
 model = ConvAutoencoder(CaeConfig())
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -55,19 +55,32 @@ def _step_times(threads: int, steps: int, batch_size: int) -> np.ndarray:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(batch_size, 1, CaeConfig().window_length)
     times = []
-    for _ in range(steps + 2):  # two warm-up steps, not counted
+    for _ in range(steps + 5):  # five warm-up steps, not counted
         start = time.perf_counter()
         loss = F.mse_loss(model(x), x)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
-    return np.asarray(times[2:])
+    return np.asarray(times[5:])
 
 
-def _competitor(seconds: float) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", _COMPETITOR.format(seconds=seconds)],
+# (label, nice level, the competitor's torch threads; None = torch's default, one per core)
+LOADS = (
+    ("alone", None, None),
+    ("beside a 1-thread job at nice 10", 10, 1),
+    ("beside a 1-thread job", 0, 1),
+    ("beside a default-threads job", 0, None),
+)
+
+
+def _competitor(seconds: float, nice: int, threads: int | None) -> subprocess.Popen:
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
+        if threads is not None:
+            env[name] = str(threads)
+    return subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-c", _COMPETITOR.format(seconds=seconds)],
                             env=env)
 
 
@@ -80,9 +93,9 @@ def main() -> None:
                         help="upper bound on each competing process's life")
     args = parser.parse_args()
     rows = []
-    for load in ("alone", "beside a 1-thread job at nice 10"):
+    for load, nice, competitor_threads in LOADS:
         for threads in args.threads:
-            competitor = _competitor(args.max_seconds) if load != "alone" else None
+            competitor = _competitor(args.max_seconds, nice, competitor_threads) if nice is not None else None
             try:
                 if competitor is not None:
                     time.sleep(3.0)  # let it import torch and start training
@@ -97,6 +110,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     reference = table[(table.load == "alone") & (table.threads == 1)]["median s/step"].iloc[0]
     table["slowdown vs 1 thread alone"] = (table["median s/step"] / reference).round(2)
+    table["threads"] = table["threads"].astype(str)
     table["median s/step"] = table["median s/step"].round(3)
     table["p90 s/step"] = table["p90 s/step"].round(3)
     print(f"\nCAE train step, batch {args.batch_size}, {args.steps} steps per row, "
