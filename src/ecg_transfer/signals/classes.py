@@ -121,6 +121,22 @@ def decision_rows(
     )
 
 
+def _ordered_classes(records: pd.Series, cfg: ClassConfig, dataset: str) -> list[str]:
+    """The class order: ``cfg.classes`` when given (a label of the data outside it is an error
+    naming it), else by descending record count, ties alphabetical. ``records``: label -> count."""
+    if cfg.classes is None:
+        return sorted(records.index, key=lambda label: (-int(records[label]), label))
+    unknown = sorted(set(records.index) - set(cfg.classes))
+    if unknown:
+        counts = ", ".join(f"{label} ({records[label]} records)" for label in unknown)
+        raise ValueError(
+            f"{dataset}: label(s) not among the configured preprocessing.classes {list(cfg.classes)}: {counts}. "
+            "Add them to `classes`, or leave them out at the reader with its `exclude_labels` option "
+            "(or merge them with `label_map`)"
+        )
+    return list(cfg.classes)
+
+
 def decide_classes(
     manifest: pd.DataFrame, cfg: ClassConfig, min_patients: int, dataset: str = "labelled"
 ) -> tuple[list[str], pd.DataFrame]:
@@ -140,18 +156,7 @@ def decide_classes(
     records = labels.value_counts()
     patients = manifest.groupby(labels)["patient_id"].nunique()
 
-    if cfg.classes is not None:
-        unknown = sorted(set(records.index) - set(cfg.classes))
-        if unknown:
-            counts = ", ".join(f"{label} ({records[label]} records)" for label in unknown)
-            raise ValueError(
-                f"{dataset}: label(s) not among the configured preprocessing.classes {list(cfg.classes)}: {counts}. "
-                "Add them to `classes`, or leave them out at the reader with its `exclude_labels` option "
-                "(or merge them with `label_map`)"
-            )
-        ordered = list(cfg.classes)
-    else:
-        ordered = sorted(records.index, key=lambda label: (-int(records[label]), label))
+    ordered = _ordered_classes(records, cfg, dataset)
 
     small = {c: int(patients.get(c, 0)) for c in ordered if int(patients.get(c, 0)) < min_patients}
     if small and cfg.small_classes == "error":
@@ -235,14 +240,7 @@ def decide_multilabel_classes(
     pairs = pd.DataFrame({"label": sets, "patient_id": manifest["patient_id"]}).explode("label")
     records = pairs["label"].value_counts()
     patients = pairs.groupby("label")["patient_id"].nunique()
-    if cfg.classes is not None:
-        unknown = sorted(set(records.index) - set(cfg.classes))
-        if unknown:
-            raise ValueError(f"{dataset}: label(s) {unknown} are not among the configured preprocessing.classes "
-                             f"{list(cfg.classes)}; add them, or leave them out with the reader's `exclude_labels`")
-        ordered = list(cfg.classes)
-    else:
-        ordered = sorted(records.index, key=lambda label: (-int(records[label]), label))
+    ordered = _ordered_classes(records, cfg, dataset)
     small = {c: int(patients.get(c, 0)) for c in ordered if int(patients.get(c, 0)) < min_patients}
     if small and cfg.small_classes == "error":
         listed = ", ".join(f"{c} ({n} patients)" for c, n in small.items())
