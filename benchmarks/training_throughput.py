@@ -51,7 +51,9 @@ def _measure(model_name, cae_cfg, device, batch_size, bf16, n_windows, epochs, s
     else:
         model = build_classifier(cae_cfg, 11, seed)
         task, labels = ClassificationTask([f"class{i}" for i in range(11)]), y
-    history = fit(model, task, x, labels, {"test": (x, labels)}, cfg, progress=False).history
+    # A classifier keeps its best-validation epoch, so it needs a validation split (the same windows).
+    evals = {"test": (x, labels)} if labels is None else {"val": (x, labels), "test": (x, labels)}
+    history = fit(model, task, x, labels, evals, cfg, progress=False).history
     later = history[history.epoch > 1] if epochs > 1 else history  # epoch 1 carries warm-up
     return (
         float(later[later.split == "train"].samples_per_s.median()),
