@@ -3,6 +3,7 @@ the working tree's data/ or mlflow.db."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -94,12 +95,10 @@ def _stop(process: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
-    """A real `mlflow server` on 127.0.0.1 (free port, SQLite backend and artifact root in a temp
-    folder, one worker), up for the whole test session and stopped at its end. Use an
-    experiment of your own: other tests log to it too."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+@contextlib.contextmanager
+def running_mlflow_server(root: Path) -> Iterator[tuple[MlflowServer, subprocess.Popen]]:
+    """A real `mlflow server` on 127.0.0.1 (free port, SQLite backend and artifact root under
+    ``root``, one worker), answering its health check; stopped on exit."""
     port = _free_port()
     server = MlflowServer(f"http://127.0.0.1:{port}", root / "mlflow.db", root / "artifacts", root / "server.log")
     command = [
@@ -124,6 +123,14 @@ def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
             if time.monotonic() > deadline:
                 pytest.fail(f"mlflow server did not answer in 180 s:\n{server.log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield server
+        yield server, process
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
+    """A real `mlflow server` up for the whole test session and stopped at its end. Use an
+    experiment of your own: other tests log to it too."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as (server, _):
+        yield server

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -18,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from ecg_transfer.signals.overlap import OVERLAP_COLUMNS
 from ecg_transfer.tracking import RunTracker
-from tests.conftest import PROJECT_ROOT, MlflowServer, _free_port, _stop
+from tests.conftest import PROJECT_ROOT, _free_port, running_mlflow_server
 
 
 def test_a_kedro_run_records_an_mlflow_run_in_sqlite(project_copy):
@@ -212,32 +211,8 @@ def own_server(tmp_path):
     """A real `mlflow server` of this test alone (the test kills it)."""
     root = tmp_path / "server"
     root.mkdir()
-    port = _free_port()
-    server = MlflowServer(f"http://127.0.0.1:{port}", root / "mlflow.db", root / "artifacts", root / "server.log")
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
-               "1", "--backend-store-uri", f"sqlite:///{server.backend_store}", "--artifacts-destination",
-               str(server.artifacts)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    with open(server.log, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
-                                   start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {process.returncode}:\n{server.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{server.uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer in 180 s:\n{server.log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with running_mlflow_server(root) as (server, process):
         yield server, process
-    finally:
-        _stop(process)
 
 
 def _kill_server(process: subprocess.Popen) -> None:
