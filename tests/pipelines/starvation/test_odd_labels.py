@@ -37,6 +37,10 @@ def odd_study(own_labelled_folder, tmp_path_factory):
 
 def test_the_tables_keep_the_users_label_text(odd_study):
     assert json.loads((odd_study / "data/03_primary/label_classes.json").read_text()) == CLASSES
+    # The mapping to safe names, on disk beside the class list (read as text: "N/A"-like labels stay).
+    table = pd.read_csv(odd_study / "data/03_primary/label_class_table.csv", dtype=str, keep_default_na=False)
+    assert table["label"].tolist() == CLASSES
+    assert table["safe_name"].tolist() == [safe_class_name(label) for label in CLASSES]
     summary = pd.read_csv(odd_study / "data/08_reporting/study/run_summary.csv")
     assert {f"honest_test_f1_{label}" for label in CLASSES} <= set(summary.columns)
 

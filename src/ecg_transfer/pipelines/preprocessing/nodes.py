@@ -15,6 +15,7 @@ import pandas as pd
 from ecg_transfer.signals.classes import (
     DECISION_COLUMNS,
     ClassConfig,
+    class_table,
     decide_classes,
     decide_multilabel_classes,
     decision_rows,
@@ -106,6 +107,12 @@ def _short_records(manifest: pd.DataFrame, cfg: PreprocessConfig) -> tuple[pd.Da
     if cfg.pad_short:
         return short, decision_rows(short, "padded", "padded", details + "; zero-padded")
     return short, decision_rows(short, "excluded", "too_short", details)
+
+
+def tabulate_label_classes(label_classes: list[str]) -> pd.DataFrame:
+    """The class list with each class's index, the user's label text and the safe name MLflow
+    keys and file names use (signals/classes.py, ``safe_class_name``): the mapping, on disk."""
+    return class_table(label_classes)
 
 
 def decide_label_classes(labelled_manifest: pd.DataFrame, preprocessing: dict[str, Any]) -> tuple[list[str], pd.DataFrame]:

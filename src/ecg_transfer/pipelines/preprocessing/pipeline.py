@@ -9,6 +9,7 @@ from .nodes import (
     assign_labelled_splits,
     assign_unlabelled_splits,
     decide_label_classes,
+    tabulate_label_classes,
     find_labelled_overlap,
     window_labelled_records,
     window_unlabelled_records,
@@ -20,6 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(decide_label_classes, ["labelled_manifest", "params:preprocessing"],
                  ["label_classes", "labelled_class_exclusions"], name="decide_label_classes"),
+            node(tabulate_label_classes, "label_classes", "label_class_table", name="tabulate_label_classes"),
             node(assign_labelled_splits, ["labelled_manifest", "labelled_class_exclusions", "params:preprocessing"],
                  "labelled_splits", name="assign_labelled_splits"),
             node(window_labelled_records,
