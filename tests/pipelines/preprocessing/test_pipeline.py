@@ -44,7 +44,7 @@ def test_every_node_is_tagged_preprocessing():
     # the report of every record's fate waits for the class decision it counts
     assert "labelled_class_exclusions" in create_pipeline().only_nodes("report_ingestion").inputs()
     assert {n.name for n in create_pipeline().only_nodes_with_tags("labelled").nodes} == {
-        "decide_label_classes", "assign_labelled_splits", "window_labelled_records",
+        "decide_label_classes", "tabulate_label_classes", "assign_labelled_splits", "window_labelled_records",
     }
 
 
