@@ -61,19 +61,41 @@ def nt_xent(projections: torch.Tensor, temperature: float, candidates: torch.Ten
     return 0.5 * (per_anchor[:b] + per_anchor[b:])
 
 
+class _GatherWithGradient(torch.autograd.Function):
+    """All ranks' (equal-sized) tensors stacked (world, ...), with the gradient carried home.
+
+    Every rank's loss uses every rank's rows, so the gradient of a rank's own rows is the sum,
+    over ranks, of what each rank's loss sends back to them: an all-reduce of the stacked
+    gradients, of which this rank keeps its slice. Both directions are plain, synchronous
+    collectives that gloo and NCCL support alike (torch's ``distributed.nn.functional.all_gather``
+    is deprecated, and its gloo backward, an all-to-all, intermittently aborted the ranks on exit).
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank = dist.get_rank()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank]
+
+
 def _gather_batches(projections: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Every rank's projections (padded to the largest shard and trimmed again), differentiable,
     and where this rank's rows start; ranks may hold shards of different sizes."""
-    from torch.distributed.nn.functional import all_gather
-
     world, rank = dist.get_world_size(), dist.get_rank()
     size = torch.tensor([projections.shape[0]], device=projections.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
     sizes = [int(s.item()) for s in sizes]
     padded = F.pad(projections, (0, 0, 0, 0, 0, max(sizes) - projections.shape[0]))
-    parts = all_gather(padded)
-    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])
+    parts = _GatherWithGradient.apply(padded)
+    return torch.cat([parts[r, :n] for r, n in enumerate(sizes)]), sum(sizes[:rank])
 
 
 class ContrastiveTask(Task):
