@@ -3,9 +3,15 @@
 Two protocols side by side:
 - optimistic (the paper's): the best *test* score over all epochs, i.e. model selection on the
   test split. Each best_* column takes its own best epoch.
-- honest: one epoch per run is chosen by the best *validation* F1_weighted (ties -> earliest
-  epoch), and every honest_* column (weighted, macro, accuracy, macro AUROC, per-class F1) is
-  the test value at that one epoch, as if that checkpoint were the model shipped.
+- honest: one epoch per run is chosen by the best *validation* headline metric (ties -> earliest
+  epoch), and every honest_* column is the test value at that one epoch, as if that checkpoint
+  were the model shipped.
+
+The headline metric comes from the histories (:func:`headline_metric`, the one place that
+decides it): weighted F1 for a single-label study (the paper's metric; honest columns for
+weighted and macro F1, accuracy, macro AUROC and per-class F1), macro AUROC for a multi-label
+one (the PTB-XL benchmark's; honest columns for macro AUROC, macro F1 at validation-fitted
+thresholds, and per-label AUROC and F1). The LCI is computed on the headline's test curve.
 
 Histories may hold record-level rows (splits ``val_record``/``test_record``) when a record gives
 several windows; their test scores at the honest epoch become ``honest_test_record_*``.
@@ -14,6 +20,7 @@ several windows; their test scores at the honest epoch become ``honest_test_reco
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -27,19 +34,78 @@ from ecg_transfer.study.lci import (
 logger = logging.getLogger(__name__)
 
 RUN_KEYS = ["fraction", "arm", "trial"]
-# The honest rule: the epoch with the best validation f1_weighted, the earliest on ties. The
-# run's saved "honest" predictions must come from that epoch (study/experiment.py checks it).
+# The honest rule of a single-label study: the epoch with the best validation f1_weighted, the
+# earliest on ties. The run's saved "honest" predictions must come from that epoch
+# (study/experiment.py checks it); :func:`honest_monitor` gives the rule of any histories.
 HONEST_MONITOR = ("val", "f1_weighted")
 HISTORY_COLUMNS = ("fraction", "arm", "trial", "epoch", "split", "f1_weighted", "f1_macro", "accuracy")
 SPLITS = ("train", "val", "test", "val_record", "test_record")
 AGGREGATE_METRICS = ("f1_weighted", "f1_macro", "accuracy")
 # Optional: histories from before macro AUROC was logged lack it, and then so does the summary.
 OPTIONAL_METRICS = ("auroc_macro",)
+SUMMARY_PREFIXES = ("best_test_", "honest_test_record_", "honest_test_", "final_test_")
+
+
+@dataclass(frozen=True)
+class HeadlineMetrics:
+    """What a task's histories hold and how they are summarised.
+
+    ``required``: aggregate columns every history must have, with no NaN on test for those in
+    ``best``; ``optional``: aggregate columns used when present, NaN allowed (macro AUROC on a
+    one-class test split; multi-label F1 without a validation split to fit thresholds on);
+    ``best``: the required metrics that get a ``best_test_*`` column (every optional one present
+    gets one too); ``per_label``: prefixes of the per-class or per-label columns."""
+
+    headline: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    best: tuple[str, ...]
+    per_label: tuple[str, ...]
+
+    def present(self, columns) -> tuple[str, ...]:
+        """The aggregate metrics summarised for histories with these columns, in order."""
+        return (*self.required, *(m for m in self.optional if m in set(columns)))
+
+    def per_label_columns(self, columns) -> list[str]:
+        """The per-class (per-label) columns, in the histories' own order."""
+        aggregates = {"f1_weighted", "f1_macro", "auroc_macro"}
+        return [c for c in columns if c.startswith(self.per_label) and c not in aggregates]
+
+
+SINGLE_LABEL = HeadlineMetrics("f1_weighted", AGGREGATE_METRICS, OPTIONAL_METRICS, ("f1_weighted", "f1_macro"), ("f1_",))
+# Multi-label: no weighted F1, no accuracy (neither means much with several labels per record).
+MULTILABEL = HeadlineMetrics("auroc_macro", ("auroc_macro",), ("f1_macro",), ("auroc_macro",), ("auroc_", "f1_"))
+HEADLINES = {metrics.headline: metrics for metrics in (SINGLE_LABEL, MULTILABEL)}
+
+
+def headline_metric(frame: pd.DataFrame) -> str:
+    """The study's headline metric, read from histories or from a run summary: ``f1_weighted``
+    (single-label: the columns hold weighted F1 or accuracy, which only the single-label task
+    logs), else ``auroc_macro`` (multi-label). The one place that decides it; everything
+    downstream (honest epoch, LCI, tables, comparisons, figures, report) asks here."""
+    names = set()
+    for column in map(str, frame.columns):
+        names.add(column)
+        names.update(column[len(p):] for p in SUMMARY_PREFIXES if column.startswith(p))
+    if names & {"f1_weighted", "accuracy"}:
+        return SINGLE_LABEL.headline
+    if "auroc_macro" in names:
+        return MULTILABEL.headline
+    raise ValueError(
+        "headline_metric: the columns hold neither f1_weighted (single-label) nor auroc_macro "
+        f"(multi-label); got {sorted(names)[:12]}"
+    )
+
+
+def honest_monitor(histories: pd.DataFrame) -> tuple[str, str]:
+    """(split, metric) of the honest rule for these histories: the validation headline metric."""
+    return "val", headline_metric(histories)
 
 
 def per_class_columns(histories: pd.DataFrame) -> list[str]:
-    """The f1_<class> columns, in the histories' own order (the study's class order upstream)."""
-    return [c for c in histories.columns if c.startswith("f1_") and c not in ("f1_weighted", "f1_macro")]
+    """The f1_<class> columns (multi-label: auroc_<label> and f1_<label>), in the histories' own
+    order (the study's class order upstream)."""
+    return HEADLINES[headline_metric(histories)].per_label_columns(histories.columns)
 
 
 def class_names(frame: pd.DataFrame, prefix: str = "f1_") -> list[str]:
@@ -51,21 +117,22 @@ def class_names(frame: pd.DataFrame, prefix: str = "f1_") -> list[str]:
 def summarise_runs(histories: pd.DataFrame, lci_eps: float = 1e-8) -> pd.DataFrame:
     """One row per (fraction, arm, trial): optimistic, honest and final-epoch scores, and LCI.
 
-    The LCI columns are computed on the per-epoch *test* f1_weighted curve, as in the paper;
+    The LCI columns are computed on the per-epoch *test* curve of the headline metric
+    (:func:`headline_metric`; weighted F1 as in the paper, macro AUROC for multi-label);
     ``lci_never_drops`` marks the runs whose curve never drops (their LCI is ~best x mean rise
     / eps). Runs without a validation split get NaN honest columns (and a warning), not an
     error, so a paper-faithful run without validation can still be summarised.
     """
-    _validate_histories(histories)
-    class_columns = per_class_columns(histories)
-    metrics = (*AGGREGATE_METRICS, *(m for m in OPTIONAL_METRICS if m in histories.columns))
+    spec = _validate_histories(histories)
+    class_columns = spec.per_label_columns(histories.columns)
+    metrics = spec.present(histories.columns)
     rows = []
     for (fraction, arm, trial), run in histories.groupby(RUN_KEYS, sort=True):
-        rows.append(_summarise_one(float(fraction), arm, int(trial), run, metrics, class_columns, lci_eps))
+        rows.append(_summarise_one(float(fraction), arm, int(trial), run, spec, metrics, class_columns, lci_eps))
     return pd.DataFrame(rows)
 
 
-def _summarise_one(fraction, arm, trial, run, metrics, class_columns, lci_eps) -> dict:
+def _summarise_one(fraction, arm, trial, run, spec, metrics, class_columns, lci_eps) -> dict:
     where = f"run (fraction={fraction}, arm={arm}, trial={trial})"
     test = run[run["split"] == "test"].sort_values("epoch")
     val = run[run["split"] == "val"].sort_values("epoch")
@@ -74,9 +141,9 @@ def _summarise_one(fraction, arm, trial, run, metrics, class_columns, lci_eps) -
     test_by_epoch = test.set_index("epoch")
     row = {"fraction": fraction, "arm": arm, "trial": trial, "n_epochs": int(test.shape[0])}
 
-    for metric in ("f1_weighted", "f1_macro", *(m for m in metrics if m in OPTIONAL_METRICS)):
+    for metric in (*spec.best, *(m for m in metrics if m in spec.optional)):
         curve = test_by_epoch[metric]
-        if metric in OPTIONAL_METRICS:
+        if metric in spec.optional:
             if curve.isna().all():  # e.g. AUROC undefined on a one-class test split
                 row[f"best_test_{metric}"], row[f"best_epoch_{metric}"] = np.nan, np.nan
                 continue
@@ -86,7 +153,7 @@ def _summarise_one(fraction, arm, trial, run, metrics, class_columns, lci_eps) -
         row[f"best_test_{metric}"] = float(curve.loc[best_epoch])
         row[f"best_epoch_{metric}"] = best_epoch
 
-    honest_epoch = _honest_epoch(val, test_by_epoch.index, where)
+    honest_epoch = _honest_epoch(val, test_by_epoch.index, where, spec.headline)
     row["honest_epoch"] = honest_epoch
     for metric in (*metrics, *class_columns):
         row[f"honest_test_{metric}"] = (
@@ -105,7 +172,7 @@ def _summarise_one(fraction, arm, trial, run, metrics, class_columns, lci_eps) -
     for metric in metrics:
         row[f"final_test_{metric}"] = float(test_by_epoch.loc[final_epoch, metric])
 
-    curve = test_by_epoch["f1_weighted"].to_numpy(dtype=float)
+    curve = test_by_epoch[spec.headline].to_numpy(dtype=float)
     if curve.size >= 2:
         row["lci"] = learning_curve_index(curve, eps=lci_eps)
         row["lci_bounded"] = bounded_learning_curve_index(curve)
@@ -117,13 +184,13 @@ def _summarise_one(fraction, arm, trial, run, metrics, class_columns, lci_eps) -
     return row
 
 
-def _honest_epoch(val: pd.DataFrame, test_epochs: pd.Index, where: str) -> int | None:
+def _honest_epoch(val: pd.DataFrame, test_epochs: pd.Index, where: str, monitor: str) -> int | None:
     if val.empty:
         logger.warning("summarise_runs: %s has no validation rows; honest columns are NaN", where)
         return None
-    scores = val.set_index("epoch")[HONEST_MONITOR[1]]
+    scores = val.set_index("epoch")[monitor]
     if scores.isna().all():
-        raise ValueError(f"summarise_runs: {where} has only NaN validation {HONEST_MONITOR[1]}")
+        raise ValueError(f"summarise_runs: {where} has only NaN validation {monitor}")
     epoch = int(scores.idxmax())  # NaN-skipping, first maximum on ties
     if epoch not in test_epochs:
         raise ValueError(
@@ -132,10 +199,14 @@ def _honest_epoch(val: pd.DataFrame, test_epochs: pd.Index, where: str) -> int |
     return epoch
 
 
-def _validate_histories(histories: pd.DataFrame) -> None:
+def _validate_histories(histories: pd.DataFrame) -> HeadlineMetrics:
     if not isinstance(histories, pd.DataFrame):
         raise TypeError(f"summarise_runs: histories must be a DataFrame, got {type(histories).__name__}")
-    missing = [c for c in HISTORY_COLUMNS if c not in histories.columns]
+    try:
+        spec = HEADLINES[headline_metric(histories)]
+    except ValueError:  # neither kind: name the single-label columns, as before
+        spec = SINGLE_LABEL
+    missing = [c for c in (*HISTORY_COLUMNS[:5], *spec.required) if c not in histories.columns]
     if missing:
         raise ValueError(f"summarise_runs: histories lack columns {missing}")
     if histories.empty:
@@ -150,6 +221,7 @@ def _validate_histories(histories: pd.DataFrame) -> None:
             f"summarise_runs: {int(duplicated.sum())} duplicate (fraction, arm, trial, epoch, split) "
             f"rows, first {first}"
         )
+    return spec
 
 
 def check_histories_complete(
@@ -159,12 +231,14 @@ def check_histories_complete(
     same k on all, and k must be the planned maximum ``max_epochs`` unless the run stopped
     early. A stop is recorded by a true ``stopped_early`` column in the run's rows, or, without
     that column and with ``patience`` set, read from the history itself: the last ``patience``
-    epochs did not improve the best validation F1_weighted (the stop rule of the engine).
+    epochs did not improve the best validation headline metric (the stop rule of the engine:
+    weighted F1, or macro AUROC for multi-label).
 
     A file whose last rows were cut off otherwise summarises without a word, as a run of fewer
     epochs with another honest score; the error names the arm, the run and ``source``.
     """
     problems = []
+    monitor = honest_monitor(histories)[1] if patience is not None else None
     for (fraction, arm, trial), run in histories.groupby(RUN_KEYS, sort=True):
         where = f"{arm} (fraction {fraction:g}, trial {trial})"
         counts = {split: sorted(int(e) for e in rows["epoch"]) for split, rows in run.groupby("split")}
@@ -176,7 +250,7 @@ def check_histories_complete(
             problems.append(f"{where}: the splits end at different epochs {last}")
         elif max(last.values()) > max_epochs:
             problems.append(f"{where}: {max(last.values())} epochs, more than the planned {max_epochs}")
-        elif max(last.values()) < max_epochs and not _stopped_early(run, patience):
+        elif max(last.values()) < max_epochs and not _stopped_early(run, patience, monitor):
             problems.append(
                 f"{where}: {max(last.values())} of the planned {max_epochs} epochs and no recorded early stop"
             )
@@ -188,12 +262,12 @@ def check_histories_complete(
         )
 
 
-def _stopped_early(run: pd.DataFrame, patience: int | None) -> bool:
+def _stopped_early(run: pd.DataFrame, patience: int | None, monitor: str | None) -> bool:
     if "stopped_early" in run.columns:
         return bool(run["stopped_early"].fillna(False).astype(bool).any())
     if patience is None:
         return False
-    val = run[run["split"] == "val"].set_index("epoch")["f1_weighted"].sort_index()
+    val = run[run["split"] == "val"].set_index("epoch")[monitor].sort_index()
     if val.empty or val.isna().all():
         return False
     return int(val.index.max()) - int(val.idxmax()) >= int(patience)
