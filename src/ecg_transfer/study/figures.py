@@ -110,10 +110,13 @@ def per_class_f1(
     arms: ArmRegistry | Sequence[str] | None = None,
 ) -> Figure:
     """Heatmap of mean per-class F1 over trials: rows fraction x arm, columns the study's classes
-    (any number; cells are annotated while they stay legible)."""
+    (any number; cells are annotated while they stay legible). ``prefix`` picks the score: the
+    multi-label study shows its per-label AUROC (``honest_test_auroc_``)."""
     columns = [
         c for c in summary.columns if c.startswith(prefix) and c[len(prefix):] not in ("weighted", "macro")
     ]
+    score = "AUROC" if "auroc" in prefix else "F1"
+    unit = "classes" if score == "F1" else "labels"
     if not columns:
         raise ValueError(f"per_class_f1: summary has no per-class columns starting {prefix!r}")
     styles = _arm_styles(arms, summary["arm"])
@@ -138,8 +141,9 @@ def per_class_f1(
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if value < 0.5 else "black")
-    ax.set_title(f"per-class test F1 (honest), mean over trials, {len(classes)} classes")
-    fig.colorbar(image, ax=ax, label="F1")
+    kind = "per-class" if score == "F1" else "per-label"
+    ax.set_title(f"{kind} test {score} (honest), mean over trials, {len(classes)} {unit}")
+    fig.colorbar(image, ax=ax, label=score)
     return fig
 
 

@@ -1,5 +1,10 @@
 """The study's Markdown report: what data and runs the numbers come from, our numbers beside the
-paper's where the task is the paper's, the floor, and what each interval covers."""
+paper's where the task is the paper's, the floor, and what each interval covers.
+
+Every score is the study's headline metric (:func:`~ecg_transfer.study.summaries.headline_metric`):
+weighted F1 for a single-label study, macro AUROC over the labels for a multi-label one (whose
+report names the task and its labels, and never shows the paper's numbers: they are for
+Chapman's single-label rhythms)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ecg_transfer.study.arms import ArmRegistry, ArmSpec
+from ecg_transfer.study.summaries import MULTILABEL, headline_metric
 from ecg_transfer.study.tables import (
     arm_order,
     format_p,
@@ -23,6 +29,8 @@ from ecg_transfer.study.tables import (
 )
 
 PAPER_COLUMNS = ("random init", "image transfer", "CAE transfer")
+# How the report names a headline metric in its prose and table headers.
+METRIC_NAMES = {"f1_weighted": "weighted F1", "auroc_macro": "macro AUROC"}
 
 
 @dataclass(frozen=True)
@@ -130,53 +138,57 @@ def study_report(
     pretrained encoder among the arms (the CAE, pretraining methods), a section compares the
     methods (``confidence``: of its per-arm intervals).
     """
+    headline = headline_metric(summary)
+    multilabel = headline == MULTILABEL.headline
     classes = list(meta.get("classes") or _classes_from(summary))
-    shown = paper if paper is not None and paper.is_task(classes) else None  # its numbers: its task only
+    # The paper's numbers: its task only (Chapman's rhythms, one per record).
+    shown = paper if paper is not None and paper.is_task(classes) and not multilabel else None
     arms = arm_order(registry, summary["arm"])
     parts = ["# ECG transfer learning: study report\n\n"]
-    parts.append(_header(meta, classes))
+    parts.append(_header(meta, classes, multilabel))
     parts.append(_caveat(meta.get("synthetic")))
     parts.append(_run_section(meta, registry, arms))
     parts.append(_sizes_section(meta, sample_sizes, paper))
     if floor is not None:
         parts.append("## The floor: classifiers that never look at the ECG\n\n")
-        parts.append(
+        parts.append(_MULTILABEL_FLOOR if multilabel else (
             "Fitted on the training split's class shares and scored on the test split (exact, from "
             "the class counts; docs/statistics.md). An arm near these numbers has learnt little.\n\n"
-        )
+        ))
         parts.append(to_markdown(_floor_view(floor)))
         parts.append("\n")
-    parts.append(_PROTOCOL)
+    parts.append(_protocol(headline))
     if still_improving is not None:
         parts.append(_budget_section(still_improving, meta, arms))
     parts.append(_paper_caveat(shown, meta))
-    parts.append(_scores_section(summary, registry, arms, shown, classes))
-    parts.append(_lci_section(summary, registry, arms, shown))
+    parts.append(_scores_section(summary, registry, arms, shown, classes, headline))
+    parts.append(_lci_section(summary, registry, arms, shown, headline))
     if registry is not None and len(pretraining_methods(registry)) > 1:
-        parts.append(_methods_section(summary, comparisons, registry, confidence))
+        parts.append(_methods_section(summary, comparisons, registry, confidence, headline))
     for title, table in tables.items():
         parts.append(f"## {title}\n\n")
         parts.append(to_markdown(table))
         parts.append("\n")
     parts.append(_INTERVALS)
-    parts.append(_comparisons_section(comparisons, record_comparisons))
+    parts.append(_comparisons_section(comparisons, record_comparisons, headline))
     return "".join(parts)
 
 
 def _methods_section(summary: pd.DataFrame, comparisons: pd.DataFrame, registry: ArmRegistry,
-                     confidence: float) -> str:
+                     confidence: float, headline: str = "f1_weighted") -> str:
     """Which pretraining helped, at which fraction: the methods' honest scores and their
     declared comparisons against random init and against the CAE."""
     methods = pretraining_methods(registry)
-    parts = ["## Pretraining methods (honest weighted F1)\n\n"]
+    name = METRIC_NAMES[headline]
+    parts = [f"## Pretraining methods (honest {name})\n\n"]
     parts.append(
         f"The window arms by the encoder they start from ({', '.join(methods)}, or random): the mean "
-        f"over trials of the honest test weighted F1 with its {confidence:.0%} t interval over trials, "
+        f"over trials of the honest test {name} with its {confidence:.0%} t interval over trials, "
         "per fraction. Every method trains the same encoder; only the pretext task differs "
         "(docs/pretext_tasks.md).\n\n"
     )
-    parts.append(to_markdown(methods_table(summary, registry, confidence)))
-    paired = method_comparisons(comparisons, registry)
+    parts.append(to_markdown(methods_table(summary, registry, confidence, metric=f"honest_test_{headline}")))
+    paired = method_comparisons(comparisons, registry, metric=f"honest_test_{headline}")
     parts.append("\n### Each method against random init and against the CAE\n\n")
     if paired.empty:
         parts.append("No comparison of a method against a random or a CAE arm is declared in "
@@ -196,10 +208,12 @@ def _methods_section(summary: pd.DataFrame, comparisons: pd.DataFrame, registry:
     return "".join(parts) + "\n"
 
 
-def _comparisons_section(comparisons: pd.DataFrame, record_comparisons: pd.DataFrame | None) -> str:
+def _comparisons_section(comparisons: pd.DataFrame, record_comparisons: pd.DataFrame | None,
+                         headline: str = "f1_weighted") -> str:
     parts = []
     parts.append("## Comparisons across trials\n\n")
-    parts.append(_COMPARISONS)
+    parts.append(_COMPARISONS.replace("(weighted F1 only)", f"(in {METRIC_NAMES[headline]}, the headline; its "
+                                      "comparisons only)" if headline != "f1_weighted" else "(weighted F1 only)"))
     if "metric" in comparisons.columns and comparisons["metric"].nunique() > 1:
         # One table per metric; Holm ran over each metric's own family.
         for _, per_metric in comparisons.groupby("metric", sort=False):
@@ -208,7 +222,7 @@ def _comparisons_section(comparisons: pd.DataFrame, record_comparisons: pd.DataF
     else:
         parts.append(to_markdown(_comparison_view(comparisons)))
     if record_comparisons is not None:
-        parts.append("\n## Comparisons over test patients (honest epoch, weighted F1)\n\n")
+        parts.append(f"\n## Comparisons over test patients (honest epoch, {METRIC_NAMES[headline]})\n\n")
         parts.append(
             f"A paired bootstrap over the test split with the **{_unit(record_comparisons)}** as the unit: "
             "each resample draws the test patients with replacement (a drawn patient brings all "
@@ -216,7 +230,7 @@ def _comparisons_section(comparisons: pd.DataFrame, record_comparisons: pd.DataF
             "mean over trials of the difference. `CI records` holds the trained models fixed; "
             "`CI records + trials` redraws the trials too.\n\n"
         )
-        parts.append(to_markdown(_record_view(record_comparisons)))
+        parts.append(to_markdown(_record_view(record_comparisons, headline)))
     return "".join(parts)
 
 
@@ -229,21 +243,35 @@ def _yes_no(simulated) -> str:
     return {True: "simulated", False: "real"}.get(simulated, "simulated or not: not recorded")
 
 
-def _header(meta: Mapping[str, Any], classes: list[str]) -> str:
+def _header(meta: Mapping[str, Any], classes: list[str], multilabel: bool = False) -> str:
     labelled = dict(meta.get("labelled") or {})
     unlabelled = dict(meta.get("unlabelled") or {})
     shown = ", ".join(classes[:15]) + (f", ... ({len(classes) - 15} more)" if len(classes) > 15 else "")
+    kind = "labels, several per record possible" if multilabel else "classes"
     lines = [
         f"- **Labelled data**: {labelled.get('source', 'source not recorded')}: "
         f"{labelled.get('records', '?')} records ({labelled.get('windows', '?')} windows), "
-        f"{len(classes)} classes ({shown}); {_yes_no(labelled.get('simulated'))}.\n",
+        f"{len(classes)} {kind} ({shown}); {_yes_no(labelled.get('simulated'))}.\n",
         f"- **Unlabelled data** (pretraining): {unlabelled.get('source', 'source not recorded')}: "
         f"{unlabelled.get('records', '?')} records ({unlabelled.get('windows', '?')} windows); "
         f"{_yes_no(unlabelled.get('simulated'))}.\n",
         f"- **Backbone**: {meta.get('backbone', 'not recorded')}; image arms: "
         f"{meta.get('image_backbone', 'not recorded')}.\n",
     ]
+    if multilabel:
+        lines.append(_multilabel_task_line(labelled, classes))
     return "".join(lines) + "\n"
+
+
+def _multilabel_task_line(labelled: Mapping[str, Any], labels: list[str]) -> str:
+    counts = dict(labelled.get("label_counts") or {})
+    listed = "; ".join(f"{label} {counts[label]}" if label in counts else label for label in labels)
+    return (
+        "- **Task**: multi-label (`preprocessing.task: multilabel`). **Headline metric: macro AUROC** "
+        f"over the {len(labels)} labels (the mean of each label's AUROC); F1 at per-label thresholds "
+        "fitted on the validation split, never on test. Windows per label: "
+        f"{listed if counts else ', '.join(labels)}.\n"
+    )
 
 
 def _caveat(synthetic) -> str:
@@ -351,22 +379,35 @@ def _sizes_section(meta: Mapping[str, Any], sample_sizes: pd.DataFrame | None, p
 
 
 def _floor_view(floor: pd.DataFrame) -> pd.DataFrame:
+    """The floor's scores with three decimals (multi-label: the per-label AUROCs, all 0.5, left out)."""
     view = floor.set_index("classifier")
-    for column in ("f1_weighted", "f1_macro", "accuracy", "auroc_macro"):
-        if column in view.columns:
+    view = view.drop(columns=[c for c in view.columns if c.startswith("auroc_") and c != "auroc_macro"])
+    for column in view.columns:
+        if column != "predicts":
             view[column] = view[column].map(lambda v: f"{v:.3f}")
     return view
 
 
-_PROTOCOL = (
-    "## Protocol\n\n"
-    "- **optimistic** (`best_test_*`, the paper's): the best test score over all epochs; the test "
-    "split chooses the epoch, so it overstates what a model would score on new data.\n"
-    "- **honest** (`honest_test_*`): the epoch with the best validation F1_weighted (ties -> "
-    "earliest) is chosen, and its test scores are reported.\n"
-    "- All arms of one trial train on the same stratified bootstrap sample (with replacement) "
-    "of the training split, so trials pair across arms.\n"
-    "- LCI is computed on each run's per-epoch test F1_weighted curve.\n\n"
+def _protocol(headline: str) -> str:
+    monitored = "F1_weighted" if headline == "f1_weighted" else METRIC_NAMES[headline]
+    return (
+        "## Protocol\n\n"
+        "- **optimistic** (`best_test_*`, the paper's): the best test score over all epochs; the test "
+        "split chooses the epoch, so it overstates what a model would score on new data.\n"
+        f"- **honest** (`honest_test_*`): the epoch with the best validation {monitored} (ties -> "
+        "earliest) is chosen, and its test scores are reported.\n"
+        "- All arms of one trial train on the same stratified bootstrap sample (with replacement) "
+        "of the training split, so trials pair across arms.\n"
+        f"- LCI is computed on each run's per-epoch test {monitored} curve.\n\n"
+    )
+
+
+_MULTILABEL_FLOOR = (
+    "Every record scored with each label's training prevalence (exact, from the label counts; "
+    "docs/statistics.md): no information, so every label's AUROC and the macro AUROC are 0.5. "
+    "F1 of answering each label positive at random with its training prevalence, and of answering "
+    "every label positive (what a constant score gets at a validation-fitted threshold). An arm near "
+    "these numbers has learnt little.\n\n"
 )
 
 _COMPARISONS = (
@@ -449,26 +490,38 @@ def _paper_column(registry: ArmRegistry | None, arm: str) -> str | None:
     return paper_arm(registry[arm]) if registry is not None and arm in registry else None
 
 
-def _scores_section(summary, registry, arms, paper: PaperReference | None, classes: list[str]) -> str:
-    title = "## Scores per arm: ours beside the paper's (mean ± SD over trials)\n\n" if paper else (
-        "## Scores per arm (mean ± SD over trials)\n\n"
-    )
-    note = "" if paper else (
-        f"The paper's numbers are for Chapman's 11 rhythms; this study's task ({len(classes)} classes) is "
-        "another task, so they are not shown.\n\n"
-    )
-    columns = [
+SCORE_COLUMNS = {
+    "f1_weighted": [
         ("ours, optimistic", "best_test_f1_weighted"),
         ("ours, honest", "honest_test_f1_weighted"),
         ("honest macro F1", "honest_test_f1_macro"),
         ("honest macro AUROC", "honest_test_auroc_macro"),
         ("honest, record level", "honest_test_record_f1_weighted"),
-    ]
-    columns = [(name, column) for name, column in columns if column in summary.columns]
+    ],
+    "auroc_macro": [
+        ("macro AUROC, optimistic", "best_test_auroc_macro"),
+        ("macro AUROC, honest", "honest_test_auroc_macro"),
+        ("honest macro F1 (validation thresholds)", "honest_test_f1_macro"),
+        ("honest macro AUROC, record level", "honest_test_record_auroc_macro"),
+    ],
+}
+
+
+def _scores_section(summary, registry, arms, paper: PaperReference | None, classes: list[str],
+                    headline: str = "f1_weighted") -> str:
+    title = "## Scores per arm: ours beside the paper's (mean ± SD over trials)\n\n" if paper else (
+        "## Scores per arm (mean ± SD over trials)\n\n"
+    )
+    kind = f"{len(classes)} classes" if headline == "f1_weighted" else f"{len(classes)} labels, multi-label"
+    note = "" if paper else (
+        f"The paper's numbers are for Chapman's 11 rhythms; this study's task ({kind}) is "
+        "another task, so they are not shown.\n\n"
+    )
+    columns = [(name, column) for name, column in SCORE_COLUMNS[headline] if column in summary.columns]
     rows = {}
     for fraction in _fractions(summary, paper):
         for arm in arms:
-            ours = _stats(summary, fraction, arm, "best_test_f1_weighted")
+            ours = _stats(summary, fraction, arm, f"best_test_{headline}")
             reference = paper.table2.get((fraction, _paper_column(registry, arm))) if paper else None
             if ours.size == 0 and reference is None:
                 continue
@@ -482,12 +535,14 @@ def _scores_section(summary, registry, arms, paper: PaperReference | None, class
     return title + note + to_markdown(table) + "\n"
 
 
-def _lci_section(summary, registry, arms, paper: PaperReference | None) -> str:
+def _lci_section(summary, registry, arms, paper: PaperReference | None, headline: str = "f1_weighted") -> str:
     parts = ["## LCI per arm" + (": ours beside the paper's" if paper else "") + "\n\n"]
+    best = "best F1" if headline == "f1_weighted" else f"best {METRIC_NAMES[headline]}"
     parts.append(
-        "`lci` is the paper's formula; a curve that never drops scores about best x mean rise / "
-        "1e-8 there (~1e7), which wrecks mean, SD and t-test, so `lci_bounded` (in [0, best F1]) is "
-        "shown and compared too. The two order curves alike only at equal best F1.\n\n"
+        ("" if headline == "f1_weighted" else f"Computed on each run's per-epoch test {METRIC_NAMES[headline]} curve. ")
+        + "`lci` is the paper's formula; a curve that never drops scores about best x mean rise / "
+        f"1e-8 there (~1e7), which wrecks mean, SD and t-test, so `lci_bounded` (in [0, {best}]) is "
+        f"shown and compared too. The two order curves alike only at equal {best}.\n\n"
     )
     rows = {}
     for fraction in _fractions(summary, paper):
@@ -513,7 +568,8 @@ def _lci_section(summary, registry, arms, paper: PaperReference | None) -> str:
         )
     if "lci_never_drops" in summary.columns:
         total = int(summary["lci_never_drops"].sum())
-        parts.append(f"\n{total} of {len(summary)} runs have a test-F1 curve that never drops.\n")
+        curve = "test-F1" if headline == "f1_weighted" else f"test {METRIC_NAMES[headline]}"
+        parts.append(f"\n{total} of {len(summary)} runs have a {curve} curve that never drops.\n")
     return "".join(parts) + "\n"
 
 
@@ -548,9 +604,10 @@ def _comparison_view(comparisons: pd.DataFrame) -> pd.DataFrame:
     return view
 
 
-def _record_view(records: pd.DataFrame) -> pd.DataFrame:
+def _record_view(records: pd.DataFrame, headline: str = "f1_weighted") -> pd.DataFrame:
     if records.empty:
         return pd.DataFrame({"note": ["no predictions to compare"]})
+    score, short = ("f1", "F1") if headline == "f1_weighted" else ("auroc", "AUROC")
 
     def interval(lo, hi):
         return "" if pd.isna(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
@@ -563,8 +620,8 @@ def _record_view(records: pd.DataFrame) -> pd.DataFrame:
                                       records.get("unit", pd.Series("record", index=records.index)))
             ],
             "trials": records["n_trials"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
-            "F1 a": records["f1_a"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
-            "F1 b": records["f1_b"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
+            f"{short} a": records[f"{score}_a"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
+            f"{short} b": records[f"{score}_b"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
             "mean diff": records["mean_diff"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}"),
             "CI records": [interval(lo, hi) for lo, hi in zip(records["ci_low_records"], records["ci_high_records"])],
             "CI records + trials": [
@@ -574,5 +631,5 @@ def _record_view(records: pd.DataFrame) -> pd.DataFrame:
         }
     )
     view.index = [f"{fraction_label(f)} {c}" for f, c in zip(records["fraction"], records["comparison"])]
-    view.index.name = "honest test f1_weighted"
+    view.index.name = f"honest test {headline}"
     return view

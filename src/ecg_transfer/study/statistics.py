@@ -688,3 +688,108 @@ def multilabel_bootstrap_comparison(
         "ci_low_records": float(low_r), "ci_high_records": float(high_r),
         "ci_low_records_trials": float(low_b), "ci_high_records_trials": float(high_b),
     }
+
+
+MULTILABEL_RECORD_COLUMNS = [
+    "auroc_a" if c == "f1_a" else "auroc_b" if c == "f1_b" else c for c in RECORD_COMPARISON_COLUMNS
+]
+MULTILABEL_PREDICTION_COLUMNS = ("fraction", "arm", "trial", "selection", "split", "record_id")
+
+
+def multilabel_bootstrap_comparisons(
+    predictions: pd.DataFrame,
+    labels,
+    comparisons,
+    selection: str = "honest",
+    split: str = "test",
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    patients=None,
+) -> pd.DataFrame:
+    """:func:`record_bootstrap_comparisons` for a multi-label study: per fraction and (a, b)
+    pair, :func:`multilabel_bootstrap_comparison` of the macro AUROC difference over the test
+    patients (or records), trials paired by number, records by record_id.
+
+    ``predictions`` holds, per (fraction, arm, trial, selection, split, record_id), the record's
+    0/1 targets ``target_<label>`` and sigmoid probabilities ``prob_<label>`` for every label of
+    ``labels``; both arms must hold the same test records with the same targets. The same seeds
+    as the single-label comparison ([seed, fraction x 1e6]); the patient is the unit when the
+    predictions carry ``patient_id`` or ``patients`` maps record id -> patient id. Columns as
+    :data:`RECORD_COMPARISON_COLUMNS` with ``auroc_a``/``auroc_b`` for ``f1_a``/``f1_b``.
+    """
+    labels = [str(name) for name in labels]
+    rows = _multilabel_rows(predictions, labels, selection, split)
+    patient_of = _patient_map(rows, patients)
+    out = []
+    for fraction in sorted(rows["fraction"].unique(), reverse=True):
+        at_fraction = rows[np.isclose(rows["fraction"], float(fraction))]
+        for arm_a, arm_b in comparisons:
+            base = {"fraction": float(fraction), "comparison": f"{arm_a} vs {arm_b}", "arm_a": arm_a,
+                    "arm_b": arm_b, "metric": "auroc_macro", "selection": selection, "split": split}
+            a, b = (_multilabel_scores(at_fraction, arm, labels, float(fraction)) for arm in (arm_a, arm_b))
+            if a is None or b is None:
+                absent = [arm for arm, m in ((arm_a, a), (arm_b, b)) if m is None]
+                out.append({**base, "note": f"no predictions of {absent} at this fraction"})
+                continue
+            (targets_a, trials_a, scores_a), (targets_b, trials_b, scores_b) = a, b
+            if not targets_a.equals(targets_b):
+                raise ValueError(
+                    f"multilabel_bootstrap_comparisons: {arm_a} and {arm_b} predicted different {split} records "
+                    f"(or targets) at fraction {fraction:g}; the test split must be the same for every arm"
+                )
+            shared = sorted(set(trials_a) & set(trials_b))
+            if not shared:
+                out.append({**base, "note": "no shared trials"})
+                continue
+            note = "" if len(shared) == max(len(trials_a), len(trials_b)) else f"the {len(shared)} shared trials only"
+            result = multilabel_bootstrap_comparison(
+                targets_a.to_numpy(), scores_a[[trials_a.index(t) for t in shared]],
+                scores_b[[trials_b.index(t) for t in shared]], n_boot=n_boot, confidence=confidence,
+                seed=[int(seed), int(round(float(fraction) * 1_000_000))],
+                patients=None if patient_of is None else _patients_of(targets_a.index, patient_of),
+            )
+            out.append({**base, **result, "note": note})
+    return pd.DataFrame(out, columns=MULTILABEL_RECORD_COLUMNS)
+
+
+def _multilabel_rows(predictions: pd.DataFrame, labels: list[str], selection: str, split: str) -> pd.DataFrame:
+    wanted = (*MULTILABEL_PREDICTION_COLUMNS, *(f"target_{n}" for n in labels), *(f"prob_{n}" for n in labels))
+    missing = [c for c in wanted if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"multilabel_bootstrap_comparisons: predictions lack columns {missing} (labels {labels})")
+    rows = predictions[(predictions["selection"] == selection) & (predictions["split"] == split)]
+    if rows.empty:
+        raise ValueError(
+            f"multilabel_bootstrap_comparisons: no predictions with selection={selection!r}, split={split!r}"
+        )
+    targets = rows[[f"target_{n}" for n in labels]]
+    if not targets.isin((0, 1)).all().all():
+        raise ValueError("multilabel_bootstrap_comparisons: target_<label> columns must be 0/1")
+    return rows
+
+
+def _multilabel_scores(rows: pd.DataFrame, arm: str, labels: list[str], fraction: float):
+    """(targets per record (records x labels, records sorted), trials, scores (trials x records
+    x labels)) of one arm, or None when the arm has no predictions here."""
+    own = rows[rows["arm"] == arm]
+    if own.empty:
+        return None
+    if own.duplicated(["trial", "record_id"]).any():
+        first = own.loc[own.duplicated(["trial", "record_id"]), ["trial", "record_id"]].iloc[0].tolist()
+        raise ValueError(f"multilabel_bootstrap_comparisons: {arm} at fraction {fraction:g} predicts (trial, "
+                         f"record) {first} twice")
+    target_columns = [f"target_{n}" for n in labels]
+    truth = own.groupby("record_id")[target_columns]
+    if (truth.nunique() > 1).any().any():
+        raise ValueError(f"multilabel_bootstrap_comparisons: {arm} gives a record several label sets")
+    targets = truth.first().sort_index().astype(np.int64)
+    trials = sorted(int(t) for t in own["trial"].unique())
+    scores = []
+    for trial in trials:
+        matrix = own[own["trial"] == trial].set_index("record_id")[[f"prob_{n}" for n in labels]]
+        if len(matrix) != len(targets):
+            raise ValueError(f"multilabel_bootstrap_comparisons: not every trial of {arm} at fraction {fraction:g} "
+                             "predicted every test record")
+        scores.append(matrix.reindex(targets.index).to_numpy(dtype=np.float64))
+    return targets, trials, np.stack(scores)

@@ -1,4 +1,5 @@
-"""The paper's Tables 2 (weighted F1) and 3 (LCI), laid out as printed, for every arm.
+"""The paper's Tables 2 (weighted F1; any summary column, e.g. macro AUROC for a multi-label
+study) and 3 (LCI), laid out as printed, for every arm.
 
 Rows: "trial 1" .. "trial n", then "mean ± SD", then per declared comparison two rows of Welch
 p-values read from the comparisons table (``statistics.compare_arms``), unadjusted and
@@ -155,7 +156,8 @@ def table3(
     **kwargs,
 ) -> pd.DataFrame:
     """Table 3: LCI of every arm at each fraction; with ``lci_never_drops`` in the summary, a row
-    counting the runs whose test-F1 curve never drops (their LCI is ~1e7 and swamps mean and SD)."""
+    counting the runs whose test curve of the headline metric never drops (their LCI is ~1e7 and
+    swamps mean and SD)."""
     extra: dict[str, RowContent] = dict(kwargs.pop("extra_rows", None) or {})
     if "lci_never_drops" in summary.columns:
         counts = {}
@@ -263,9 +265,11 @@ def _mean_interval(values: np.ndarray, confidence: float) -> str:
     return f"{mean:.3f} [{mean - half:.3f}, {mean + half:.3f}]"
 
 
-def methods_table(summary: pd.DataFrame, registry: ArmRegistry, confidence: float = 0.95) -> pd.DataFrame:
-    """Window arms x fractions: the honest weighted F1's mean over trials with its t interval
-    (at ``confidence``), each arm labelled with the encoder it starts from and whether it trains."""
+def methods_table(summary: pd.DataFrame, registry: ArmRegistry, confidence: float = 0.95,
+                  metric: str = HONEST_F1) -> pd.DataFrame:
+    """Window arms x fractions: the honest headline's mean over trials (``metric``: weighted F1,
+    or macro AUROC for multi-label) with its t interval (at ``confidence``), each arm labelled
+    with the encoder it starts from and whether it trains."""
     fractions = sorted({float(f) for f in summary["fraction"]}, reverse=True)
     rows = {}
     for spec in registry:
@@ -276,7 +280,7 @@ def methods_table(summary: pd.DataFrame, registry: ArmRegistry, confidence: floa
         training = "frozen" if spec.freeze is True else "fine-tuned" if spec.freeze is False else f"{spec.freeze} blocks frozen"
         row = {"encoder": encoder, "encoder trains": training}
         for fraction in fractions:
-            values = own.loc[np.isclose(own["fraction"], fraction), HONEST_F1].to_numpy(dtype=float)
+            values = own.loc[np.isclose(own["fraction"], fraction), metric].to_numpy(dtype=float)
             row[fraction_label(fraction)] = _mean_interval(values[~np.isnan(values)], confidence)
         rows[spec.name] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -284,13 +288,13 @@ def methods_table(summary: pd.DataFrame, registry: ArmRegistry, confidence: floa
     return table
 
 
-def method_comparisons(comparisons: pd.DataFrame, registry: ArmRegistry) -> pd.DataFrame:
+def method_comparisons(comparisons: pd.DataFrame, registry: ArmRegistry, metric: str = HONEST_F1) -> pd.DataFrame:
     """The declared comparisons of an arm from a pretrained encoder against a random-init arm or
-    a CAE arm, on the honest weighted F1: difference, its paired interval, Holm-adjusted paired
-    p, the smallest detectable difference and the statistics' reading."""
+    a CAE arm, on the honest headline (``metric``): difference, its paired interval,
+    Holm-adjusted paired p, the smallest detectable difference and the statistics' reading."""
     if comparisons.empty or "metric" not in comparisons.columns:
         return pd.DataFrame()
-    rows = comparisons[comparisons["metric"] == HONEST_F1]
+    rows = comparisons[comparisons["metric"] == metric]
     kept = []
     for _, row in rows.iterrows():
         a, b = str(row["arm_a"]), str(row["arm_b"])

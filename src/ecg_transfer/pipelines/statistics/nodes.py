@@ -21,15 +21,27 @@ from matplotlib.figure import Figure
 from ecg_transfer.study import figures, tables
 from ecg_transfer.study.arms import ArmRegistry, arm_registry
 from ecg_transfer.study.bootstrap import sample_sizes
-from ecg_transfer.study.floor import floor_for, floor_scores
+from ecg_transfer.study.floor import floor_for, floor_scores, multilabel_floor_scores
 from ecg_transfer.study.report import PaperReference, labelled_split_text, study_report
 from ecg_transfer.study.run_settings import check_arm_settings, check_histories_match, describe_run
-from ecg_transfer.study.statistics import compare_arms, record_bootstrap_comparisons
-from ecg_transfer.study.summaries import check_histories_complete, still_improving, summarise_runs
+from ecg_transfer.study.statistics import (
+    compare_arms,
+    multilabel_bootstrap_comparisons,
+    record_bootstrap_comparisons,
+)
+from ecg_transfer.study.summaries import (
+    MULTILABEL,
+    check_histories_complete,
+    headline_metric,
+    still_improving,
+    summarise_runs,
+)
 from ecg_transfer.typed_config import config_from_params
 
 # The Table-2 variants: the paper's optimistic protocol (best test score over epochs) and the
 # honest one (test score at the best-validation epoch), for weighted F1, macro F1, macro AUROC.
+# A multi-label study has no weighted F1: its two weighted-F1 tables say so in a note, and its
+# headline tables are the macro-AUROC ones.
 TABLE2_METRICS = {
     "table2_f1_weighted": "best_test_f1_weighted",
     "table2_f1_weighted_honest": "honest_test_f1_weighted",
@@ -46,6 +58,14 @@ REPORT_TABLES = {
     "Table 2 (weighted F1, honest)": "table2_f1_weighted_honest",
     "Table 3 (LCI, the paper's formula)": "table3_lci",
     "Table 3 (bounded LCI)": "table3_lci_bounded",
+}
+# The report's tables of a multi-label study: Table 2 on its headline, Table 3 on the LCI of
+# the test macro-AUROC curve.
+MULTILABEL_REPORT_TABLES = {
+    "Table 2 (macro AUROC, optimistic: the paper's protocol)": "table2_auroc_macro",
+    "Table 2 (macro AUROC, honest)": "table2_auroc_macro_honest",
+    "Table 3 (LCI of the test macro-AUROC curve, the paper's formula)": "table3_lci",
+    "Table 3 (bounded LCI of the test macro-AUROC curve)": "table3_lci_bounded",
 }
 
 
@@ -103,18 +123,20 @@ def compare_study_arms(
 ) -> pd.DataFrame:
     """Welch and paired tests, Hedges' g, paired t-intervals, the detectable difference, TOST and
     Holm-adjusted p for every metric of Tables 2 and 3 (macro AUROC when the histories hold it).
-    The equivalence margin is in weighted-F1 units, so only weighted-F1 metrics get a reading
-    against it; the raw LCI's tests are n/a where a curve never drops."""
+    The equivalence margin is in the units of the study's headline metric (weighted F1, or
+    macro AUROC for a multi-label study), so only the headline's comparisons (optimistic and
+    honest) get a reading against it; the raw LCI's tests are n/a where a curve never drops."""
     config = StatisticsConfig.from_params(statistics)
     comparisons = registry.check_comparisons(config.comparisons)
     margin = config.equivalence_margin
+    headline = headline_metric(run_summary)
     frames = [
         compare_arms(
             run_summary,
             metric=metric,
             comparisons=comparisons,
             confidence=config.confidence,
-            margin=margin if "f1_weighted" in metric else None,
+            margin=margin if metric.endswith(f"_test_{headline}") else None,
             power=config.detectable_power,
             undefined="lci_never_drops" if metric == "lci" and "lci_never_drops" in run_summary.columns else None,
         ).assign(metric=metric)
@@ -129,9 +151,10 @@ def compare_on_test_records(
     *arm_predictions: pd.DataFrame,
 ) -> pd.DataFrame:
     """Per comparison and fraction, a paired bootstrap over test patients (a drawn patient brings
-    all their records) of the honest weighted F1 difference, pooled over trials
-    (docs/statistics.md, section 4). The patient of each record comes from the labelled
-    windows' index, the same place the patient-level splits read it."""
+    all their records) of the honest headline difference, pooled over trials: weighted F1, or
+    macro AUROC for a multi-label store (docs/statistics.md, section 4). The patient of each
+    record comes from the labelled windows' index, the same place the patient-level splits
+    read it."""
     if len(arm_predictions) != len(study_runs["arms"]):
         raise ValueError(
             f"compare_on_test_records: {len(arm_predictions)} prediction tables for the arms {study_runs['arms']}"
@@ -141,9 +164,10 @@ def compare_on_test_records(
     if "patient_id" not in index.columns:
         raise ValueError("labelled_windows: the index lacks patient_id; re-run preprocessing")
     test = index[index["split"] == "test"]
-    return record_bootstrap_comparisons(
+    compare = multilabel_bootstrap_comparisons if _multilabel(labelled_windows) else record_bootstrap_comparisons
+    return compare(
         pd.concat(arm_predictions, ignore_index=True),
-        classes=study_runs["classes"],
+        study_runs["classes"],
         comparisons=registry.check_comparisons(config.comparisons),
         patients=dict(zip(test["record_id"].astype(str), test["patient_id"])),
         selection="honest",
@@ -152,6 +176,11 @@ def compare_on_test_records(
         confidence=config.confidence,
         seed=config.seed,
     )
+
+
+def _multilabel(labelled_windows) -> bool:
+    """Whether the labelled windows hold label sets (``preprocessing.task: multilabel``)."""
+    return getattr(labelled_windows, "task", "single") == "multilabel"
 
 
 def _labelled_index(labelled_windows) -> pd.DataFrame:
@@ -171,8 +200,15 @@ def size_bootstrap_samples(bootstrap_samples: pd.DataFrame, labelled_windows) ->
 
 
 def score_floor(labelled_windows) -> pd.DataFrame:
-    """Test scores of the majority-class classifier and of a stratified random guess."""
+    """Test scores of the majority-class classifier and of a stratified random guess; for a
+    multi-label store, the prevalence-only scores (macro AUROC 0.5; F1 of a prevalence guess and
+    of always positive), on the windows of each split as the single-label floor."""
     index = _labelled_index(labelled_windows)
+    if _multilabel(labelled_windows):
+        labels = list(labelled_windows.classes)
+        targets = labelled_windows.label_targets(labels)
+        split = index["split"].to_numpy(dtype=object)
+        return multilabel_floor_scores(targets[split == "train"], targets[split == "test"], labels)
     return floor_scores(
         index.loc[index["split"] == "train", "label"].to_numpy(dtype=object),
         index.loc[index["split"] == "test", "label"].to_numpy(dtype=object),
@@ -220,15 +256,16 @@ def _note_table(metric: str, note: str) -> pd.DataFrame:
 def plot_study(
     run_summary: pd.DataFrame, training_histories: pd.DataFrame, registry: ArmRegistry, score_floor: pd.DataFrame
 ) -> tuple[Figure, Figure, Figure, Figure]:
-    """F1 against training fraction per arm (with the floor), learning curves (the paper's
-    Fig. 5), per-class F1."""
+    """The headline metric (weighted F1, or macro AUROC for multi-label) against training
+    fraction per arm (with the floor), learning curves on it (the paper's Fig. 5), and the
+    per-class F1 (multi-label: per-label AUROC) heatmap."""
+    headline = headline_metric(run_summary)
+    per_label = "honest_test_auroc_" if headline == MULTILABEL.headline else "honest_test_f1_"
     return (
-        figures.f1_vs_fraction(run_summary, "best_test_f1_weighted", registry,
-                               floor_for("f1_weighted", score_floor)),
-        figures.f1_vs_fraction(run_summary, "honest_test_f1_weighted", registry,
-                               floor_for("f1_weighted", score_floor)),
-        figures.learning_curves(training_histories, split="test", arms=registry),
-        figures.per_class_f1(run_summary, arms=registry),
+        figures.f1_vs_fraction(run_summary, f"best_test_{headline}", registry, floor_for(headline, score_floor)),
+        figures.f1_vs_fraction(run_summary, f"honest_test_{headline}", registry, floor_for(headline, score_floor)),
+        figures.learning_curves(training_histories, split="test", metric=headline, arms=registry),
+        figures.per_class_f1(run_summary, prefix=per_label, arms=registry),
     )
 
 
@@ -260,11 +297,17 @@ def describe_study(
         "windows": int(len(unlabelled_windows)),
         "simulated": _simulated(unlabelled_manifest),
     }
+    if _multilabel(labelled_windows):  # label sets: count each label's windows, say the task
+        targets = labelled_windows.label_targets(list(labelled_windows.classes))
+        labelled["label_counts"] = {str(k): int(n) for k, n in zip(labelled_windows.classes, targets.sum(axis=0))}
     flags = {labelled["simulated"], unlabelled["simulated"]}
     synthetic = True if True in flags else (False if flags == {False} else None)
     run = describe_run(study_runs)
     cae = pretraining.get("cae", {})
+    # Multi-label only, so a single-label study's meta (and its MLflow record) stays as it was.
+    task = {"task": "multilabel", "headline_metric": MULTILABEL.headline} if _multilabel(labelled_windows) else {}
     return {
+        **task,
         "labelled": labelled,
         "unlabelled": unlabelled,
         "classes": run["classes"],
@@ -335,17 +378,26 @@ def write_study_report(
     paper_reference: dict[str, Any],
     cae_history: pd.DataFrame | None = None,
     statistics: dict[str, Any] | None = None,
+    table2_auroc: pd.DataFrame | None = None,
+    table2_auroc_honest: pd.DataFrame | None = None,
 ) -> str:
     """A Markdown report: the data and runs, the floor, the arms still improving at the end of
-    their budget, our numbers (beside the paper's on its task), Tables 2-3, and the comparisons
-    with what each interval covers."""
+    their budget, our numbers (beside the paper's on its task), Tables 2-3 on the headline
+    metric (weighted F1; macro AUROC, ``table2_auroc*``, for a multi-label study), and the
+    comparisons with what each interval covers."""
     meta = dict(study_meta)
     # The CAE early-stops on its held-out ("test") split, so the minimum there is the paper's
     # optimistic protocol; the report labels it so.
     heldout = cae_history.loc[cae_history["split"] == "test"] if cae_history is not None else pd.DataFrame()
     if not heldout.empty:
         meta["cae_heldout_mse_min"] = float(np.min(heldout["loss"]))
-    report_tables = dict(zip(REPORT_TABLES, (table2, table2_honest, table3, table3_bounded)))
+    if headline_metric(run_summary) == MULTILABEL.headline:
+        if table2_auroc is None or table2_auroc_honest is None:
+            raise ValueError("write_study_report: a multi-label study needs the macro-AUROC Tables 2 "
+                             "(table2_auroc_macro[_honest]_table_csv)")
+        report_tables = dict(zip(MULTILABEL_REPORT_TABLES, (table2_auroc, table2_auroc_honest, table3, table3_bounded)))
+    else:
+        report_tables = dict(zip(REPORT_TABLES, (table2, table2_honest, table3, table3_bounded)))
     epochs = (meta.get("run") or {}).get("epochs")
     late = still_improving(run_summary, int(epochs)) if epochs and "honest_epoch" in run_summary.columns else None
     return study_report(

@@ -91,6 +91,8 @@ def create_pipeline(arms: ArmRegistry | Sequence[str] | None = None, **kwargs) -
                   "record_comparisons": "record_comparisons",
                   "table2": "table2_f1_weighted_table_csv",
                   "table2_honest": "table2_f1_weighted_honest_table_csv",
+                  "table2_auroc": "table2_auroc_macro_table_csv",
+                  "table2_auroc_honest": "table2_auroc_macro_honest_table_csv",
                   "table3": "table3_lci_table_csv", "table3_bounded": "table3_lci_bounded_table_csv",
                   "score_floor": "score_floor", "bootstrap_sample_sizes": "bootstrap_sample_sizes",
                   "study_meta": "study_meta", "registry": "arm_registry",
