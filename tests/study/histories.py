@@ -99,3 +99,66 @@ def make_arm_settings(arm, fractions=(1.0, 0.5), n_trials=3, classes=CLASSES, **
         else:
             settings[key] = value
     return settings
+
+
+# ---------------------------------------------------------------- multi-label (issue 19)
+
+LABELS = ("AF", "LBBB", "STach")
+
+
+def make_multilabel_histories(
+    fractions=(1.0, 0.5), arms=("random", "transfer", "image"), n_trials=3, n_epochs=6, seed=0, labels=LABELS,
+) -> pd.DataFrame:
+    """What a multi-label study's histories hold (the fine-tuning's contract): loss, macro and
+    per-label AUROC on every split, macro and per-label F1 on val and test only (thresholds come
+    from validation), no weighted F1, no accuracy. Transfer sits 0.05 above random."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fraction in fractions:
+        for arm in arms:
+            for trial in range(1, n_trials + 1):
+                base = 0.6 + OFFSETS[arm] + 0.1 * fraction
+                for epoch in range(1, n_epochs + 1):
+                    for split in ("train", "val", "test"):
+                        auroc = min(0.99, base + 0.03 * np.log(epoch) + rng.normal(0, 0.01))
+                        row = {"fraction": fraction, "arm": arm, "trial": trial, "epoch": epoch, "split": split,
+                               "loss": 1.0 / epoch, "auroc_macro": auroc,
+                               **{f"auroc_{name}": auroc + 0.02 * (k - 1) for k, name in enumerate(labels)}}
+                        if split != "train":
+                            row["f1_macro"] = auroc - 0.3
+                            row.update({f"f1_{name}": auroc - 0.3 + 0.02 * (k - 1) for k, name in enumerate(labels)})
+                        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def multilabel_targets(n_records: int, labels=LABELS) -> np.ndarray:
+    """(n_records, K) 0/1 label sets: record i carries label k when (i + k) % 3 == 0, and record
+    i % 4 == 1 carries the first label too, so sets of one and of two labels occur."""
+    targets = np.array([[int((i + k) % 3 == 0) for k in range(len(labels))] for i in range(n_records)])
+    targets[1::4, 0] = 1
+    return targets
+
+
+def make_multilabel_predictions(
+    fractions=(1.0, 0.5), arms=("random", "transfer", "image"), n_trials=3, n_records=30, seed=0, labels=LABELS,
+) -> pd.DataFrame:
+    """Per-record predictions in the fine-tuning's multi-label contract: ``label`` the record's
+    labels joined by ";" in class order, ``target_<label>`` 0/1, ``prob_<label>`` sigmoid scores
+    that separate the targets better the larger the arm's offset; the same records for every arm."""
+    rng = np.random.default_rng(seed)
+    targets = multilabel_targets(n_records, labels)
+    joined = [";".join(name for name, t in zip(labels, row) if t) for row in targets]
+    rows = []
+    for fraction in fractions:
+        for arm in arms:
+            for trial in range(1, n_trials + 1):
+                for selection in ("honest", "best_test"):
+                    for split in ("val", "test"):
+                        scores = np.clip(0.5 + (targets - 0.5) * (0.3 + 2 * OFFSETS[arm])
+                                         + rng.normal(0, 0.3, targets.shape), 0.0, 1.0)
+                        for i in range(n_records):
+                            rows.append({"fraction": fraction, "arm": arm, "trial": trial, "selection": selection,
+                                         "epoch": 3, "split": split, "record_id": f"r{i:03d}", "label": joined[i],
+                                         **{f"target_{n}": int(targets[i, k]) for k, n in enumerate(labels)},
+                                         **{f"prob_{n}": float(scores[i, k]) for k, n in enumerate(labels)}})
+    return pd.DataFrame(rows)

@@ -52,3 +52,37 @@ def test_patients_are_the_unit_and_one_record_each_is_the_record_level_draw():
     assert pairs["n_patients"] == len(targets) // 2 and pairs["mean_diff"] == by_record["mean_diff"]
     with pytest.raises(ValueError, match="scores must be"):
         multilabel_bootstrap_comparison(targets, good[:, :, :2], poor)
+
+
+def test_the_table_of_comparisons_pairs_records_and_trials_from_the_saved_predictions():
+    from ecg_transfer.study.statistics import MULTILABEL_RECORD_COLUMNS, multilabel_bootstrap_comparisons
+    from tests.study.histories import LABELS, make_multilabel_predictions, multilabel_targets
+
+    predictions = make_multilabel_predictions(fractions=(1.0, 0.5), arms=("random", "transfer"), n_trials=3)
+    patients = {f"r{i:03d}": f"p{i // 2}" for i in range(30)}
+    table = multilabel_bootstrap_comparisons(predictions.sample(frac=1.0, random_state=1), LABELS,
+                                             [("transfer", "random")], n_boot=50, seed=5, patients=patients)
+    assert list(table.columns) == MULTILABEL_RECORD_COLUMNS
+    assert table["fraction"].tolist() == [1.0, 0.5] and (table["metric"] == "auroc_macro").all()
+    assert (table["unit"] == "patient").all() and (table["n_patients"] == 15).all() and (table["n_records"] == 30).all()
+    # the first row is the library comparison on the honest test scores, records sorted, trials by number
+    honest = predictions[(predictions["selection"] == "honest") & (predictions["split"] == "test")
+                         & (predictions["fraction"] == 1.0)]
+
+    def scores(arm):
+        own = honest[honest["arm"] == arm].sort_values(["trial", "record_id"])
+        return own[[f"prob_{n}" for n in LABELS]].to_numpy().reshape(3, 30, len(LABELS))
+
+    expected = multilabel_bootstrap_comparison(
+        multilabel_targets(30), scores("transfer"), scores("random"), n_boot=50, seed=[5, 1_000_000],
+        patients=[f"p{i // 2}" for i in range(30)])
+    assert table.iloc[0][list(expected)].to_dict() == expected
+    assert table.iloc[0]["mean_diff"] > 0  # transfer separates the labels better
+    # another test split for one arm is an error, not a silent mismatch
+    other = predictions.copy()
+    other.loc[(other["arm"] == "random") & (other["record_id"] == "r000"), "target_AF"] = 0
+    with pytest.raises(ValueError, match="predicted different test records"):
+        multilabel_bootstrap_comparisons(other, LABELS, [("transfer", "random")], n_boot=5)
+    with pytest.raises(ValueError, match=r"lack columns \['target_STach', 'prob_STach'\]"):
+        multilabel_bootstrap_comparisons(predictions.drop(columns=["target_STach", "prob_STach"]), LABELS,
+                                         [("transfer", "random")], n_boot=5)

@@ -212,8 +212,8 @@ def _comparisons_section(comparisons: pd.DataFrame, record_comparisons: pd.DataF
                          headline: str = "f1_weighted") -> str:
     parts = []
     parts.append("## Comparisons across trials\n\n")
-    parts.append(_COMPARISONS.replace("(weighted F1 only)", f"(in {METRIC_NAMES[headline]}, the headline; its "
-                                      "comparisons only)" if headline != "f1_weighted" else "(weighted F1 only)"))
+    parts.append(_COMPARISONS.replace("(weighted F1 only)", f"(in {METRIC_NAMES[headline]}, the headline "
+                                      "metric; its comparisons only)" if headline != "f1_weighted" else "(weighted F1 only)"))
     if "metric" in comparisons.columns and comparisons["metric"].nunique() > 1:
         # One table per metric; Holm ran over each metric's own family.
         for _, per_metric in comparisons.groupby("metric", sort=False):

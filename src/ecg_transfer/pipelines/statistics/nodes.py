@@ -140,7 +140,8 @@ def compare_study_arms(
             power=config.detectable_power,
             undefined="lci_never_drops" if metric == "lci" and "lci_never_drops" in run_summary.columns else None,
         ).assign(metric=metric)
-        for metric in COMPARED_METRICS
+        # The headline's comparisons first (single-label: already so), then the others in order.
+        for metric in sorted(COMPARED_METRICS, key=lambda name: not name.endswith(f"_test_{headline}"))
         if metric in run_summary.columns and run_summary[metric].notna().any()
     ]
     return pd.concat(frames, ignore_index=True)
