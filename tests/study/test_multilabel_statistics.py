@@ -86,3 +86,38 @@ def test_the_table_of_comparisons_pairs_records_and_trials_from_the_saved_predic
     with pytest.raises(ValueError, match=r"lack columns \['target_STach', 'prob_STach'\]"):
         multilabel_bootstrap_comparisons(predictions.drop(columns=["target_STach", "prob_STach"]), LABELS,
                                          [("transfer", "random")], n_boot=5)
+
+
+def test_ranked_scores_give_weighted_macro_auroc_to_the_last_bit():
+    from ecg_transfer.study.statistics import _label_ranks, _ranked_macro_auroc
+
+    targets, good, _ = _task(n=80, k=3)
+    scores = np.round(good[0], 1)  # many ties
+    targets[:, 2] = 0  # a label without positives is skipped
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        weights = rng.integers(0, 3, len(targets)).astype(float)
+        assert _ranked_macro_auroc(targets.astype(bool), _label_ranks(scores), weights) == \
+            weighted_macro_auroc(targets, scores, weights)
+    assert np.isnan(_ranked_macro_auroc(np.zeros((4, 2), bool), _label_ranks(np.ones((4, 2))), np.ones(4)))
+
+
+def test_the_comparison_is_the_resampled_weighted_macro_auroc_of_both_arms():
+    """The bootstrap as its docstring states it, written out with weighted_macro_auroc."""
+    targets, good, poor = _task(n=40, trials=3)
+    good, poor = np.round(good, 1), np.round(poor, 1)
+    patients = [f"p{i // 2}" for i in range(40)]
+    result = multilabel_bootstrap_comparison(targets, good, poor, n_boot=30, seed=9, patients=patients)
+    record_rng, trial_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(9).spawn(2))
+    unit = np.arange(40) // 2
+    records_only, with_trials = [], []
+    for _ in range(30):
+        weights = np.bincount(record_rng.integers(0, 20, size=20), minlength=20)[unit]
+        diff = np.array([weighted_macro_auroc(targets, a, weights) - weighted_macro_auroc(targets, b, weights)
+                         for a, b in zip(good, poor)])
+        records_only.append(np.nanmean(diff))
+        with_trials.append(np.nanmean(diff[trial_rng.integers(0, 3, size=3)]))
+    low, high = np.nanquantile(records_only, [0.025, 0.975])
+    assert (result["ci_low_records"], result["ci_high_records"]) == (low, high)
+    assert (result["ci_low_records_trials"], result["ci_high_records_trials"]) == tuple(
+        np.nanquantile(with_trials, [0.025, 0.975]))

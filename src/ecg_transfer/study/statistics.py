@@ -652,8 +652,10 @@ def multilabel_bootstrap_comparison(
     ``targets`` (n_records, K) 0/1; ``scores_a``/``scores_b`` (n_trials, n_records, K), each
     trial's probabilities, trials paired by the first axis and records by the second. Seeded as the
     single-label comparison (one generator for the unit resamples, one for the trial redraws);
-    each resample scores both arms on the same records with :func:`weighted_macro_auroc`, and a
-    label without positives in a resample is skipped there.
+    each resample scores both arms on the same records with the weighted macro AUROC of
+    :func:`weighted_macro_auroc` (each trial's scores ranked once per label, then only the draw
+    multiplicities change: :func:`_ranked_macro_auroc`, equal to it), and a label without
+    positives in a resample is skipped there.
     """
     targets = np.asarray(targets)
     scores_a, scores_b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
@@ -669,12 +671,15 @@ def multilabel_bootstrap_comparison(
     ones = np.ones(n_records)
     auroc_a = np.array([weighted_macro_auroc(targets, a, ones) for a in scores_a])
     auroc_b = np.array([weighted_macro_auroc(targets, b, ones) for b in scores_b])
+    positive = np.asarray(targets).astype(bool)
+    ranks_a, ranks_b = [_label_ranks(a) for a in scores_a], [_label_ranks(b) for b in scores_b]
     record_rng, trial_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     records_only, with_trials = np.empty(n_boot), np.empty(n_boot)
     for i in range(n_boot):
         weights = np.bincount(record_rng.integers(0, n_units, size=n_units), minlength=n_units)[unit_of_record]
-        diff = np.array([weighted_macro_auroc(targets, a, weights) - weighted_macro_auroc(targets, b, weights)
-                         for a, b in zip(scores_a, scores_b)])
+        weights = weights.astype(np.float64)
+        diff = np.array([_ranked_macro_auroc(positive, a, weights) - _ranked_macro_auroc(positive, b, weights)
+                         for a, b in zip(ranks_a, ranks_b)])
         records_only[i] = np.nanmean(diff)
         with_trials[i] = np.nanmean(diff[trial_rng.integers(0, n_trials, size=n_trials)])
     tail = (1.0 - confidence) / 2.0
@@ -688,6 +693,41 @@ def multilabel_bootstrap_comparison(
         "ci_low_records": float(low_r), "ci_high_records": float(high_r),
         "ci_low_records_trials": float(low_b), "ci_high_records_trials": float(high_b),
     }
+
+
+def _label_ranks(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each label's scores ranked once: (level of every record and label, numbered across the
+    labels one after another (N, K); first level of each label (K,); levels in all)."""
+    at = np.empty(scores.shape, dtype=np.int64)
+    starts = np.zeros(scores.shape[1], dtype=np.int64)
+    total = 0
+    for k in range(scores.shape[1]):
+        levels, inverse = np.unique(scores[:, k], return_inverse=True)
+        at[:, k], starts[k] = inverse.reshape(-1) + total, total
+        total += levels.size
+    return at, starts, total
+
+
+def _ranked_macro_auroc(positive: np.ndarray, ranks: tuple[np.ndarray, np.ndarray, int], weights: np.ndarray) -> float:
+    """:func:`~ecg_transfer.training.metrics.weighted_macro_auroc` of scores ranked by
+    :func:`_label_ranks`, all labels in one pass: per label, each positive's weight times the
+    weight of the negatives below it plus half of those tied, over (positive x negative
+    weight). Labels without weighted positives or negatives are skipped (NaN when none is
+    left). With the integer weights of a resample every sum is exact, so the value equals
+    ``weighted_macro_auroc`` to the last bit (tested)."""
+    at, starts, total = ranks
+    w_pos = weights[:, None] * positive
+    w_neg = weights[:, None] * ~positive
+    pos_sum, neg_sum = w_pos.sum(axis=0), w_neg.sum(axis=0)
+    negatives = np.bincount(at.ravel(), weights=w_neg.ravel(), minlength=total)
+    cumulative = np.cumsum(negatives)
+    before_label = np.concatenate(([0.0], cumulative))[starts]  # negatives of the labels before
+    below = cumulative[at] - negatives[at] - before_label
+    numerators = (w_pos * (below + 0.5 * negatives[at])).sum(axis=0)
+    defined = (pos_sum > 0) & (neg_sum > 0)
+    if not defined.any():
+        return float("nan")
+    return float(np.mean(numerators[defined] / (pos_sum[defined] * neg_sum[defined])))
 
 
 MULTILABEL_RECORD_COLUMNS = [
