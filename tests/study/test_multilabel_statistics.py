@@ -55,7 +55,10 @@ def test_patients_are_the_unit_and_one_record_each_is_the_record_level_draw():
 
 
 def test_the_table_of_comparisons_pairs_records_and_trials_from_the_saved_predictions():
-    from ecg_transfer.study.statistics import MULTILABEL_RECORD_COLUMNS, multilabel_bootstrap_comparisons
+    from ecg_transfer.study.statistics import (
+        MULTILABEL_RECORD_COLUMNS,
+        multilabel_bootstrap_comparisons,
+    )
     from tests.study.histories import LABELS, make_multilabel_predictions, multilabel_targets
 
     predictions = make_multilabel_predictions(fractions=(1.0, 0.5), arms=("random", "transfer"), n_trials=3)
