@@ -236,3 +236,30 @@ def test_a_study_with_one_pretrained_encoder_has_no_methods_section():
     summary = summary[summary["arm"] != "masked"]
     comparisons = comparisons[comparisons["arm_a"] != "masked"]
     assert "Pretraining methods" not in study_report(summary, comparisons, {}, {}, registry=registry(("random", "transfer")))
+
+
+def test_a_multilabel_report_is_on_macro_auroc_and_never_shows_the_papers_numbers():
+    """Issue 19: the report names the headline and the labels; the paper's numbers stay with its
+    single-label task even when the labels are its rhythms."""
+    from ecg_transfer.study.arms import arm_registry
+    from tests.study.histories import ARMS, make_multilabel_histories
+
+    histories = make_multilabel_histories(fractions=(1.0, 0.5), labels=CHAPMAN[:3]).replace({"arm": {"image": "masked"}})
+    summary = summarise_runs(histories)
+    arms = arm_registry({"random": ARMS["random"], "transfer": ARMS["transfer"],
+                         "masked": {"init": "masked", "freeze": False, "input": "window"}})
+    pairs = (("transfer", "random"), ("masked", "random"))
+    comparisons = pd.concat([compare_arms(summary, metric, pairs, margin=0.02).assign(metric=metric)
+                             for metric in ("best_test_auroc_macro", "honest_test_auroc_macro")], ignore_index=True)
+    meta = {**_meta(CHAPMAN[:3]), "labelled": {**_meta(CHAPMAN)["labelled"], "label_counts": {CHAPMAN[0]: 7}}}
+    paper = PaperReference(**{**PAPER.__dict__, "classes": frozenset(CHAPMAN[:3])})  # "its" task, but one label each
+    text = study_report(summary, comparisons, {}, meta, registry=arms, paper=paper)
+    assert f"3 labels, several per record possible ({', '.join(CHAPMAN[:3])})" in text
+    assert "**Headline metric: macro AUROC** over the 3 labels" in text and f"{CHAPMAN[0]} 7; {CHAPMAN[1]}; " in text
+    assert "paper (weighted F1)" not in text and "this study's task (3 labels, multi-label) is another task" in text
+    assert "| setting | macro AUROC, optimistic | macro AUROC, honest | honest macro F1 (validation thresholds) |" in text
+    assert "## Pretraining methods (honest macro AUROC)" in text and "honest test macro AUROC with its" in text
+    honest = comparisons[(comparisons["metric"] == "honest_test_auroc_macro") & (comparisons["arm_a"] == "masked")
+                         & (comparisons["fraction"] == 1.0)].iloc[0]
+    assert f"| 100% masked | masked | random | random | {honest['mean_diff']:+.4f} |" in text
+    assert "test macro AUROC curve that never drops" in text and "F1_weighted" not in text
