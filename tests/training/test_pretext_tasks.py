@@ -133,6 +133,27 @@ def test_masked_loss_gradient_reaches_masked_samples_only():
     assert (reconstruction.grad[mask > 0] != 0).all()
 
 
+def test_masked_loss_of_several_leads_ignores_the_unmasked_samples_of_every_lead():
+    g = torch.Generator().manual_seed(1)
+    inputs, reconstruction = torch.randn(4, 3, 64, generator=g), torch.randn(4, 3, 64, generator=g)
+    mask = torch.zeros(4, 3, 64)
+    mask[:, :, 20:30] = 1  # the same span in every lead, as MaskedAutoencoder draws it
+    mask[1, :, 50:60] = 1
+    task = MaskedReconstructionTask()
+    base = task.loss(torch.cat([reconstruction, mask], dim=1), inputs, None, reduction="sum")
+    per_window = [((reconstruction[w] - inputs[w])[mask[w] > 0] ** 2).mean() for w in range(4)]
+    assert base.item() == pytest.approx(torch.stack(per_window).sum().item(), rel=1e-6)
+    for lead in range(3):  # any lead's unmasked samples may be anything, the loss stays
+        changed = reconstruction.clone()
+        changed[:, lead][mask[:, lead] == 0] = float("inf")
+        assert task.loss(torch.cat([changed, mask], dim=1), inputs, None, reduction="sum").item() == base.item()
+        changed = reconstruction.clone()
+        changed[2, lead, 25] += 1.0  # a masked sample of this lead counts
+        assert task.loss(torch.cat([changed, mask], dim=1), inputs, None, reduction="sum").item() != base.item()
+    with pytest.raises(ValueError, match=r"expects \(batch, 2 x 3 leads, length\)"):
+        task.loss(torch.cat([reconstruction, mask[:, :1]], dim=1), inputs, None)
+
+
 # ---------------------------------------------------------------- same-record pairs
 
 
@@ -158,26 +179,35 @@ def test_paired_windows_read_the_window_then_its_partner():
         PairedWindows(x, np.array([0, 1, 2, 3, 4, 6]))
 
 
+def test_paired_windows_of_several_leads_put_the_two_windows_side_by_side_in_every_lead():
+    x = np.arange(24, dtype=np.float32).reshape(4, 3, 2)
+    pairs = PairedWindows(x, np.array([1, 0, 3, 2]))
+    assert pairs.shape == (4, 3, 4)
+    assert np.array_equal(pairs[np.array([0])][0], np.concatenate([x[0], x[1]], axis=-1))
+
+
 # ---------------------------------------------------------------- training with the one loop
 
 
-def _fit_method(method: str, epochs: int, checkpoints=None, on_epoch_end=None, seed: int = 0):
-    """Pretrain the tiny encoder with ``method`` on simulated windows; the held-out split is
-    made of other records. Returns the fit result and the model."""
-    x, _, records = synthetic_windows(60, seed=10)
+def _fit_method(method: str, epochs: int, checkpoints=None, on_epoch_end=None, seed: int = 0,
+                leads: tuple[str, ...] = ("II",)):
+    """Pretrain the tiny encoder with ``method`` on simulated windows of ``leads``; the
+    held-out split is made of other records. Returns the fit result and the model."""
+    x, _, records = synthetic_windows(60, seed=10, leads=leads)
     cut = 96  # 48 records to train, 12 held out
+    cae = replace(TINY_CAE, in_channels=len(leads))
     torch.manual_seed(seed)
     if method == "reconstruct":
-        model, task, lr = ConvAutoencoder(TINY_CAE), ReconstructionTask(), 0.005
+        model, task, lr = ConvAutoencoder(cae), ReconstructionTask(), 0.005
         train, held_out = x[:cut], x[cut:]
     elif method == "masked":
-        model = MaskedAutoencoder(TINY_CAE, MaskingConfig(mask_ratio=0.25, span_length=16))
+        model = MaskedAutoencoder(cae, MaskingConfig(mask_ratio=0.25, span_length=16))
         task, lr = MaskedReconstructionTask(), 0.005
         train, held_out = x[:cut], x[cut:]
     else:
         positives = method.split(":")[1]
         paired = positives == "same_record"
-        model = ContrastiveModel(TINY_CAE, default_augmentations(fs=62.5), paired=paired)
+        model = ContrastiveModel(cae, default_augmentations(fs=62.5), paired=paired)
         task, lr = ContrastiveTask(temperature=0.2, positives=positives), 0.003
         train, held_out = x[:cut], x[cut:]
         if paired:
@@ -205,6 +235,16 @@ def test_same_record_pairs_train_end_to_end():
     result, _ = _fit_method("contrastive:same_record", epochs=6)
     train = result.history[result.history.split == "train"].loss.to_numpy()
     assert train[-1] < 0.95 * train[0], train
+
+
+@pytest.mark.parametrize("method", ["reconstruct", "contrastive:same_window", "contrastive:same_record", "masked"])
+def test_every_method_trains_on_windows_of_three_leads(method):
+    result, model = _fit_method(method, epochs=2, leads=("I", "II", "V1"))
+    assert model.encoder.blocks[0].conv1.in_channels == 3
+    assert np.isfinite(result.history.loss).all() and len(result.history) == 4
+    x, _, _ = synthetic_windows(60, seed=10, leads=("I", "II", "V1"))
+    code = predict(model.encoder, x[:5], device="cpu")
+    assert code.shape == (5, TINY_CAE.bottleneck)
 
 
 @pytest.mark.parametrize("method", ["contrastive:same_window", "masked"])

@@ -119,17 +119,12 @@ class PretextMethod:
             raise ValueError(f"pretraining.methods.{self.name}: {error}") from None
 
     def build(self, cfg: CaeConfig, fs: float) -> nn.Module:
-        """The model to fit, around a new ``Encoder(cfg)`` (seed torch first); ``fs`` is the
-        windows' sampling rate (the baseline-wander augmentation is in Hz)."""
+        """The model to fit, around a new ``Encoder(cfg)`` (seed torch first), reading windows of
+        ``cfg.in_channels`` leads; ``fs`` is the windows' sampling rate (the baseline-wander
+        augmentation is in Hz)."""
         parts = self._parts(fs)
         if self.task == "reconstruct":
             return ConvAutoencoder(cfg)
-        if cfg.in_channels != 1:  # their augmentations, masks and pairs are written for one lead
-            raise ValueError(
-                f"pretraining.methods.{self.name}: the {self.task} pretext task takes windows of one lead, "
-                f"but the windows hold {cfg.in_channels} (preprocessing.leads); pretrain them with the CAE "
-                "(task: reconstruct) or read one lead"
-            )
         if self.task == "masked":
             try:
                 return MaskedAutoencoder(cfg, parts["masking"], parts["eval_seed"])

@@ -7,7 +7,7 @@
   (CLOCS), fed as :class:`PairedWindows`. Under DDP the training loss gathers every rank's
   projections, so the negatives are those of the global batch.
 - :class:`MaskedReconstructionTask`: mean squared error on the masked samples alone of a
-  :class:`~ecg_transfer.models.pretext.MaskedAutoencoder`'s (B, 2, L) output.
+  :class:`~ecg_transfer.models.pretext.MaskedAutoencoder`'s (B, 2C, L) output (C leads).
 
 Both score a window by its own loss (the mean of its two views' NT-Xent terms; the MSE over
 its masked samples), so ``reduction="mean"`` is the mean over the batch's windows and
@@ -141,8 +141,9 @@ class ContrastiveTask(Task):
 
 
 class MaskedReconstructionTask(Task):
-    """Per window, the mean squared error over its masked samples; unmasked samples count for
-    nothing, since the model sees them and copying them would teach the encoder nothing."""
+    """Per window, the mean squared error over its masked samples, of every lead; unmasked
+    samples count for nothing, since the model sees them and copying them would teach the
+    encoder nothing. The output is (B, 2C, L): C reconstructed leads, then their C masks."""
 
     name = "masked_reconstruction"
     metric_columns = ("masked_mse",)
@@ -151,11 +152,13 @@ class MaskedReconstructionTask(Task):
         return metric in ("loss", "masked_mse")
 
     def loss(self, output, inputs, labels, reduction="mean"):
-        if output.dim() != 3 or output.shape[1] != 2 or output.shape[0] != inputs.shape[0]:
+        channels = inputs.shape[1]
+        if output.dim() != 3 or output.shape[1] != 2 * channels or output.shape[0] != inputs.shape[0]:
             raise ValueError(
-                f"MaskedReconstructionTask: expects (batch, 2, length) = reconstruction and mask, got {tuple(output.shape)}"
+                f"MaskedReconstructionTask: expects (batch, 2 x {channels} leads, length) = reconstruction and "
+                f"mask of each lead, got {tuple(output.shape)}"
             )
-        reconstruction, mask = output[:, :1], output[:, 1:]
+        reconstruction, mask = output[:, :channels], output[:, channels:]
         # where, not a product: a non-finite output at an unmasked sample must not leak in.
         squared = torch.where(mask > 0, (reconstruction - inputs) ** 2, torch.zeros((), dtype=output.dtype, device=output.device))
         per_window = squared.sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1.0)
@@ -189,7 +192,9 @@ def pair_windows_by_record(record_ids, seed: int) -> np.ndarray:
 
 
 class PairedWindows:
-    """A lazy (N, 2L) view of windows ``x`` (N, L): row i is window i then window ``partner[i]``.
+    """A lazy (N, 2L) view of windows ``x`` (N, L): row i is window i then window ``partner[i]``
+    along the samples; windows of C leads (N, C, L) give (N, C, 2L), the two windows' leads
+    side by side.
 
     What :class:`~ecg_transfer.models.pretext.ContrastiveModel` with ``paired=True`` reads;
     indexing reads only the rows asked for, so a memmapped corpus stays on disk.
@@ -197,12 +202,14 @@ class PairedWindows:
 
     def __init__(self, x, partner: np.ndarray):
         partner = np.asarray(partner)
-        if len(x.shape) != 2 or partner.shape != (x.shape[0],):
-            raise ValueError(f"PairedWindows: need windows (N, L) and N partners, got {x.shape} and {partner.shape}")
+        if len(x.shape) not in (2, 3) or partner.shape != (x.shape[0],):
+            raise ValueError(
+                f"PairedWindows: need windows (N, L) or (N, C, L) and N partners, got {x.shape} and {partner.shape}"
+            )
         if partner.size and (partner.min() < 0 or partner.max() >= x.shape[0]):
             raise ValueError("PairedWindows: partner indices fall outside the windows")
         self.x, self.partner = x, partner
-        self.shape = (x.shape[0], 2 * x.shape[1])
+        self.shape = (*x.shape[:-1], 2 * x.shape[-1])
 
     def __len__(self) -> int:
         return self.shape[0]
