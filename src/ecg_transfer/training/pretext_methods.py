@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
@@ -132,6 +132,13 @@ class PretextMethod:
                 raise ValueError(f"pretraining.methods.{self.name}: {error}") from None
         return ContrastiveModel(cfg, parts["augmentations"], self.paired, *parts["widths"], parts["eval_seed"])
 
+    def model_spec(self, cfg: CaeConfig, fs: float) -> dict[str, Any]:
+        """How a distributed worker builds this model (``launcher.fit_distributed``'s
+        ``model_spec``): :func:`build_method_model` with the method, architecture and rate as
+        plain values, so the worker's model is :meth:`build`'s."""
+        return {"builder": f"{__name__}:{build_method_model.__name__}",
+                "arguments": {"method": self.describe(), "cae": asdict(cfg), "fs": float(fs)}}
+
     def inputs(self, windows, record_ids, seed: int):
         """What the model reads for a split: the windows, or for ``same_record`` each window
         beside another window of its record (pairs drawn from ``seed``)."""
@@ -141,6 +148,15 @@ class PretextMethod:
         """For the model card and the run's parameters: the method, its task and options."""
         return {"method": self.name, "task": self.task, "options": dict(self.options),
                 "training_overrides": dict(self.training)}
+
+
+def build_method_model(method: Mapping[str, Any], cae: Mapping[str, Any], fs: float) -> nn.Module:
+    """The model of a method described by :meth:`PretextMethod.describe`, for windows of the
+    architecture ``cae`` (a ``CaeConfig`` as a dict) at ``fs`` Hz: what a worker of a
+    distributed run builds (its weights are then loaded from the launcher's)."""
+    rebuilt = PretextMethod(str(method["method"]), str(method["task"]), dict(method["options"]),
+                            dict(method["training_overrides"]))
+    return rebuilt.build(CaeConfig(**cae), float(fs))
 
 
 def methods_from_params(params: Mapping[str, Any] | None) -> dict[str, PretextMethod]:

@@ -110,6 +110,7 @@ class ContrastiveTask(Task):
     """
 
     name = "contrastive"
+    distributable = True  # epoch rows are loss sums over windows
 
     def __init__(self, temperature: float = 0.1, positives: str = "same_window"):
         if not temperature > 0:
@@ -147,6 +148,7 @@ class MaskedReconstructionTask(Task):
 
     name = "masked_reconstruction"
     metric_columns = ("masked_mse",)
+    distributable = True  # a loss per window: DDP's mean over ranks is the global batch's mean
 
     def lower_is_better(self, metric: str) -> bool:
         return metric in ("loss", "masked_mse")
@@ -169,6 +171,17 @@ class MaskedReconstructionTask(Task):
 
     def eval_row(self, loss_sum, n, length, outputs, labels):
         return {"loss": loss_sum / n, "masked_mse": loss_sum / n}
+
+
+def pretext_task_from_description(description: dict[str, Any]) -> Task | None:
+    """The pretext task that ``describe()`` gave ``description`` (a distributed worker rebuilds
+    it), or None when it describes no pretext task."""
+    name = description.get("name")
+    if name == ContrastiveTask.name:
+        return ContrastiveTask(description["temperature"], description["positives"])
+    if name == MaskedReconstructionTask.name:
+        return MaskedReconstructionTask()
+    return None
 
 
 def pair_windows_by_record(record_ids, seed: int) -> np.ndarray:
