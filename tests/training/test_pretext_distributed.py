@@ -93,6 +93,11 @@ def _rank(rank: int, port: int, store_path: str, out: str) -> None:
     context = DistributedContext.from_env("cpu", timeout_s=60)
     store = CheckpointStore(os.path.join(out, "checkpoints"))
     try:
+        # The same window and seed on both ranks: each rank's own training draws.
+        masked = _model("masked").train()
+        torch.manual_seed(0)
+        drawn = masked(torch.ones(2, 1, TINY_CAE.window_length))[:, 1]
+        torch.save({"mask": drawn, "rng": torch.get_rng_state()}, os.path.join(out, f"draws-{rank}.pt"))
         for name in METHODS:
             model = _model(name)
             result = _fit(name, store_path, model, distributed=context, checkpoints=store, run_key=f"full-{name}")
@@ -125,7 +130,15 @@ def ranks(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("pretext_ranks")
     mp.spawn(_rank, args=(_free_port(), str(corpus), str(out)), nprocs=2, join=True)
     return {name: [torch.load(out / f"{name}-{r}.pt", weights_only=False) for r in (0, 1)]
-            for name in (*METHODS, "cut")}
+            for name in (*METHODS, "cut", "draws")}
+
+
+def test_each_rank_draws_its_own_masks_and_the_default_generator_stays_in_step(ranks):
+    # Without a generator per rank both ranks would mask their shards alike (same seed); the
+    # default generator stays the same on both, which is why rank 0's checkpoint resumes both.
+    draws = ranks["draws"]
+    assert not torch.equal(draws[0]["mask"], draws[1]["mask"])
+    assert torch.equal(draws[0]["rng"], draws[1]["rng"])
 
 
 def _history(run) -> pd.DataFrame:

@@ -302,10 +302,11 @@ _GLOBAL_BATCH = torch.randn(5, 2, 4, generator=torch.Generator().manual_seed(3),
 _SHARDS = [(0, 3), (3, 5)]  # unequal shards, as the loop's last batch can give
 
 
-def _contrastive_rank(rank: int, init_file: str, out: str) -> None:
+def _contrastive_rank(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    # TCP on a free loopback port, as tests/training/test_distributed.py (not a file:// rendezvous).
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         begin, end = _SHARDS[rank]
         local = _GLOBAL_BATCH[begin:end].clone().requires_grad_(True)
@@ -321,7 +322,9 @@ def _contrastive_rank(rank: int, init_file: str, out: str) -> None:
 def test_under_ddp_each_rank_scores_its_views_against_the_global_batch(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_contrastive_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    from tests.training.test_pretext_distributed import _free_port
+
+    mp.spawn(_contrastive_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     whole = _GLOBAL_BATCH.clone().requires_grad_(True)
     per_window = nt_xent(whole, 0.3)
