@@ -73,8 +73,8 @@ def _splits(store_path: str, name: str) -> tuple[StoreSplit, StoreSplit]:
 
 def _fit(name: str, store_path: str, model, **kwargs):
     train, test = _splits(store_path, name)
-    return fit(model, _method(name).task_strategy(), train.open(), None, {"test": (test.open(), None)}, CFG,
-               progress=False, **kwargs)
+    return fit(model, _method(name).task_strategy(), train.open(), train.labels(), {"test": (test.open(), test.labels())},
+               CFG, progress=False, **kwargs)
 
 
 class _Interrupt(Exception):

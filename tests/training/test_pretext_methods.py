@@ -50,9 +50,11 @@ def test_same_record_methods_read_pairs_of_one_records_windows():
     x = torch.arange(8.0).view(4, 2).numpy()
     records = ["a", "a", "b", "b"]
     clocs, simclr = PretextMethod.from_params("clocs", METHODS["clocs"]), PretextMethod.from_params("s", METHODS["simclr"])
-    pairs = clocs.inputs(x, records, seed=0)
+    pairs, codes = clocs.inputs(x, records, seed=0)
     assert isinstance(pairs, PairedWindows) and pairs[0:4].tolist() == [[0, 1, 2, 3], [2, 3, 0, 1], [4, 5, 6, 7], [6, 7, 4, 5]]
-    assert simclr.inputs(x, records, seed=0) is x
+    assert codes.tolist() == [0, 0, 1, 1]  # each row's record: its windows are no negatives of each other
+    windows, labels = simclr.inputs(x, records, seed=0)
+    assert windows is x and labels is None
 
 
 @pytest.mark.parametrize(

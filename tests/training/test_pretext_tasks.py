@@ -21,6 +21,7 @@ from ecg_transfer.training.pretext_tasks import (
     PairedWindows,
     nt_xent,
     pair_windows_by_record,
+    record_codes,
 )
 from ecg_transfer.training.tasks import ReconstructionTask
 from tests.synthetic_windows import synthetic_windows
@@ -78,6 +79,34 @@ def test_nt_xent_against_gathered_candidates_equals_the_whole_batch():
     whole = nt_xent(z, 0.2)
     assert torch.allclose(nt_xent(z[:2], 0.2, candidates=z, offset=0), whole[:2])
     assert torch.allclose(nt_xent(z[2:], 0.2, candidates=z, offset=2), whole[2:])
+
+
+def test_nt_xent_leaves_the_anchors_record_out_of_its_negatives():
+    # Rows 0 and 1 are one record's two windows, paired both ways: (a, b) and (b, a).
+    z = torch.tensor(Z4, dtype=torch.float64)
+    groups = torch.tensor([0, 0, 1, 2])
+    grouped = nt_xent(z, 0.5, groups=groups)
+
+    def by_hand(window, left_out):
+        views = torch.nn.functional.normalize(torch.cat([z[:, 0], z[:, 1]]), dim=1)
+        terms = []
+        for anchor, partner in ((window, 4 + window), (4 + window, window)):
+            logits = views @ views[anchor] / 0.5
+            kept = [k for k in range(8) if k != anchor and (k % 4 not in left_out or k == partner)]
+            terms.append(-(logits[partner] - torch.logsumexp(logits[kept], dim=0)))
+        return (terms[0] + terms[1]) / 2
+
+    assert grouped[0].item() == pytest.approx(by_hand(0, {1}).item(), rel=1e-12)
+    assert grouped[1].item() == pytest.approx(by_hand(1, {0}).item(), rel=1e-12)
+    assert torch.allclose(grouped[2:], nt_xent(z, 0.5)[2:])  # records of one window: as SimCLR
+    # Against gathered candidates (DDP) the groups of every rank's rows apply.
+    assert torch.allclose(nt_xent(z[2:], 0.5, z, 2, groups[2:], groups), grouped[2:])
+    assert torch.allclose(nt_xent(z[:2], 0.5, z, 0, groups[:2], groups), grouped[:2])
+    task = ContrastiveTask(0.5, positives="same_record")
+    assert task.loss(z, None, groups, reduction="sum").item() == pytest.approx(grouped.sum().item())
+    assert task.check_labels(np.array([3, 3, 1, 2]), 4).dtype == np.int64
+    with pytest.raises(ValueError, match=r"one integer record code per window \(4,\)"):
+        task.check_labels(np.array(["a", "a", "b", "c"]), 4)
 
 
 def test_contrastive_task_options_and_description():
@@ -190,12 +219,13 @@ def test_paired_windows_of_several_leads_put_the_two_windows_side_by_side_in_eve
 
 
 def _fit_method(method: str, epochs: int, checkpoints=None, on_epoch_end=None, seed: int = 0,
-                leads: tuple[str, ...] = ("II",)):
+                leads: tuple[str, ...] = ("II",), n_records: int = 60):
     """Pretrain the tiny encoder with ``method`` on simulated windows of ``leads``; the
-    held-out split is made of other records. Returns the fit result and the model."""
-    x, _, records = synthetic_windows(60, seed=10, leads=leads)
-    cut = 96  # 48 records to train, 12 held out
+    held-out split is made of other records (the last fifth). Returns the fit result and the model."""
+    x, _, records = synthetic_windows(n_records, seed=10, leads=leads)
+    cut = 2 * (4 * n_records // 5)  # 60 records: 48 to train, 12 held out
     cae = replace(TINY_CAE, in_channels=len(leads))
+    train_y = held_out_y = None
     torch.manual_seed(seed)
     if method == "reconstruct":
         model, task, lr = ConvAutoencoder(cae), ReconstructionTask(), 0.005
@@ -210,31 +240,34 @@ def _fit_method(method: str, epochs: int, checkpoints=None, on_epoch_end=None, s
         model = ContrastiveModel(cae, default_augmentations(fs=62.5), paired=paired)
         task, lr = ContrastiveTask(temperature=0.2, positives=positives), 0.003
         train, held_out = x[:cut], x[cut:]
-        if paired:
+        if paired:  # the pairs, and each row's record (no negative of its own record's rows)
             train = PairedWindows(x[:cut], pair_windows_by_record(records[:cut], seed=0))
             held_out = PairedWindows(x[cut:], pair_windows_by_record(records[cut:], seed=1))
+            train_y, held_out_y = record_codes(records[:cut]), record_codes(records[cut:])
     cfg = TrainConfig(epochs=epochs, batch_size=32, lr=lr, seed=3)
-    result = fit(model, task, train, None, {"test": held_out}, cfg, checkpoints=checkpoints,
+    result = fit(model, task, train, train_y, {"test": (held_out, held_out_y)}, cfg, checkpoints=checkpoints,
                  run_key=None if checkpoints is None else method.replace(":", "-"), progress=False, on_epoch_end=on_epoch_end)
     return result, model
 
 
-@pytest.mark.parametrize("method", ["reconstruct", "contrastive:same_window", "masked"])
-def test_every_methods_held_out_loss_falls(method):
-    result, _ = _fit_method(method, epochs=6)
+# Measured falls of the best held-out loss below the first epoch's: -33 % (reconstruct), -17 %
+# (contrastive same_window), -29 % (masked) after 6 epochs on 48 training records; -6.4 %
+# (same_record) after 14 epochs on 120 (-10.4 % with model seed 1). Why same_record needs more:
+# its positive is another segment of the record, with the beats at other positions, so the
+# encoder must learn what stays the same along a record (the rate, the beat shape) rather than
+# what survives an augmentation of one window. On 48 records it learns the training records
+# (their loss falls) while the held-out loss stays at chance and, at lr 0.01, rises after
+# 8 epochs. Its held-out batches hold both windows of every record, which made the anchor's
+# own window (the partner row's second view) a negative: record_codes now leave the anchor's
+# record out of its negatives (test_nt_xent_leaves_the_anchors_record_out_of_its_negatives).
+@pytest.mark.parametrize("method, n_records, epochs, fall", [
+    ("reconstruct", 60, 6, 0.95), ("contrastive:same_window", 60, 6, 0.95), ("masked", 60, 6, 0.95),
+    ("contrastive:same_record", 150, 14, 0.97)])
+def test_every_methods_held_out_loss_falls(method, n_records, epochs, fall):
+    result, _ = _fit_method(method, epochs=epochs, n_records=n_records)
     test = result.history[result.history.split == "test"].loss.to_numpy()
-    assert result.best_value < 0.95 * test[0], test  # measured after 6 epochs: -33 % (reconstruct), -17 % (contrastive), -29 % (masked)
+    assert result.best_value < fall * test[0], test
     assert result.best_value == test.min()
-
-
-def test_same_record_pairs_train_end_to_end():
-    # Only the training loss: on 48 simulated records the tiny encoder does not generalise
-    # "same patient" to held-out records (held-out NT-Xent stayed at chance, log(2N - 1), in
-    # 10 epochs at these sizes and also at 128 records; without augmentations it overfits and
-    # the held-out loss rises). See docs/pretext_tasks.md.
-    result, _ = _fit_method("contrastive:same_record", epochs=6)
-    train = result.history[result.history.split == "train"].loss.to_numpy()
-    assert train[-1] < 0.95 * train[0], train
 
 
 @pytest.mark.parametrize("method", ["reconstruct", "contrastive:same_window", "contrastive:same_record", "masked"])

@@ -50,7 +50,12 @@ from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.distributed import DistributedContext
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.loop import FitResult
-from ecg_transfer.training.pretext_tasks import PairedWindows, pair_windows_by_record, pretext_task_from_description
+from ecg_transfer.training.pretext_tasks import (
+    PairedWindows,
+    pair_windows_by_record,
+    pretext_task_from_description,
+    record_codes,
+)
 from ecg_transfer.training.tasks import Task, task_from_description
 from ecg_transfer.typed_config import config_from_params
 
@@ -120,7 +125,8 @@ class StoreSplit:
     """One split of a window store, named by path: each worker opens its own memmap.
     ``pair_seed``: read it as :class:`PairedWindows`, each window beside another window of
     its record drawn from this seed (``same_record`` contrastive pretraining), the pairs the
-    one-process run draws with :func:`pair_windows_by_record`."""
+    one-process run draws with :func:`pair_windows_by_record`, with each row's record code as
+    its labels (:meth:`labels`)."""
 
     store: str
     split: str
@@ -131,8 +137,15 @@ class StoreSplit:
         view = store.split_view(self.split)
         if self.pair_seed is None:
             return view
-        records = store.index["record_id"].to_numpy()[store.split_indices(self.split)]
-        return PairedWindows(view, pair_windows_by_record(records, self.pair_seed))
+        return PairedWindows(view, pair_windows_by_record(self._records(store), self.pair_seed))
+
+    def labels(self):
+        """What the loop reads as the split's labels: the record codes of a paired split
+        (:func:`record_codes`; its records' windows are no negatives of each other), else None."""
+        return None if self.pair_seed is None else record_codes(self._records(WindowStore(self.store)))
+
+    def _records(self, store: WindowStore):
+        return store.index["record_id"].to_numpy()[store.split_indices(self.split)]
 
     def spec(self) -> dict[str, Any]:
         return {"store": str(Path(self.store).resolve()), "split": self.split,
@@ -191,11 +204,12 @@ def run_job(job: Mapping[str, Any]) -> list[str]:
         model = _build_model(job["model"])
         task = pretext_task_from_description(job["task"]) or task_from_description(job["task"])
         _check_distributable(task, "run_job")
-        train = StoreSplit(**job["train"]).open()
-        evals = {name: (StoreSplit(**spec).open(), None) for name, spec in job["evals"].items()}
+        train = StoreSplit(**job["train"])
+        evals = {name: (split.open(), split.labels()) for name, split in
+                 ((name, StoreSplit(**spec)) for name, spec in job["evals"].items())}
         store = CheckpointStore(job["checkpoints"])
         fit(
-            model, task, train, None, evals, cfg, checkpoints=store, run_key=job["run_key"],
+            model, task, train.open(), train.labels(), evals, cfg, checkpoints=store, run_key=job["run_key"],
             progress=bool(job["progress"]) and context.is_writer, distributed=context,
         )
         digests = context.state_digests(model)
@@ -270,8 +284,8 @@ def fit_distributed(
             else:
                 _wait_external(job_path, store, key, launch)
         result = fit(
-            model, task, train.open(), None, {name: (split.open(), None) for name, split in evals.items()}, cfg,
-            checkpoints=store, run_key=key, progress=False,
+            model, task, train.open(), train.labels(), {name: (split.open(), split.labels()) for name, split in evals.items()},
+            cfg, checkpoints=store, run_key=key, progress=False,
         )
         ranks_file = store.run_dir(key) / JOB_FOLDER / RANKS_FILE
         if ranks_file.is_file():

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
@@ -32,6 +33,7 @@ from ecg_transfer.training.pretext_tasks import (
     MaskedReconstructionTask,
     PairedWindows,
     pair_windows_by_record,
+    record_codes,
 )
 from ecg_transfer.training.tasks import ReconstructionTask, Task
 
@@ -139,10 +141,14 @@ class PretextMethod:
         return {"builder": f"{__name__}:{build_method_model.__name__}",
                 "arguments": {"method": self.describe(), "cae": asdict(cfg), "fs": float(fs)}}
 
-    def inputs(self, windows, record_ids, seed: int):
-        """What the model reads for a split: the windows, or for ``same_record`` each window
-        beside another window of its record (pairs drawn from ``seed``)."""
-        return PairedWindows(windows, pair_windows_by_record(record_ids, seed)) if self.paired else windows
+    def inputs(self, windows, record_ids, seed: int) -> tuple[Any, np.ndarray | None]:
+        """What the loop reads for a split, ``(x, y)``: the windows and no labels, or for
+        ``same_record`` each window beside another window of its record (pairs drawn from
+        ``seed``) and each row's record code, so that a record's windows are no negatives of
+        each other (:class:`~ecg_transfer.training.pretext_tasks.ContrastiveTask`)."""
+        if not self.paired:
+            return windows, None
+        return PairedWindows(windows, pair_windows_by_record(record_ids, seed)), record_codes(record_ids)
 
     def describe(self) -> dict[str, Any]:
         """For the model card and the run's parameters: the method, its task and options."""

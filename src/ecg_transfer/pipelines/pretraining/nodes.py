@@ -225,9 +225,11 @@ def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints,
         model = method.build(cfg, fs)
     # As the CAE's key: what changes the weights, as the configs mark it (not the progress bar,
     # the thread count or the process count), the method with its options, and the corpus.
+    # A same_record key also says that a record's windows are no negatives of each other: runs
+    # from before that fix (their own window among the negatives) are not reused.
     key = f"pretraining/{method.name}/" + fingerprint(
         method.describe(), result_settings(cfg), result_settings(train_config), fs, unlabelled_windows.meta,
-        index[["record_id", "split"]].to_numpy(),
+        index[["record_id", "split"]].to_numpy(), *(["negatives: other records"] if method.paired else []),
     )
     params = {"method": method.name, "task": method.task, **{f"option.{k}": v for k, v in method.options.items()},
               **{f"train.{k}": v for k, v in training.items()}, "n_train": int(splits["train"].size),
@@ -271,7 +273,7 @@ def _run_method(method: PretextMethod, model, architecture: tuple[CaeConfig, flo
     inputs = {name: method.inputs(unlabelled_windows.split_view(name),
                                   records[unlabelled_windows.split_indices(name)], seed)
               for name, seed in seeds.items()}
-    arguments = (model, task, inputs["train"], None, {"test": (inputs["test"], None)}, train_config)
+    arguments = (model, task, *inputs["train"], {"test": inputs["test"]}, train_config)
     if run_checkpoints is not None and run_checkpoints.is_done(key):
         result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress)
         run_tracker.log_record(run_record(run_name, {**params, "device": result.device}, tags, result.history,
