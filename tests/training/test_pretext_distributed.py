@@ -41,7 +41,7 @@ CFG = TrainConfig(epochs=3, batch_size=16, lr=0.003, seed=4, device="cpu", eval_
 # One process and two ranks draw different augmentations and masks (each rank its own stream)
 # and normalise BatchNorm over different batches, so their losses agree only statistically.
 # Measured at these sizes, mean training loss over the epochs, two ranks vs one process:
-# +5.0 % (simclr), -0.3 % (clocs), +0.6 % (masked); the tolerance leaves room for other CPUs.
+# +5.0 % (simclr), -0.6 % (clocs), +0.6 % (masked); the tolerance leaves room for other CPUs.
 # The held-out losses are not compared: each rank scores its half of the held-out split in its
 # own batches (contrastive: fewer negatives per batch, so a lower chance level) with views and
 # masks drawn from eval_seed on each rank (docs/pretext_tasks.md, "Under DDP").
