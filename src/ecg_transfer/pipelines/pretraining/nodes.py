@@ -5,6 +5,7 @@ encoder trained with another pretext task, each with its own card."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial, update_wrapper
@@ -27,6 +28,8 @@ from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distrib
 from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
 from ecg_transfer.training.tasks import ReconstructionTask
 from ecg_transfer.typed_config import config_from_params
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,8 @@ def _run_method(method: PretextMethod, model, architecture: tuple[CaeConfig, flo
     train_config, launch, progress = settings.training, settings.launch, settings.progress
     task, run_name = method.task_strategy(), f"{method.name}-pretraining"
     seeds = {"train": train_config.seed, "test": train_config.seed + 1}
+    if method.paired:
+        _warn_single_record_splits(method, unlabelled_windows, list(seeds))
     if launch.distributed:
         splits = {name: StoreSplit(str(unlabelled_windows.path), name, seed if method.paired else None)
                   for name, seed in seeds.items()}
@@ -284,6 +289,20 @@ def _run_method(method: PretextMethod, model, architecture: tuple[CaeConfig, flo
                      on_epoch_end=epoch_logger(run))
         run.finish(_held_out(result), params={"device": result.device})
     return result
+
+
+def _warn_single_record_splits(method: PretextMethod, unlabelled_windows, splits: list[str]) -> None:
+    """A same_record split of one record has no negatives (a record's windows are none of each
+    other's): its loss is 0 at every epoch, so it can neither train nor choose an epoch."""
+    records = unlabelled_windows.index["record_id"].to_numpy()
+    for name in splits:
+        n_records = np.unique(records[unlabelled_windows.split_indices(name)]).size
+        if n_records < 2:
+            logger.warning(
+                "pretraining.methods.%s: the corpus's %s split holds %d record(s); with positives: same_record "
+                "its windows have no negatives (other records), so its loss is 0 and means nothing. Use a corpus "
+                "with more records (preprocessing.unlabelled_splits) or another method.", method.name, name, n_records,
+            )
 
 
 def _held_out(result) -> dict[str, float]:
