@@ -249,3 +249,36 @@ def test_a_bad_method_is_refused_naming_it(tiny_windows, tmp_path, methods, mess
     with pytest.raises(ValueError, match=message):
         run(_pretext([name for name in methods if methods[name]["task"] != "reconstruct"] or ["simclr"]),
             _catalog(tiny_windows, tmp_path, params))
+
+
+def test_every_pretext_method_pretrains_on_windows_of_three_leads_and_its_card_names_them(tmp_path):
+    # Issue 19: every pretext task takes C input channels; the card records the leads in order.
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from ecg_transfer.pipelines.pretraining.nodes import pretrain_pretext_encoder
+    from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
+    from ecg_transfer.tracking import NullTracker
+    from ecg_transfer.training.checkpoints import CheckpointStore
+    from tests.synthetic_windows import synthetic_windows
+    from tests.tiny import TINY_CAE
+
+    x, _, records = synthetic_windows(12, seed=3, leads=("I", "II", "V1"))
+    index = pd.DataFrame({"record_id": records, "patient_id": records, "label": [None] * len(x),
+                          "split": ["train"] * 16 + ["test"] * 8, "lead": ["I,II,V1"] * len(x)})
+    with WindowStoreWriter(tmp_path / "windows") as writer:
+        writer.append(x, index)
+    methods = {"simclr": {"task": "contrastive"}, "clocs": {"task": "contrastive", "positives": "same_record"},
+               "masked": {"task": "masked", "span_length": 16}}
+    cae = {k: v for k, v in asdict(TINY_CAE).items() if k != "in_channels"}  # the windows decide it
+    pretraining = {"cae": cae, "progress": False, "methods": methods,
+                   "training": {"epochs": 2, "batch_size": 8, "lr": 0.003, "seed": 1, "device": "cpu"}}
+    for name in methods:
+        encoder, history, _ = pretrain_pretext_encoder(
+            name, WindowStore(tmp_path / "windows"), CheckpointStore(tmp_path / "checkpoints"), NullTracker(),
+            pretraining, {"signal": {"target_fs": 62.5}})
+        card = encoder["card"]
+        assert card["lead"] == "I,II,V1" and card["architecture"]["in_channels"] == 3, name
+        assert encoder["weights"]["blocks.0.conv1.weight"].shape[1] == 3, name
+        assert np.isfinite(history["loss"]).all() and card["held_out"]["test_loss"] > 0, name
