@@ -8,6 +8,11 @@ records its output.
     python benchmarks/training_throughput.py                 # default widths, CPU (+ CUDA if present)
     python benchmarks/training_throughput.py --preset paper  # the wider preset
     python benchmarks/training_throughput.py --compile       # also time torch.compile on the classifier
+    python benchmarks/training_throughput.py --leads 12      # windows of 12 leads (in_channels 12)
+
+``--leads N`` feeds windows of N channels, (windows, N, 2048), to models built with
+``in_channels`` N, as a study of N ``preprocessing.leads`` does; a window then takes
+4 x N x 2048 bytes (float32).
 """
 
 from __future__ import annotations
@@ -40,9 +45,15 @@ def _device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def _windows(rng, n_windows: int, cae_cfg: CaeConfig) -> np.ndarray:
+    """(n, L) for one lead, as a one-lead window store holds them; (n, C, L) for C leads."""
+    leads = () if cae_cfg.in_channels == 1 else (cae_cfg.in_channels,)
+    return rng.standard_normal((n_windows, *leads, cae_cfg.window_length)).astype(np.float32)
+
+
 def _measure(model_name, cae_cfg, device, batch_size, bf16, n_windows, epochs, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n_windows, cae_cfg.window_length)).astype(np.float32)
+    x = _windows(rng, n_windows, cae_cfg)
     y = rng.integers(0, 11, n_windows)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, device=device, bf16=bf16, bf16_cpu=bf16,
                       eval_batch_size=batch_size, seed=seed)
@@ -67,7 +78,7 @@ def _measure_compile(cae_cfg, batch_size, steps=20):
     model = build_classifier(cae_cfg, 11, 0)
     compiled = torch.compile(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
-    x = torch.randn(batch_size, 1, cae_cfg.window_length)
+    x = torch.randn(batch_size, cae_cfg.in_channels, cae_cfg.window_length)
     y = torch.randint(0, 11, (batch_size,))
 
     def step():
@@ -94,10 +105,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="+", default=["classifier", "cae"])
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--leads", type=int, default=1, help="channels per window (the models' in_channels)")
     args = parser.parse_args()
+    if args.leads < 1:
+        parser.error(f"--leads must be >= 1, got {args.leads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     cae_cfg = CaeConfig() if args.preset == "default" else replace(CaeConfig(), channels=PAPER_WIDTH_CHANNELS)
+    cae_cfg = replace(cae_cfg, in_channels=args.leads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for device in devices:
@@ -106,7 +121,7 @@ def main() -> None:
                 for bf16 in (False, True):
                     train, infer, n_params = _measure(model_name, cae_cfg, device, batch_size, bf16, args.windows, args.epochs)
                     rows.append({
-                        "device": _device_name(device), "model": model_name, "params": n_params,
+                        "device": _device_name(device), "model": model_name, "leads": args.leads, "params": n_params,
                         "batch": batch_size, "precision": "bf16 autocast" if bf16 else "fp32",
                         "train windows/s": round(train), "inference windows/s": round(infer),
                     })

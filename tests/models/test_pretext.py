@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -87,3 +89,49 @@ def test_bad_masking_and_head_settings_raise():
         MaskedAutoencoder(TINY_CAE, MaskingConfig(span_length=300))
     with pytest.raises(ValueError, match="feature counts"):
         ProjectionHead(60, 0, 32)
+
+
+# ---------------------------------------------------------------- windows of several leads
+
+THREE = replace(TINY_CAE, in_channels=3)
+
+
+def _leads(n=6, seed=0):
+    return torch.randn(n, 3, 256, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_the_contrastive_model_reads_windows_of_the_configured_leads(paired):
+    model = ContrastiveModel(THREE, paired=paired, projection_features=16)
+    x = _leads() if not paired else torch.cat([_leads(seed=1), _leads(seed=2)], dim=-1)
+    assert model(x).shape == (6, 2, 16)
+    assert model.encoder.blocks[0].conv1.in_channels == 3
+    ConvAutoencoder(THREE).encoder.load_state_dict(model.encoder.state_dict())  # the 3-lead CAE's encoder
+    with pytest.raises(ValueError, match=r"expects \(batch, 3, (256|512)\) \(in_channels = the windows' leads\)"):
+        model(x[:, :1])
+
+
+def test_the_masked_autoencoder_hides_the_same_spans_in_every_lead():
+    model = MaskedAutoencoder(THREE, MaskingConfig(mask_ratio=0.25, span_length=16)).eval()
+    seen = []
+    model.autoencoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    x = _leads() + 5.0  # no sample is zero before masking
+    out = model(x)
+    assert out.shape == (6, 6, 256)
+    reconstruction, mask = out[:, :3], out[:, 3:]
+    assert reconstruction.shape == x.shape
+    assert torch.equal(mask[:, 0], mask[:, 1]) and torch.equal(mask[:, 0], mask[:, 2])
+    assert torch.equal(seen[0] == 0, mask > 0)  # every lead is hidden at the masked samples
+    assert (mask.sum(dim=-1) >= 16).all()
+    with pytest.raises(ValueError, match=r"MaskedAutoencoder expects \(batch, 3, 256\)"):
+        model(x[:, :2])
+
+
+def test_one_lead_masks_are_those_of_a_lead_axis_of_one():
+    # The mask of a one-lead window is drawn as before several leads existed (shape (B, 1, L)).
+    from ecg_transfer.signals.augment import span_mask
+
+    model = MaskedAutoencoder(TINY_CAE, MaskingConfig(mask_ratio=0.25, span_length=16)).eval()
+    out = model(_x())
+    expected = span_mask((6, 1, 256), model.n_spans, 16, torch.Generator().manual_seed(model.eval_seed))
+    assert torch.equal(out[:, 1:] > 0, expected)

@@ -109,3 +109,46 @@ def test_list_from_params_and_its_description_round_trip():
 def test_bad_parameters_are_named(params, error, message):
     with pytest.raises(error, match=message):
         AugmentationList.from_params(params)
+
+
+# ---------------------------------------------------------------- windows of several leads
+
+
+def _leads(n=8, channels=3, length=256):
+    """(n, channels, length) windows whose leads are equal: what an augmentation does per lead
+    shows as leads that differ afterwards."""
+    return _windows((n, 1, length)).repeat(1, channels, 1)
+
+
+@pytest.mark.parametrize("augmentation", EACH + [default_augmentations()], ids=lambda a: type(a).__name__ + getattr(a, "name", ""))
+def test_windows_of_several_leads_keep_their_shape_and_repeat_from_the_seed(augmentation):
+    x = _leads()
+    first = augmentation(x, _gen(3))
+    assert first.shape == (8, 3, 256) and first.dtype == x.dtype
+    assert torch.equal(first, augmentation(x, _gen(3)))
+    assert not torch.equal(first, augmentation(x, _gen(4)))
+    assert torch.equal(x, _leads())
+
+
+@pytest.mark.parametrize("augmentation", EACH, ids=lambda a: type(a).__name__)
+def test_one_lead_draws_the_same_with_or_without_its_lead_axis(augmentation):
+    # A (B, 1, L) batch draws exactly what the (B, L) batch drew: one-lead results are unchanged.
+    x = _windows((6, 256))
+    assert torch.equal(augmentation(x[:, None], _gen(5))[:, 0], augmentation(x, _gen(5)))
+
+
+def test_the_shift_moves_all_leads_of_a_window_together_and_the_others_act_per_lead():
+    x = _leads(n=16)
+    shifted = RandomShift(max_fraction=0.2, p=0.5)(x, _gen(1))
+    assert torch.equal(shifted[:, 0], shifted[:, 1]) and torch.equal(shifted[:, 0], shifted[:, 2])
+    assert not torch.equal(shifted, x)  # some windows were shifted, all leads alike
+    assert RandomShift.all_leads and not any(a.all_leads for a in EACH if not isinstance(a, RandomShift))
+    for augmentation in (AmplitudeScale(), BaselineWander(), GaussianNoise(), TimeMask(max_fraction=0.3)):
+        out = augmentation(x, _gen(2))
+        differs = (out[:, 0] != out[:, 1]).any(dim=-1)
+        assert differs.float().mean() > 0.5, type(augmentation).__name__  # each lead its own draw
+
+
+def test_a_span_mask_of_several_leads_draws_per_lead():
+    mask = span_mask((20, 3, 300), n_spans=2, span_length=10, generator=_gen(0))
+    assert mask.shape == (20, 3, 300) and not torch.equal(mask[:, 0], mask[:, 1])

@@ -50,9 +50,11 @@ def test_same_record_methods_read_pairs_of_one_records_windows():
     x = torch.arange(8.0).view(4, 2).numpy()
     records = ["a", "a", "b", "b"]
     clocs, simclr = PretextMethod.from_params("clocs", METHODS["clocs"]), PretextMethod.from_params("s", METHODS["simclr"])
-    pairs = clocs.inputs(x, records, seed=0)
+    pairs, codes = clocs.inputs(x, records, seed=0)
     assert isinstance(pairs, PairedWindows) and pairs[0:4].tolist() == [[0, 1, 2, 3], [2, 3, 0, 1], [4, 5, 6, 7], [6, 7, 4, 5]]
-    assert simclr.inputs(x, records, seed=0) is x
+    assert codes.tolist() == [0, 0, 1, 1]  # each row's record: its windows are no negatives of each other
+    windows, labels = simclr.inputs(x, records, seed=0)
+    assert windows is x and labels is None
 
 
 @pytest.mark.parametrize(
@@ -74,12 +76,14 @@ def test_bad_methods_are_refused_naming_the_setting(methods, message):
         methods_from_params(methods)
 
 
-def test_pretext_tasks_other_than_the_cae_refuse_windows_of_several_leads():
+def test_every_method_builds_for_windows_of_several_leads():
+    # Issue 19: every pretext task takes C input channels (the refusal of C > 1 is gone).
     from dataclasses import replace
 
     three = replace(TINY_CAE, in_channels=3)
-    methods = methods_from_params(METHODS)
-    assert isinstance(methods["cae"].build(three, fs=62.5), ConvAutoencoder)  # the CAE takes C leads
-    for name in ("simclr", "clocs", "masked"):
-        with pytest.raises(ValueError, match=rf"pretraining.methods.{name}: .* one lead, but the windows hold 3"):
-            methods[name].build(three, fs=62.5)
+    for name, method in methods_from_params(METHODS).items():
+        model = method.build(three, fs=62.5)
+        assert model.encoder.blocks[0].conv1.in_channels == 3, name
+        length = model.input_length
+        out = model(torch.randn(4, 3, length))
+        assert out.shape[0] == 4 and torch.isfinite(out).all(), name

@@ -21,6 +21,7 @@ from ecg_transfer.training.pretext_tasks import (
     PairedWindows,
     nt_xent,
     pair_windows_by_record,
+    record_codes,
 )
 from ecg_transfer.training.tasks import ReconstructionTask
 from tests.synthetic_windows import synthetic_windows
@@ -80,6 +81,34 @@ def test_nt_xent_against_gathered_candidates_equals_the_whole_batch():
     assert torch.allclose(nt_xent(z[2:], 0.2, candidates=z, offset=2), whole[2:])
 
 
+def test_nt_xent_leaves_the_anchors_record_out_of_its_negatives():
+    # Rows 0 and 1 are one record's two windows, paired both ways: (a, b) and (b, a).
+    z = torch.tensor(Z4, dtype=torch.float64)
+    groups = torch.tensor([0, 0, 1, 2])
+    grouped = nt_xent(z, 0.5, groups=groups)
+
+    def by_hand(window, left_out):
+        views = torch.nn.functional.normalize(torch.cat([z[:, 0], z[:, 1]]), dim=1)
+        terms = []
+        for anchor, partner in ((window, 4 + window), (4 + window, window)):
+            logits = views @ views[anchor] / 0.5
+            kept = [k for k in range(8) if k != anchor and (k % 4 not in left_out or k == partner)]
+            terms.append(-(logits[partner] - torch.logsumexp(logits[kept], dim=0)))
+        return (terms[0] + terms[1]) / 2
+
+    assert grouped[0].item() == pytest.approx(by_hand(0, {1}).item(), rel=1e-12)
+    assert grouped[1].item() == pytest.approx(by_hand(1, {0}).item(), rel=1e-12)
+    assert torch.allclose(grouped[2:], nt_xent(z, 0.5)[2:])  # records of one window: as SimCLR
+    # Against gathered candidates (DDP) the groups of every rank's rows apply.
+    assert torch.allclose(nt_xent(z[2:], 0.5, z, 2, groups[2:], groups), grouped[2:])
+    assert torch.allclose(nt_xent(z[:2], 0.5, z, 0, groups[:2], groups), grouped[:2])
+    task = ContrastiveTask(0.5, positives="same_record")
+    assert task.loss(z, None, groups, reduction="sum").item() == pytest.approx(grouped.sum().item())
+    assert task.check_labels(np.array([3, 3, 1, 2]), 4).dtype == np.int64
+    with pytest.raises(ValueError, match=r"one integer record code per window \(4,\)"):
+        task.check_labels(np.array(["a", "a", "b", "c"]), 4)
+
+
 def test_contrastive_task_options_and_description():
     task = ContrastiveTask(temperature=0.5, positives="same_record")
     assert task.describe() == {"name": "contrastive", "temperature": 0.5, "positives": "same_record"}
@@ -133,6 +162,27 @@ def test_masked_loss_gradient_reaches_masked_samples_only():
     assert (reconstruction.grad[mask > 0] != 0).all()
 
 
+def test_masked_loss_of_several_leads_ignores_the_unmasked_samples_of_every_lead():
+    g = torch.Generator().manual_seed(1)
+    inputs, reconstruction = torch.randn(4, 3, 64, generator=g), torch.randn(4, 3, 64, generator=g)
+    mask = torch.zeros(4, 3, 64)
+    mask[:, :, 20:30] = 1  # the same span in every lead, as MaskedAutoencoder draws it
+    mask[1, :, 50:60] = 1
+    task = MaskedReconstructionTask()
+    base = task.loss(torch.cat([reconstruction, mask], dim=1), inputs, None, reduction="sum")
+    per_window = [((reconstruction[w] - inputs[w])[mask[w] > 0] ** 2).mean() for w in range(4)]
+    assert base.item() == pytest.approx(torch.stack(per_window).sum().item(), rel=1e-6)
+    for lead in range(3):  # any lead's unmasked samples may be anything, the loss stays
+        changed = reconstruction.clone()
+        changed[:, lead][mask[:, lead] == 0] = float("inf")
+        assert task.loss(torch.cat([changed, mask], dim=1), inputs, None, reduction="sum").item() == base.item()
+        changed = reconstruction.clone()
+        changed[2, lead, 25] += 1.0  # a masked sample of this lead counts
+        assert task.loss(torch.cat([changed, mask], dim=1), inputs, None, reduction="sum").item() != base.item()
+    with pytest.raises(ValueError, match=r"expects \(batch, 2 x 3 leads, length\)"):
+        task.loss(torch.cat([reconstruction, mask[:, :1]], dim=1), inputs, None)
+
+
 # ---------------------------------------------------------------- same-record pairs
 
 
@@ -158,53 +208,76 @@ def test_paired_windows_read_the_window_then_its_partner():
         PairedWindows(x, np.array([0, 1, 2, 3, 4, 6]))
 
 
+def test_paired_windows_of_several_leads_put_the_two_windows_side_by_side_in_every_lead():
+    x = np.arange(24, dtype=np.float32).reshape(4, 3, 2)
+    pairs = PairedWindows(x, np.array([1, 0, 3, 2]))
+    assert pairs.shape == (4, 3, 4)
+    assert np.array_equal(pairs[np.array([0])][0], np.concatenate([x[0], x[1]], axis=-1))
+
+
 # ---------------------------------------------------------------- training with the one loop
 
 
-def _fit_method(method: str, epochs: int, checkpoints=None, on_epoch_end=None, seed: int = 0):
-    """Pretrain the tiny encoder with ``method`` on simulated windows; the held-out split is
-    made of other records. Returns the fit result and the model."""
-    x, _, records = synthetic_windows(60, seed=10)
-    cut = 96  # 48 records to train, 12 held out
+def _fit_method(method: str, epochs: int, checkpoints=None, on_epoch_end=None, seed: int = 0,
+                leads: tuple[str, ...] = ("II",), n_records: int = 60):
+    """Pretrain the tiny encoder with ``method`` on simulated windows of ``leads``; the
+    held-out split is made of other records (the last fifth). Returns the fit result and the model."""
+    x, _, records = synthetic_windows(n_records, seed=10, leads=leads)
+    cut = 2 * (4 * n_records // 5)  # 60 records: 48 to train, 12 held out
+    cae = replace(TINY_CAE, in_channels=len(leads))
+    train_y = held_out_y = None
     torch.manual_seed(seed)
     if method == "reconstruct":
-        model, task, lr = ConvAutoencoder(TINY_CAE), ReconstructionTask(), 0.005
+        model, task, lr = ConvAutoencoder(cae), ReconstructionTask(), 0.005
         train, held_out = x[:cut], x[cut:]
     elif method == "masked":
-        model = MaskedAutoencoder(TINY_CAE, MaskingConfig(mask_ratio=0.25, span_length=16))
+        model = MaskedAutoencoder(cae, MaskingConfig(mask_ratio=0.25, span_length=16))
         task, lr = MaskedReconstructionTask(), 0.005
         train, held_out = x[:cut], x[cut:]
     else:
         positives = method.split(":")[1]
         paired = positives == "same_record"
-        model = ContrastiveModel(TINY_CAE, default_augmentations(fs=62.5), paired=paired)
+        model = ContrastiveModel(cae, default_augmentations(fs=62.5), paired=paired)
         task, lr = ContrastiveTask(temperature=0.2, positives=positives), 0.003
         train, held_out = x[:cut], x[cut:]
-        if paired:
+        if paired:  # the pairs, and each row's record (no negative of its own record's rows)
             train = PairedWindows(x[:cut], pair_windows_by_record(records[:cut], seed=0))
             held_out = PairedWindows(x[cut:], pair_windows_by_record(records[cut:], seed=1))
+            train_y, held_out_y = record_codes(records[:cut]), record_codes(records[cut:])
     cfg = TrainConfig(epochs=epochs, batch_size=32, lr=lr, seed=3)
-    result = fit(model, task, train, None, {"test": held_out}, cfg, checkpoints=checkpoints,
+    result = fit(model, task, train, train_y, {"test": (held_out, held_out_y)}, cfg, checkpoints=checkpoints,
                  run_key=None if checkpoints is None else method.replace(":", "-"), progress=False, on_epoch_end=on_epoch_end)
     return result, model
 
 
-@pytest.mark.parametrize("method", ["reconstruct", "contrastive:same_window", "masked"])
-def test_every_methods_held_out_loss_falls(method):
-    result, _ = _fit_method(method, epochs=6)
+# Measured falls of the best held-out loss below the first epoch's: -33 % (reconstruct), -17 %
+# (contrastive same_window), -29 % (masked) after 6 epochs on 48 training records; -6.4 %
+# (same_record) after 14 epochs on 120 (-10.4 % with model seed 1). Why same_record needs more:
+# its positive is another segment of the record, with the beats at other positions, so the
+# encoder must learn what stays the same along a record (the rate, the beat shape) rather than
+# what survives an augmentation of one window. On 48 records it learns the training records
+# (their loss falls) while the held-out loss stays at chance and, at lr 0.01, rises after
+# 8 epochs. Its held-out batches hold both windows of every record, which made the anchor's
+# own window (the partner row's second view) a negative: record_codes now leave the anchor's
+# record out of its negatives (test_nt_xent_leaves_the_anchors_record_out_of_its_negatives).
+@pytest.mark.parametrize("method, n_records, epochs, fall", [
+    ("reconstruct", 60, 6, 0.95), ("contrastive:same_window", 60, 6, 0.95), ("masked", 60, 6, 0.95),
+    ("contrastive:same_record", 150, 14, 0.97)])
+def test_every_methods_held_out_loss_falls(method, n_records, epochs, fall):
+    result, _ = _fit_method(method, epochs=epochs, n_records=n_records)
     test = result.history[result.history.split == "test"].loss.to_numpy()
-    assert result.best_value < 0.95 * test[0], test  # measured after 6 epochs: -33 % (reconstruct), -17 % (contrastive), -29 % (masked)
+    assert result.best_value < fall * test[0], test
     assert result.best_value == test.min()
 
 
-def test_same_record_pairs_train_end_to_end():
-    # Only the training loss: on 48 simulated records the tiny encoder does not generalise
-    # "same patient" to held-out records (held-out NT-Xent stayed at chance, log(2N - 1), in
-    # 10 epochs at these sizes and also at 128 records; without augmentations it overfits and
-    # the held-out loss rises). See docs/pretext_tasks.md.
-    result, _ = _fit_method("contrastive:same_record", epochs=6)
-    train = result.history[result.history.split == "train"].loss.to_numpy()
-    assert train[-1] < 0.95 * train[0], train
+@pytest.mark.parametrize("method", ["reconstruct", "contrastive:same_window", "contrastive:same_record", "masked"])
+def test_every_method_trains_on_windows_of_three_leads(method):
+    result, model = _fit_method(method, epochs=2, leads=("I", "II", "V1"))
+    assert model.encoder.blocks[0].conv1.in_channels == 3
+    assert np.isfinite(result.history.loss).all() and len(result.history) == 4
+    x, _, _ = synthetic_windows(60, seed=10, leads=("I", "II", "V1"))
+    code = predict(model.encoder, x[:5], device="cpu")
+    assert code.shape == (5, TINY_CAE.bottleneck)
 
 
 @pytest.mark.parametrize("method", ["contrastive:same_window", "masked"])
@@ -262,10 +335,11 @@ _GLOBAL_BATCH = torch.randn(5, 2, 4, generator=torch.Generator().manual_seed(3),
 _SHARDS = [(0, 3), (3, 5)]  # unequal shards, as the loop's last batch can give
 
 
-def _contrastive_rank(rank: int, init_file: str, out: str) -> None:
+def _contrastive_rank(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    # TCP on a free loopback port, as tests/training/test_distributed.py (not a file:// rendezvous).
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         begin, end = _SHARDS[rank]
         local = _GLOBAL_BATCH[begin:end].clone().requires_grad_(True)
@@ -281,7 +355,9 @@ def _contrastive_rank(rank: int, init_file: str, out: str) -> None:
 def test_under_ddp_each_rank_scores_its_views_against_the_global_batch(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_contrastive_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    from tests.training.test_pretext_distributed import _free_port
+
+    mp.spawn(_contrastive_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     whole = _GLOBAL_BATCH.clone().requires_grad_(True)
     per_window = nt_xent(whole, 0.3)

@@ -10,22 +10,32 @@ arm loads it as it loads the CAE's. What sits around the encoder is dropped afte
   the projections (B, 2, D) that :class:`~ecg_transfer.training.pretext_tasks.ContrastiveTask`
   scores with NT-Xent;
 - :class:`MaskedAutoencoder`: the CAE reconstructing a window from a copy with random spans
-  set to zero; forward returns (B, 2, L): the reconstruction and the mask, which
-  :class:`~ecg_transfer.training.pretext_tasks.MaskedReconstructionTask` needs to score the
-  masked samples alone.
+  set to zero; forward returns (B, 2C, L): the reconstruction of the C leads and the mask
+  of each lead, which :class:`~ecg_transfer.training.pretext_tasks.MaskedReconstructionTask`
+  needs to score the masked samples alone.
+
+Both take windows of C = ``cfg.in_channels`` leads, (B, C, L), as the CAE does. The
+augmentations say which of their draws are per lead and which are shared by all leads
+(signals/augment.py); a masked span covers every lead at once, since the leads are recorded
+at the same instants and a span hidden in one lead only could be copied from the others.
 
 Randomness: in training mode both draw from torch's default generator of the input's device,
 which the training loop seeds from ``TrainConfig.seed`` and checkpoints, so runs repeat and
-resume exactly. In eval mode they draw from a generator seeded with ``eval_seed`` afresh each
-time the model is put in eval mode, so a held-out split gets the same views or masks after
-every epoch and its loss is comparable across epochs (see docs/pretext_tasks.md).
+resume exactly. In a DDP job of several ranks each rank draws from a generator of its own
+instead (:func:`training_generator`), so the ranks augment and mask their shards
+independently and a run still repeats and resumes exactly. In eval mode they draw from a
+generator seeded with ``eval_seed`` afresh each time the model is put in eval mode, so a
+held-out split gets the same views or masks after every epoch and its loss is comparable
+across epochs (see docs/pretext_tasks.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder, Encoder
@@ -52,8 +62,27 @@ class MaskingConfig:
         return max(1, round(self.mask_ratio * length / self.span_length))
 
 
+def training_generator(device: torch.device) -> torch.Generator | None:
+    """What a pretext model draws its training views or masks from: None (torch's default
+    generator of ``device``) in one process, as before DDP existed.
+
+    In a DDP job of more than one rank the default generator would give every rank the same
+    draws for its own shard (every rank seeds it from ``TrainConfig.seed``). Instead each
+    forward pass takes one number from the default CPU generator, which all ranks seed alike
+    and draw from in lockstep (one number per forward pass; the loop gives every rank a row,
+    a weight-0 one at worst), and seeds this rank's generator with it and the rank. The ranks
+    thus draw independently, deterministically given the seed, and since the default
+    generator's state is the same on every rank, rank 0's checkpointed state resumes them all.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    base = int(torch.randint(0, 2**63 - 1, (1,)).item())
+    seed = int(np.random.SeedSequence([base, dist.get_rank()]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 class _EvalSeeded(nn.Module):
-    """Draws from the default generator in training mode, from a freshly seeded one in eval mode."""
+    """Draws from :func:`training_generator` in training mode, from a freshly seeded one in eval mode."""
 
     def __init__(self, eval_seed: int):
         super().__init__()
@@ -66,7 +95,7 @@ class _EvalSeeded(nn.Module):
 
     def _generator(self, device: torch.device) -> torch.Generator | None:
         if self.training:
-            return None
+            return training_generator(device)
         if self._eval_generator is None or self._eval_generator.device != device:
             self._eval_generator = torch.Generator(device=device).manual_seed(self.eval_seed)
         return self._eval_generator
@@ -91,10 +120,11 @@ class ProjectionHead(nn.Sequential):
 
 
 class ContrastiveModel(_EvalSeeded):
-    """Encoder + projection head over two augmented views; forward (B, 1, input_length) -> (B, 2, D).
+    """Encoder + projection head over two augmented views; forward (B, C, input_length) -> (B, 2, D),
+    with C = ``cfg.in_channels`` leads.
 
-    ``paired=False``: the input is one window (B, 1, L) and both views augment it.
-    ``paired=True``: the input is two windows of one record side by side (B, 1, 2L), e.g. a
+    ``paired=False``: the input is one window (B, C, L) and both views augment it.
+    ``paired=True``: the input is two windows of one record side by side (B, C, 2L), e.g. a
     :class:`~ecg_transfer.training.pretext_tasks.PairedWindows` row, and each view augments one.
     Both views go through the encoder as one batch of 2B, so BatchNorm sees both.
     """
@@ -111,8 +141,12 @@ class ContrastiveModel(_EvalSeeded):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         length = self.cfg.window_length
-        if x.dim() != 3 or x.shape[1] != 1 or x.shape[2] != self.input_length:
-            raise ValueError(f"ContrastiveModel expects (batch, 1, {self.input_length}), got {tuple(x.shape)}")
+        channels = self.cfg.in_channels
+        if x.dim() != 3 or x.shape[1] != channels or x.shape[2] != self.input_length:
+            raise ValueError(
+                f"ContrastiveModel expects (batch, {channels}, {self.input_length}) (in_channels = the windows' "
+                f"leads), got {tuple(x.shape)}"
+            )
         first, second = (x[..., :length], x[..., length:]) if self.paired else (x, x)
         generator = self._generator(x.device)
         views = torch.cat([self.augmentations(first, generator), self.augmentations(second, generator)])
@@ -121,8 +155,10 @@ class ContrastiveModel(_EvalSeeded):
 
 
 class MaskedAutoencoder(_EvalSeeded):
-    """The CAE fed a window with random spans zeroed; forward (B, 1, L) -> (B, 2, L):
-    channel 0 the reconstruction of the whole window, channel 1 the mask (1 = masked)."""
+    """The CAE fed a window with random spans zeroed; forward (B, C, L) -> (B, 2C, L): channels
+    0..C-1 the reconstruction of the whole window's C leads, C..2C-1 each lead's mask (1 =
+    masked). A span covers the same samples in every lead: the leads are simultaneous, so a
+    span masked in one lead alone could be read off the others instead of inferred."""
 
     def __init__(self, cfg: CaeConfig, masking: MaskingConfig | None = None, eval_seed: int = 0):
         super().__init__(eval_seed)
@@ -137,6 +173,14 @@ class MaskedAutoencoder(_EvalSeeded):
         return self.autoencoder.encoder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = span_mask(x.shape, self.n_spans, self.masking.span_length, self._generator(x.device), x.device)
+        if x.dim() != 3 or x.shape[1] != self.cfg.in_channels or x.shape[2] != self.input_length:
+            raise ValueError(
+                f"MaskedAutoencoder expects (batch, {self.cfg.in_channels}, {self.input_length}) (in_channels = "
+                f"the windows' leads), got {tuple(x.shape)}"
+            )
+        # One draw per window (shape (B, 1, L)), shared by its leads.
+        spans = span_mask((x.shape[0], 1, x.shape[2]), self.n_spans, self.masking.span_length,
+                          self._generator(x.device), x.device)
+        mask = spans.expand_as(x)
         reconstruction = self.autoencoder(x.masked_fill(mask, 0.0))
         return torch.cat([reconstruction, mask.to(reconstruction.dtype)], dim=1)

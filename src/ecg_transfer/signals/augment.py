@@ -1,12 +1,29 @@
 """Random ECG augmentations for contrastive pretraining, and the span masks of masked pretraining.
 
 Each augmentation is a small frozen dataclass; calling it on a batch of windows ``x`` of
-shape (..., L) with a ``torch.Generator`` returns a new tensor of the same shape. Every
-window gets its own random parameters, and each augmentation is applied to a window with
-probability ``p`` (the draws happen for every window either way, so the random stream, and
-with it every later draw, does not depend on which windows were picked). The same generator
-state gives the same output; a ``generator`` of None draws from torch's default generator of
-the tensor's device, which the training loop seeds and checkpoints (training/engine.py).
+shape (B, C, L) (C leads; also (B, L) for one lead) with a ``torch.Generator`` returns a new
+tensor of the same shape. Every window gets its own random parameters, and each augmentation
+is applied to a window with probability ``p`` (the draws happen for every window either way,
+so the random stream, and with it every later draw, does not depend on which windows were
+picked). The same generator state gives the same output; a ``generator`` of None draws from
+torch's default generator of the tensor's device, which the training loop seeds and
+checkpoints (training/engine.py).
+
+Leads. The leads of a window are recorded at the same instants by different electrodes, so
+what an augmentation imitates decides whether it acts per lead or on all leads together
+(``Augmentation.all_leads``):
+
+- per lead (each lead its own parameters, and its own draw of ``p``): amplitude scaling
+  (each electrode's contact and gain), baseline wander (each lead's own drift: electrode
+  movement and respiration reach the leads with different amplitude and phase), Gaussian
+  noise (each channel's own muscle and amplifier noise) and the time mask (a lead-off or a
+  saturated channel hits one electrode's leads, not the whole recording);
+- all leads together (one draw per window, the same for every lead): the random shift,
+  since where a window starts is one instant for all leads: shifting leads apart would
+  break the simultaneity that the leads' relations (axis, timing between leads) rely on.
+
+With one lead both are the same draw (shape (B, 1, 1)), so one-lead windows get exactly the
+augmentations they got before several leads were possible.
 
 The list, in the order :func:`default_augmentations` applies them (amplitudes are in the
 units of the z-scored windows, i.e. standard deviations of the window):
@@ -42,9 +59,15 @@ def _uniform(shape, low: float, high: float, like: torch.Tensor, generator) -> t
     return low + (high - low) * torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-def _per_window(x: torch.Tensor) -> tuple[int, ...]:
-    """The shape of one parameter per window, broadcasting along the samples."""
+def _per_lead(x: torch.Tensor) -> tuple[int, ...]:
+    """The shape of one parameter per window and lead, broadcasting along the samples."""
     return (*x.shape[:-1], 1)
+
+
+def _per_window(x: torch.Tensor) -> tuple[int, ...]:
+    """The shape of one parameter per window, shared by its leads (axis -2 of a (B, C, L)
+    batch) and broadcasting along the samples; a (B, L) batch has no lead axis."""
+    return (*x.shape[:-2], 1, 1) if x.dim() >= 3 else (*x.shape[:-1], 1)
 
 
 def span_mask(shape: Sequence[int], n_spans: int, span_length: int, generator: torch.Generator | None,
@@ -64,9 +87,12 @@ def span_mask(shape: Sequence[int], n_spans: int, span_length: int, generator: t
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Base of the augmentations: ``p`` is the probability that a window is changed."""
+    """Base of the augmentations: ``p`` is the probability that a window is changed (each
+    lead of it on its own, unless ``all_leads``: then all its leads or none)."""
 
     name: ClassVar[str] = "augmentation"
+    #: Whether one draw acts on all leads of a window (module docstring, "Leads").
+    all_leads: ClassVar[bool] = False
     p: float = 1.0
 
     def __post_init__(self) -> None:
@@ -75,8 +101,12 @@ class Augmentation:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         changed = self._apply(x, generator)
-        picked = torch.rand(_per_window(x), generator=generator, device=x.device) < self.p
+        picked = torch.rand(self._shape(x), generator=generator, device=x.device) < self.p
         return torch.where(picked, changed, x)
+
+    def _shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The shape of one random parameter: per window, or per window and lead."""
+        return _per_window(x) if self.all_leads else _per_lead(x)
 
     def _apply(self, x: torch.Tensor, generator) -> torch.Tensor:
         raise NotImplementedError
@@ -94,7 +124,7 @@ class AmplitudeScale(Augmentation):
             raise ValueError(f"AmplitudeScale: need 0 < low <= high, got {self.low}, {self.high}")
 
     def _apply(self, x, generator):
-        return x * _uniform(_per_window(x), self.low, self.high, x, generator)
+        return x * _uniform(self._shape(x), self.low, self.high, x, generator)
 
 
 @dataclass(frozen=True)
@@ -114,7 +144,7 @@ class BaselineWander(Augmentation):
             )
 
     def _apply(self, x, generator):
-        shape = _per_window(x)
+        shape = self._shape(x)
         amplitude = _uniform(shape, 0.0, self.max_amplitude, x, generator)
         hz = _uniform(shape, self.min_hz, self.max_hz, x, generator)
         phase = _uniform(shape, 0.0, 2 * math.pi, x, generator)
@@ -133,7 +163,7 @@ class GaussianNoise(Augmentation):
             raise ValueError(f"GaussianNoise: max_std must be >= 0, got {self.max_std}")
 
     def _apply(self, x, generator):
-        std = _uniform(_per_window(x), 0.0, self.max_std, x, generator)
+        std = _uniform(self._shape(x), 0.0, self.max_std, x, generator)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return x + std * noise
 
@@ -141,6 +171,7 @@ class GaussianNoise(Augmentation):
 @dataclass(frozen=True)
 class RandomShift(Augmentation):
     name: ClassVar[str] = "random_shift"
+    all_leads: ClassVar[bool] = True
     max_fraction: float = 0.1
 
     def __post_init__(self) -> None:
@@ -151,7 +182,7 @@ class RandomShift(Augmentation):
     def _apply(self, x, generator):
         length = x.shape[-1]
         most = int(self.max_fraction * length)
-        shift = torch.randint(-most, most + 1, _per_window(x), generator=generator, device=x.device)
+        shift = torch.randint(-most, most + 1, self._shape(x), generator=generator, device=x.device)
         source = torch.arange(length, device=x.device) - shift  # output sample t reads input t - shift
         inside = (source >= 0) & (source < length)
         taken = torch.gather(x, -1, source.clamp(0, length - 1).expand(x.shape))
@@ -170,8 +201,8 @@ class TimeMask(Augmentation):
 
     def _apply(self, x, generator):
         length = x.shape[-1]
-        span = _uniform(_per_window(x), 0.0, self.max_fraction * length, x, generator).long()
-        start = (_uniform(_per_window(x), 0.0, 1.0, x, generator) * (length - span + 1)).long()
+        span = _uniform(self._shape(x), 0.0, self.max_fraction * length, x, generator).long()
+        start = (_uniform(self._shape(x), 0.0, 1.0, x, generator) * (length - span + 1)).long()
         t = torch.arange(length, device=x.device)
         masked = (t >= start) & (t < start + span)
         return x.masked_fill(masked, 0.0)

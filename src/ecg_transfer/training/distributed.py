@@ -1,4 +1,5 @@
-"""One rank of a data-parallel (DDP) job with ``torch.distributed``, for CAE pretraining.
+"""One rank of a data-parallel (DDP) job with ``torch.distributed``, for pretraining (the CAE
+and the pretext methods of docs/pretext_tasks.md).
 
 :class:`DistributedContext` is the :class:`~ecg_transfer.training.replicas.Replicas` of a
 rank: ``engine.fit(..., distributed=context)`` asks it to shard each global batch over the
@@ -9,7 +10,10 @@ statistics after each epoch. Every rank thus scores the same numbers and agrees 
 best epoch and on early stopping. Checkpoint reads are rank 0's, broadcast to the others
 (:class:`RankZeroStore`), so all ranks resume from the same checkpoint; only rank 0 writes
 checkpoints and the result. Only tasks whose epoch rows come from loss sums
-(``task.distributable``: reconstruction) run distributed.
+(``task.distributable``: reconstruction, contrastive, masked reconstruction) run distributed.
+The pretext models draw each rank's augmentations and masks from a generator of its own
+(:func:`ecg_transfer.models.pretext.training_generator`); the contrastive task gathers every
+rank's projections for its negatives (``training/pretext_tasks.py``).
 
 The launcher (job file, torchrun worker and :func:`fit_distributed`) is
 :mod:`ecg_transfer.training.launcher`. See docs/models_and_training.md ("Distributed pretraining").
@@ -102,7 +106,8 @@ class DistributedContext:
         if not task.distributable:
             raise ValueError(
                 f"{where}: distributed training supports tasks scored from loss sums "
-                f"(such as ReconstructionTask), not {task!r}, whose metrics need every output"
+                f"(ReconstructionTask, ContrastiveTask, MaskedReconstructionTask), not {task!r}, whose "
+                "metrics need every output"
             )
         if self.sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

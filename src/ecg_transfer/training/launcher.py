@@ -14,8 +14,13 @@
   which returns its stored :class:`FitResult` and loads the trained weights.
 
 Only tasks that say they are ``distributable`` (their epoch rows come from loss sums:
-``ReconstructionTask``) run distributed; a task that keeps every output for its metrics
-(classification) is refused. See docs/models_and_training.md ("Distributed pretraining").
+``ReconstructionTask`` and the pretext tasks ``ContrastiveTask`` and
+``MaskedReconstructionTask``) run distributed; a task that keeps every output for its metrics
+(classification) is refused. A model that its class and ``cfg`` do not rebuild (a pretext
+model: augmentations, masking) comes with a ``model_spec`` naming a builder function and its
+plain arguments; a split of window pairs (``same_record``) is a :class:`StoreSplit` with a
+``pair_seed``. See docs/models_and_training.md ("Distributed pretraining") and
+docs/pretext_tasks.md.
 """
 
 from __future__ import annotations
@@ -45,6 +50,12 @@ from ecg_transfer.training.checkpoints import CheckpointStore
 from ecg_transfer.training.distributed import DistributedContext
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.loop import FitResult
+from ecg_transfer.training.pretext_tasks import (
+    PairedWindows,
+    pair_windows_by_record,
+    pretext_task_from_description,
+    record_codes,
+)
 from ecg_transfer.training.tasks import Task, task_from_description
 from ecg_transfer.typed_config import config_from_params
 
@@ -111,16 +122,34 @@ class LaunchConfig:
 
 @dataclass(frozen=True)
 class StoreSplit:
-    """One split of a window store, named by path: each worker opens its own memmap."""
+    """One split of a window store, named by path: each worker opens its own memmap.
+    ``pair_seed``: read it as :class:`PairedWindows`, each window beside another window of
+    its record drawn from this seed (``same_record`` contrastive pretraining), the pairs the
+    one-process run draws with :func:`pair_windows_by_record`, with each row's record code as
+    its labels (:meth:`labels`)."""
 
     store: str
     split: str
+    pair_seed: int | None = None
 
     def open(self):
-        return WindowStore(self.store).split_view(self.split)
+        store = WindowStore(self.store)
+        view = store.split_view(self.split)
+        if self.pair_seed is None:
+            return view
+        return PairedWindows(view, pair_windows_by_record(self._records(store), self.pair_seed))
 
-    def spec(self) -> dict[str, str]:
-        return {"store": str(Path(self.store).resolve()), "split": self.split}
+    def labels(self):
+        """What the loop reads as the split's labels: the record codes of a paired split
+        (:func:`record_codes`; its records' windows are no negatives of each other), else None."""
+        return None if self.pair_seed is None else record_codes(self._records(WindowStore(self.store)))
+
+    def _records(self, store: WindowStore):
+        return store.index["record_id"].to_numpy()[store.split_indices(self.split)]
+
+    def spec(self) -> dict[str, Any]:
+        return {"store": str(Path(self.store).resolve()), "split": self.split,
+                **({} if self.pair_seed is None else {"pair_seed": int(self.pair_seed)})}
 
 
 # ---------------------------------------------------------------- the job and its worker
@@ -137,10 +166,12 @@ def write_job(
     checkpoints: CheckpointStore,
     run_key: str,
     progress: bool = True,
+    model_spec: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the job file (and the model's initial weights beside the run's checkpoints)."""
+    """Write the job file (and the model's initial weights beside the run's checkpoints).
+    ``model_spec``: how a worker builds the model (see :func:`fit_distributed`)."""
     _check_distributable(task, "write_job")
-    spec = _model_spec(model)
+    spec = dict(model_spec) if model_spec is not None else _model_spec(model)
     folder = checkpoints.run_dir(run_key) / JOB_FOLDER
     initial = folder / "initial_state.pt"
     state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
@@ -171,13 +202,14 @@ def run_job(job: Mapping[str, Any]) -> list[str]:
     context = DistributedContext.from_env(cfg.device, launch.backend, launch.sync_batchnorm, launch.timeout_s)
     try:
         model = _build_model(job["model"])
-        task = task_from_description(job["task"])
+        task = pretext_task_from_description(job["task"]) or task_from_description(job["task"])
         _check_distributable(task, "run_job")
-        train = StoreSplit(**job["train"]).open()
-        evals = {name: (StoreSplit(**spec).open(), None) for name, spec in job["evals"].items()}
+        train = StoreSplit(**job["train"])
+        evals = {name: (split.open(), split.labels()) for name, split in
+                 ((name, StoreSplit(**spec)) for name, spec in job["evals"].items())}
         store = CheckpointStore(job["checkpoints"])
         fit(
-            model, task, train, None, evals, cfg, checkpoints=store, run_key=job["run_key"],
+            model, task, train.open(), train.labels(), evals, cfg, checkpoints=store, run_key=job["run_key"],
             progress=bool(job["progress"]) and context.is_writer, distributed=context,
         )
         digests = context.state_digests(model)
@@ -227,11 +259,15 @@ def fit_distributed(
     checkpoints: CheckpointStore | None = None,
     run_key: str | None = None,
     progress: bool = True,
+    model_spec: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Train like :func:`~ecg_transfer.training.engine.fit`, on ``launch.nproc`` processes.
 
-    ``model`` is rebuilt in every worker from its class and its ``cfg`` dataclass and
-    starts from the weights it has now; it ends holding the trained weights, as with
+    ``model`` is rebuilt in every worker from its class and its ``cfg`` dataclass, or, with
+    ``model_spec`` ``{"builder": "module:function", "arguments": {...}}``, by that function
+    called with those JSON-able arguments (a pretext model:
+    :meth:`~ecg_transfer.training.pretext_methods.PretextMethod.model_spec`), and starts from
+    the weights ``model`` has now; it ends holding the trained weights, as with
     ``fit``. ``train``/``evals``: window-store splits. The returned result's ``extra`` has
     ``world_size``. A run found done in ``checkpoints`` is returned without launching; an
     interrupted one resumes from its last checkpoint, with any number of processes.
@@ -242,14 +278,14 @@ def fit_distributed(
         key = run_key or "distributed"
         if not store.is_done(key):
             job_path = Path(launch.job_file) if launch.job_file else store.run_dir(key) / JOB_FOLDER / "job.json"
-            write_job(job_path, model, task, train, evals, cfg, launch, store, key, progress)
+            write_job(job_path, model, task, train, evals, cfg, launch, store, key, progress, model_spec)
             if launch.launch == "local":
                 _run_local(job_path, launch, key)
             else:
                 _wait_external(job_path, store, key, launch)
         result = fit(
-            model, task, train.open(), None, {name: (split.open(), None) for name, split in evals.items()}, cfg,
-            checkpoints=store, run_key=key, progress=False,
+            model, task, train.open(), train.labels(), {name: (split.open(), split.labels()) for name, split in evals.items()},
+            cfg, checkpoints=store, run_key=key, progress=False,
         )
         ranks_file = store.run_dir(key) / JOB_FOLDER / RANKS_FILE
         if ranks_file.is_file():
@@ -302,7 +338,10 @@ def _model_spec(model: nn.Module) -> dict[str, Any]:
 
 
 def _build_model(spec: Mapping[str, Any]) -> nn.Module:
-    model = _resolve(spec["class"])(_resolve(spec["config_class"])(**spec["config"]))
+    if "builder" in spec:
+        model = _resolve(spec["builder"])(**spec["arguments"])
+    else:
+        model = _resolve(spec["class"])(_resolve(spec["config_class"])(**spec["config"]))
     model.load_state_dict(torch.load(spec["initial_state"], map_location="cpu", weights_only=True))
     return model
 
@@ -310,8 +349,8 @@ def _build_model(spec: Mapping[str, Any]) -> nn.Module:
 def _check_distributable(task: Task, caller: str) -> None:
     if not task.distributable:
         raise ValueError(
-            f"{caller}: only tasks scored from loss sums run distributed (task.distributable, e.g. "
-            f"ReconstructionTask), got {task!r}"
+            f"{caller}: only tasks scored from loss sums run distributed (task.distributable: "
+            f"ReconstructionTask, ContrastiveTask, MaskedReconstructionTask), got {task!r}"
         )
 
 

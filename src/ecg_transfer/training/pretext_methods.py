@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ecg_transfer.models.cae import CaeConfig, ConvAutoencoder
@@ -32,6 +33,7 @@ from ecg_transfer.training.pretext_tasks import (
     MaskedReconstructionTask,
     PairedWindows,
     pair_windows_by_record,
+    record_codes,
 )
 from ecg_transfer.training.tasks import ReconstructionTask, Task
 
@@ -119,17 +121,12 @@ class PretextMethod:
             raise ValueError(f"pretraining.methods.{self.name}: {error}") from None
 
     def build(self, cfg: CaeConfig, fs: float) -> nn.Module:
-        """The model to fit, around a new ``Encoder(cfg)`` (seed torch first); ``fs`` is the
-        windows' sampling rate (the baseline-wander augmentation is in Hz)."""
+        """The model to fit, around a new ``Encoder(cfg)`` (seed torch first), reading windows of
+        ``cfg.in_channels`` leads; ``fs`` is the windows' sampling rate (the baseline-wander
+        augmentation is in Hz)."""
         parts = self._parts(fs)
         if self.task == "reconstruct":
             return ConvAutoencoder(cfg)
-        if cfg.in_channels != 1:  # their augmentations, masks and pairs are written for one lead
-            raise ValueError(
-                f"pretraining.methods.{self.name}: the {self.task} pretext task takes windows of one lead, "
-                f"but the windows hold {cfg.in_channels} (preprocessing.leads); pretrain them with the CAE "
-                "(task: reconstruct) or read one lead"
-            )
         if self.task == "masked":
             try:
                 return MaskedAutoencoder(cfg, parts["masking"], parts["eval_seed"])
@@ -137,15 +134,35 @@ class PretextMethod:
                 raise ValueError(f"pretraining.methods.{self.name}: {error}") from None
         return ContrastiveModel(cfg, parts["augmentations"], self.paired, *parts["widths"], parts["eval_seed"])
 
-    def inputs(self, windows, record_ids, seed: int):
-        """What the model reads for a split: the windows, or for ``same_record`` each window
-        beside another window of its record (pairs drawn from ``seed``)."""
-        return PairedWindows(windows, pair_windows_by_record(record_ids, seed)) if self.paired else windows
+    def model_spec(self, cfg: CaeConfig, fs: float) -> dict[str, Any]:
+        """How a distributed worker builds this model (``launcher.fit_distributed``'s
+        ``model_spec``): :func:`build_method_model` with the method, architecture and rate as
+        plain values, so the worker's model is :meth:`build`'s."""
+        return {"builder": f"{__name__}:{build_method_model.__name__}",
+                "arguments": {"method": self.describe(), "cae": asdict(cfg), "fs": float(fs)}}
+
+    def inputs(self, windows, record_ids, seed: int) -> tuple[Any, np.ndarray | None]:
+        """What the loop reads for a split, ``(x, y)``: the windows and no labels, or for
+        ``same_record`` each window beside another window of its record (pairs drawn from
+        ``seed``) and each row's record code, so that a record's windows are no negatives of
+        each other (:class:`~ecg_transfer.training.pretext_tasks.ContrastiveTask`)."""
+        if not self.paired:
+            return windows, None
+        return PairedWindows(windows, pair_windows_by_record(record_ids, seed)), record_codes(record_ids)
 
     def describe(self) -> dict[str, Any]:
         """For the model card and the run's parameters: the method, its task and options."""
         return {"method": self.name, "task": self.task, "options": dict(self.options),
                 "training_overrides": dict(self.training)}
+
+
+def build_method_model(method: Mapping[str, Any], cae: Mapping[str, Any], fs: float) -> nn.Module:
+    """The model of a method described by :meth:`PretextMethod.describe`, for windows of the
+    architecture ``cae`` (a ``CaeConfig`` as a dict) at ``fs`` Hz: what a worker of a
+    distributed run builds (its weights are then loaded from the launcher's)."""
+    rebuilt = PretextMethod(str(method["method"]), str(method["task"]), dict(method["options"]),
+                            dict(method["training_overrides"]))
+    return rebuilt.build(CaeConfig(**cae), float(fs))
 
 
 def methods_from_params(params: Mapping[str, Any] | None) -> dict[str, PretextMethod]:

@@ -5,6 +5,7 @@ encoder trained with another pretext task, each with its own card."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial, update_wrapper
@@ -27,6 +28,8 @@ from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distrib
 from ecg_transfer.training.pretext_methods import PretextMethod, methods_from_params
 from ecg_transfer.training.tasks import ReconstructionTask
 from ecg_transfer.typed_config import config_from_params
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,9 @@ def pretrain_pretext_encoder(
     """Train the CAE's encoder with method ``method_name`` of ``pretraining.methods`` (not the
     ``reconstruct`` one: that is :func:`pretrain_autoencoder`). Returns its ``{"weights",
     "card"}`` (saved, and logged as an MLflow model) and its history. The run is checkpointed
-    and resumes; its MLflow child run is ``<method>-pretraining``."""
+    and resumes; its MLflow child run is ``<method>-pretraining``. With ``training.nproc`` > 1
+    (or ``distributed.launch: external``) it trains under DDP as the CAE does, and its MLflow
+    run is logged whole when the workers are done."""
     methods = methods_from_params(pretraining.get("methods"))
     if method_name not in methods or methods[method_name].task == "reconstruct":
         known = sorted(name for name, method in methods.items() if method.task != "reconstruct")
@@ -191,12 +196,6 @@ def pretrain_pretext_encoder(
             f"pretraining.methods: the pipeline was built for pretext method {method_name!r}, but this run's "
             f"pretraining.methods has {known} besides the CAE. Methods shape the pipeline: set them in "
             "conf/base or conf/local, or in an environment (--env), not with --params."
-        )
-    launch = PretrainingSettings.from_params(pretraining).launch
-    if launch.distributed:
-        raise ValueError(
-            f"pretraining.training.nproc / pretraining.distributed: distributed pretraining runs the CAE only; "
-            f"the pretext method {method_name!r} trains in one process (set nproc: 1)"
         )
     encoder, history = _pretrain_method(
         methods[method_name], unlabelled_windows, run_checkpoints, run_tracker, pretraining, preprocessing
@@ -218,41 +217,28 @@ def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints,
     """One method's run (as the CAE's: same encoder, corpus splits and training settings, with
     the method's overrides) and its encoder with a card naming the method and its options."""
     settings = PretrainingSettings.from_params(pretraining, method.training)
-    train_config, progress = settings.training, settings.progress
-    cfg = CaeConfig.for_windows(pretraining["cae"], unlabelled_windows)
+    train_config = settings.training
+    cfg = CaeConfig.for_windows(pretraining["cae"], unlabelled_windows)  # in_channels: the corpus's leads
     fs = float(preprocessing["signal"]["target_fs"])
     training = {**{k: v for k, v in pretraining["training"].items() if k != "nproc"}, **method.training}
     index = unlabelled_windows.index
-    records = index["record_id"].to_numpy()
     splits = {name: unlabelled_windows.split_indices(name) for name in ("train", "test")}
-    # Pairs of the held-out split come from their own seed stream, never the training pairs'.
-    inputs = {name: method.inputs(unlabelled_windows.split_view(name), records[rows], train_config.seed + offset)
-              for offset, (name, rows) in enumerate(splits.items())}
     with torch.random.fork_rng():
         torch.manual_seed(train_config.seed)
         model = method.build(cfg, fs)
-    task = method.task_strategy()
-    # As the CAE's key: what changes the weights, as the configs mark it (not the progress bar or
-    # the thread count), the method with its options, and the corpus.
+    # As the CAE's key: what changes the weights, as the configs mark it (not the progress bar,
+    # the thread count or the process count), the method with its options, and the corpus.
+    # A same_record key also says that a record's windows are no negatives of each other: runs
+    # from before that fix (their own window among the negatives) are not reused.
     key = f"pretraining/{method.name}/" + fingerprint(
         method.describe(), result_settings(cfg), result_settings(train_config), fs, unlabelled_windows.meta,
-        index[["record_id", "split"]].to_numpy(),
+        index[["record_id", "split"]].to_numpy(), *(["negatives: other records"] if method.paired else []),
     )
     params = {"method": method.name, "task": method.task, **{f"option.{k}": v for k, v in method.options.items()},
               **{f"train.{k}": v for k, v in training.items()}, "n_train": int(splits["train"].size),
               "n_test": int(splits["test"].size), "n_parameters": count_parameters(model)}
-    tags = {"stage": "pretraining", "arm": method.name}
-    run_name = f"{method.name}-pretraining"
-    arguments = (model, task, inputs["train"], None, {"test": (inputs["test"], None)}, train_config)
-    if run_checkpoints is not None and run_checkpoints.is_done(key):
-        result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress)
-        run_tracker.log_record(run_record(run_name, {**params, "device": result.device}, tags, result.history,
-                                          _held_out(result)))
-    else:
-        with run_tracker.start(run_name, params, tags) as run:
-            result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress,
-                         on_epoch_end=epoch_logger(run))
-            run.finish(_held_out(result), params={"device": result.device})
+    result = _run_method(method, model, (cfg, fs), unlabelled_windows, settings, run_checkpoints, run_tracker, key,
+                         (params, {"stage": "pretraining", "arm": method.name}))
     inputs_card = preprocessing_card(fs, cfg.window_length, index["lead"].unique())
     card = encoder_model_card(model.encoder.state_dict(), cfg, {
         **inputs_card,
@@ -265,6 +251,58 @@ def _pretrain_method(method: PretextMethod, unlabelled_windows, run_checkpoints,
     })
     weights = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
     return {"weights": weights, "card": card}, result.history
+
+
+def _run_method(method: PretextMethod, model, architecture: tuple[CaeConfig, float], unlabelled_windows,
+                settings: PretrainingSettings, run_checkpoints, run_tracker, key: str, identity: tuple[dict, dict]):
+    """Fit ``model`` with the method's task: reused when done, under DDP when the launch says so
+    (its MLflow run logged whole afterwards, as the CAE's), else here with a live MLflow run.
+    The held-out split's pairs (``same_record``) come from their own seed, never the training
+    pairs': seed + 0 for train, seed + 1 for test, in either path."""
+    params, tags = identity
+    train_config, launch, progress = settings.training, settings.launch, settings.progress
+    task, run_name = method.task_strategy(), f"{method.name}-pretraining"
+    seeds = {"train": train_config.seed, "test": train_config.seed + 1}
+    if method.paired:
+        _warn_single_record_splits(method, unlabelled_windows, list(seeds))
+    if launch.distributed:
+        splits = {name: StoreSplit(str(unlabelled_windows.path), name, seed if method.paired else None)
+                  for name, seed in seeds.items()}
+        result = fit_distributed(model, task, splits["train"], {"test": splits["test"]}, train_config, launch,
+                                 checkpoints=run_checkpoints, run_key=key, progress=progress,
+                                 model_spec=method.model_spec(*architecture))
+        run_tracker.log_record(run_record(run_name, {**params, "device": result.device}, tags, result.history,
+                                          _held_out(result)))
+        return result
+    records = unlabelled_windows.index["record_id"].to_numpy()
+    inputs = {name: method.inputs(unlabelled_windows.split_view(name),
+                                  records[unlabelled_windows.split_indices(name)], seed)
+              for name, seed in seeds.items()}
+    arguments = (model, task, *inputs["train"], {"test": inputs["test"]}, train_config)
+    if run_checkpoints is not None and run_checkpoints.is_done(key):
+        result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress)
+        run_tracker.log_record(run_record(run_name, {**params, "device": result.device}, tags, result.history,
+                                          _held_out(result)))
+        return result
+    with run_tracker.start(run_name, params, tags) as run:
+        result = fit(*arguments, checkpoints=run_checkpoints, run_key=key, progress=progress,
+                     on_epoch_end=epoch_logger(run))
+        run.finish(_held_out(result), params={"device": result.device})
+    return result
+
+
+def _warn_single_record_splits(method: PretextMethod, unlabelled_windows, splits: list[str]) -> None:
+    """A same_record split of one record has no negatives (a record's windows are none of each
+    other's): its loss is 0 at every epoch, so it can neither train nor choose an epoch."""
+    records = unlabelled_windows.index["record_id"].to_numpy()
+    for name in splits:
+        n_records = np.unique(records[unlabelled_windows.split_indices(name)]).size
+        if n_records < 2:
+            logger.warning(
+                "pretraining.methods.%s: the corpus's %s split holds %d record(s); with positives: same_record "
+                "its windows have no negatives (other records), so its loss is 0 and means nothing. Use a corpus "
+                "with more records (preprocessing.unlabelled_splits) or another method.", method.name, name, n_records,
+            )
 
 
 def _held_out(result) -> dict[str, float]:
