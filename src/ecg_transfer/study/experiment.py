@@ -388,7 +388,7 @@ def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResu
     task = task if task is not None else arm_task(data.task, classes)
     histories, predictions, records = [], [], []
     for planned, result in zip(plan, results):
-        _check_honest_predictions(arm, planned, result, honest_monitor(task))
+        _check_honest_predictions(arm, planned, result, task)
         history = result.history.assign(fraction=planned.fraction, arm=arm, trial=planned.trial)
         histories.append(history)
         predictions.append(prediction_table(result, data, classes, fraction=planned.fraction, arm=arm,
@@ -404,11 +404,12 @@ def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResu
     )
 
 
-def _check_honest_predictions(arm: str, planned: PlannedRun, result: FitResult, monitor: tuple[str, str]) -> None:
+def _check_honest_predictions(arm: str, planned: PlannedRun, result: FitResult, task: Task) -> None:
     if "honest" not in (result.predictions or {}):
         return
+    monitor = honest_monitor(task)
     try:
-        check_honest_epoch(result.history, result.predictions, monitor)
+        check_honest_epoch(result.history, result.predictions, monitor, task)
     except ValueError as error:
         raise ValueError(
             f"{arm}: run fraction={planned.fraction:g}, trial={planned.trial} ({planned.key}): {error}; the "
