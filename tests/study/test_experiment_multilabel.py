@@ -191,3 +191,15 @@ def test_arm_data_refuses_targets_of_the_wrong_shape_for_its_task():
         replace(data, task="single")
     with pytest.raises(ValueError, match="task must be one of"):
         replace(data, task="multi")
+
+
+def test_stacked_trials_and_a_rerun_give_the_same_multilabel_runs(multilabel_runs, tmp_path):
+    data, one_by_one = multilabel_runs
+    store = CheckpointStore(tmp_path)
+    stacked = run_arm("random", _make_model, data, _samples(), CONFIG, LABELS, store, "fp", progress=False,
+                      batch_trials=2)
+    reused = run_arm("random", _make_model, data, _samples(), CONFIG, LABELS, store, "fp", progress=False,
+                     batch_trials=2)
+    pd.testing.assert_frame_equal(stacked.predictions, reused.predictions)
+    assert [r["metrics"] for r in stacked.records] == [r["metrics"] for r in reused.records]
+    pd.testing.assert_frame_equal(stacked.predictions, one_by_one.predictions, check_exact=False, atol=1e-5)
