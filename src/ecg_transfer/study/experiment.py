@@ -38,7 +38,12 @@ from ecg_transfer.training.batched import (
 from ecg_transfer.training.checkpoints import CheckpointStore, run_once
 from ecg_transfer.training.engine import FitResult, TrainConfig, fit
 from ecg_transfer.training.loop import check_honest_epoch
-from ecg_transfer.training.tasks import ClassificationTask, MultiLabelTask, Task, balanced_class_weights
+from ecg_transfer.training.tasks import (
+    ClassificationTask,
+    MultiLabelTask,
+    Task,
+    balanced_class_weights,
+)
 from ecg_transfer.typed_config import config_from_params
 
 logger = logging.getLogger(__name__)
@@ -554,13 +559,15 @@ def _run_record(arm: str, planned: PlannedRun, data: ArmData, config: TrainConfi
     params.update({"device": result.device, **{f"train.{k}": v for k, v in asdict(config).items() if k != "seed"}})
     return run_record(name, params, tags, history, final)
 
+
 def _multilabel_summary(history: pd.DataFrame, task: Task, lci_eps: float = 1e-8) -> dict[str, float]:
     """The scores of :data:`FINAL_METRICS` of one multi-label run, by the summaries' rules: the
     best test value of each metric over the epochs; the honest epoch = the best validation
     headline (auroc_macro; earliest on ties) and the test scores there; the LCI of the test
     auroc_macro curve. (A stand-in while ``summarise_runs`` reads single-label histories only.)"""
     test = history[history["split"] == "test"].set_index("epoch").sort_index()
-    val = history[history["split"] == "val"].set_index("epoch").sort_index().get(task.headline_metric, pd.Series(dtype=float))
+    val = history[history["split"] == "val"].set_index("epoch").sort_index()
+    val = val[task.headline_metric] if task.headline_metric in val else pd.Series(dtype=float)
     metrics = [metric for metric in ("auroc_macro", "f1_macro") if metric in test]  # no F1 without a val split
     summary = {f"best_test_{metric}": float(test[metric].max()) for metric in metrics}
     if val.notna().any() and int(val.idxmax()) in test.index:  # idxmax: NaN-skipping, earliest maximum
