@@ -10,13 +10,24 @@ import pandas as pd
 import pytest
 import torch
 
+from ecg_transfer.datasets.raw_ecg import PhysioNetWfdbDataset
+from ecg_transfer.datasets.window_store_dataset import WindowStoreDataset
 from ecg_transfer.models.cae import CaeConfig, Encoder
 from ecg_transfer.models.weights import encoder_model_card
+from ecg_transfer.pipelines.finetuning.nodes import draw_bootstrap_samples, train_arm
 from ecg_transfer.pipelines.finetuning.pipeline import create_pipeline
+from ecg_transfer.pipelines.ingestion.nodes import check_labelled_records, scan_labelled_records
+from ecg_transfer.pipelines.preprocessing.nodes import (
+    assign_labelled_splits,
+    decide_label_classes,
+    window_labelled_records,
+)
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
+from ecg_transfer.study.arms import arm_registry
 from ecg_transfer.study.run_settings import check_arm_settings
 from ecg_transfer.training.tasks import MultiLabelTask
-from tests.pipelines.conftest import make_catalog, run, shrunk_parameters
+from tests.fixtures.multilabel_wfdb import CODES, write_multilabel_wfdb_folder
+from tests.pipelines.conftest import RecordingTracker, make_catalog, run, shrunk_parameters
 
 LABELS = ["SR", "AF", "LBBB"]
 ARMS = ("random", "transfer_frozen", "image")
@@ -124,3 +135,35 @@ def test_balanced_class_weighting_is_refused_for_a_multilabel_store(finetuned, t
         run(PIPELINE.only_nodes("random.train_arm"),
             _catalog(tmp_path, params, store, bootstrap_samples=catalog.load("bootstrap_samples")))
     assert not (tmp_path / "data/06_models/checkpoints").exists()
+
+
+def test_a_12_lead_cinc_style_folder_trains_the_window_arm_on_every_lead(tmp_path):
+    """From the generated 12-lead folder (SNOMED codes on ``# Dx:``) through the label decision,
+    the splits and the windows (all 12 leads) to the random window arm: one output per label
+    that kept enough patients (LPR, two patients, is left out)."""
+    params = shrunk_parameters()
+    params["preprocessing"].update(task="multilabel", leads="all")
+    params["preprocessing"]["labelled_splits"].update(test_fraction=0.2, val_fraction=0.15, seed=3)
+    params["study"].update(fractions=[1.0], n_trials=1)
+    write_multilabel_wfdb_folder(tmp_path / "wfdb", n_patients=40)
+    source = PhysioNetWfdbDataset(path=str(tmp_path / "wfdb"), task="multilabel", label_set=CODES,
+                                  progress=False).load()
+    manifest = check_labelled_records(source, *scan_labelled_records(source, params["preprocessing"]))
+    classes, decisions = decide_label_classes(manifest, params["preprocessing"])
+    splits = assign_labelled_splits(manifest, decisions, params["preprocessing"])
+    dataset = WindowStoreDataset(str(tmp_path / "labelled_windows"))
+    dataset.save(window_labelled_records(source, splits, classes, manifest, params["preprocessing"]))
+    store = dataset.load()
+    assert store.task == "multilabel" and store.windows.shape[1] == 12 and "LPR" not in classes
+
+    spec = arm_registry(params["study"]["arms"])["random"]
+    histories, predictions, settings = train_arm(
+        spec, store, classes, draw_bootstrap_samples(store, params["study"]), None, RecordingTracker(),
+        params["study"], params["finetuning"], pretraining=params["pretraining"])
+    assert set(MultiLabelTask(classes).metric_columns) <= set(histories.columns)
+    assert [c for c in predictions.columns if c.startswith(("target_", "prob_"))] == [
+        *(f"target_{name}" for name in classes), *(f"prob_{name}" for name in classes)]
+    targets = pd.DataFrame(store.label_targets(classes), index=store.index["record_id"]).groupby(level=0).first()
+    np.testing.assert_array_equal(predictions[[f"target_{name}" for name in classes]].to_numpy(),
+                                  targets.loc[predictions["record_id"]].to_numpy())
+    assert settings["classes"] == classes
