@@ -200,6 +200,20 @@ def test_per_class_metrics_of_any_label_reach_mlflow_under_safe_names_with_the_m
         k: v for k, v in done.data.params.items() if k.startswith("class_name.")}
 
 
+def test_per_label_auroc_of_a_multilabel_run_reaches_mlflow_under_safe_names(tracker, client):
+    """Issue 19: a multi-label history has ``auroc_<label>`` beside ``f1_<label>``."""
+    from ecg_transfer.signals.classes import safe_class_name
+
+    rows = [{"epoch": 1, "split": "val", "loss": 1.0, "auroc_macro": 0.7, "auroc_AF+flutter": 0.6, "auroc_SR": 0.8}]
+    with tracker.start("multilabel") as run:
+        run.on_epoch_end(1, pd.DataFrame(rows))
+        run.finish({"honest_test_auroc_macro": 0.75})
+    done = client.get_run(run.run_id)
+    assert done.data.metrics == {"val_loss": 1.0, "val_auroc_macro": 0.7, "val_auroc_SR": 0.8,
+                                 f"val_auroc_{safe_class_name('AF+flutter')}": 0.6, "honest_test_auroc_macro": 0.75}
+    assert done.data.params[f"class_name.{safe_class_name('AF+flutter')}"] == "AF+flutter"
+
+
 def test_a_server_where_nothing_listens_is_an_error_naming_it_at_once(tmp_path):
     import socket
     import time as clock

@@ -10,7 +10,7 @@ from ecg_transfer.training.engine import TrainConfig, evaluate, fit, learning_ra
 from ecg_transfer.training.loop import check_honest_epoch
 from ecg_transfer.training.metrics import classification_metrics
 from ecg_transfer.training.replicas import LocalReplicas
-from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
+from ecg_transfer.training.tasks import ClassificationTask, MultiLabelTask, ReconstructionTask
 from tests.tiny import TINY_CAE
 
 TINY = TINY_CAE
@@ -435,6 +435,17 @@ def test_a_classifier_monitors_val_by_default_and_its_honest_predictions_come_fr
     with pytest.raises(ValueError, match="epoch 2, but .* epoch 1"):
         check_honest_epoch(history, predictions, ("val", "f1_weighted"))
     assert check_honest_epoch(history, {"honest": {"epoch": 1}}, ("val", "f1_weighted")) == 1
+
+
+def test_the_honest_epoch_check_takes_the_direction_of_the_tasks_monitor():
+    """A (split, metric) monitor is read in its task's direction: the best multi-label
+    auroc_macro is the highest, the best reconstruction mse the lowest."""
+    history = pd.DataFrame({"epoch": [1, 2, 3], "split": "val", "auroc_macro": [0.6, 0.8, 0.7],
+                            "mse": [0.5, 0.2, 0.3]})
+    assert check_honest_epoch(history, {"honest": {"epoch": 2}}, ("val", "auroc_macro"), MultiLabelTask(["AF"])) == 2
+    assert check_honest_epoch(history, {"honest": {"epoch": 2}}, ("val", "mse"), ReconstructionTask()) == 2
+    with pytest.raises(ValueError, match="best val mse in the history is at epoch 1"):
+        check_honest_epoch(history, {"honest": {"epoch": 2}}, ("val", "mse"))  # no task: higher is better
 
 
 def test_reconstruction_keeps_its_held_out_monitor():

@@ -1,6 +1,10 @@
 """One arm of the starvation experiment: for every training fraction and trial, train on that
 trial's bootstrap sample and evaluate every epoch on the fixed validation and test splits.
 
+The labelled data is single-label (one class per window: cross-entropy, the paper's) or
+multi-label (a 0/1 target per label, ``preprocessing.task: multilabel``: binary cross-entropy);
+:attr:`ArmData.task` says which, and every step below follows it (:func:`arm_task`).
+
 Every arm goes through :func:`run_arm` and the one training engine, so arms differ only in the
 model their recipe builds: same samples, same seeds, same optimiser, same evaluation. The runs
 are planned as data first (:func:`plan_runs`), then trained alone or in stacked groups
@@ -21,6 +25,7 @@ from torch import nn
 
 from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.arms import ArmSpec
+from ecg_transfer.study.lci import learning_curve_index
 from ecg_transfer.study.summaries import HONEST_MONITOR, summarise_runs
 from ecg_transfer.tracking import NullTracker, Tracker, epoch_logger
 from ecg_transfer.training.batched import (
@@ -33,7 +38,12 @@ from ecg_transfer.training.batched import (
 from ecg_transfer.training.checkpoints import CheckpointStore, run_once
 from ecg_transfer.training.engine import FitResult, TrainConfig, fit
 from ecg_transfer.training.loop import check_honest_epoch
-from ecg_transfer.training.tasks import ClassificationTask, balanced_class_weights
+from ecg_transfer.training.tasks import (
+    ClassificationTask,
+    MultiLabelTask,
+    Task,
+    balanced_class_weights,
+)
 from ecg_transfer.typed_config import config_from_params
 
 logger = logging.getLogger(__name__)
@@ -42,6 +52,14 @@ SPLITS = ("train", "val", "test")
 PREDICTION_SELECTIONS = ("honest", "best_test")
 CLASS_WEIGHTINGS = ("none", "balanced")
 WINDOWS_PER_EPOCH = ("all", "one_per_record")
+# What a label of the labelled data is (preprocessing.task): one class per window, or a label set.
+TASK_KINDS = ("single", "multilabel")
+# The scores a run's MLflow record carries, per task kind, when its summary row has them.
+FINAL_METRICS = {
+    "single": ("best_test_f1_weighted", "honest_test_f1_weighted", "best_test_f1_macro", "honest_test_f1_macro", "lci"),
+    "multilabel": ("best_test_auroc_macro", "honest_test_auroc_macro", "best_test_f1_macro", "honest_test_f1_macro",
+                   "lci"),
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,9 @@ class ArmData:
     """Inputs of one arm: the training split (indexed by the bootstrap positions), and the fixed
     validation and test splits. x are windows (N, L) or feature vectors (N, F); ``*_records``
     hold each row's record id (a record may give several windows); ``train_records`` lets an
-    epoch train one window per drawn record (``finetuning.windows_per_epoch``)."""
+    epoch train one window per drawn record (``finetuning.windows_per_epoch``). ``task``
+    (:data:`TASK_KINDS`): "single", y are class indices (N,); "multilabel", y are 0/1 targets
+    (N, K), one column per label."""
 
     train_x: Any
     train_y: np.ndarray
@@ -60,6 +80,16 @@ class ArmData:
     val_records: np.ndarray | None = None
     test_records: np.ndarray | None = None
     train_records: np.ndarray | None = None
+    task: str = "single"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_KINDS:
+            raise ValueError(f"ArmData: task must be one of {TASK_KINDS}, got {self.task!r}")
+        dims = {split: np.ndim(getattr(self, f"{split}_y")) for split in SPLITS}
+        wanted = 2 if self.task == "multilabel" else 1
+        if any(ndim != wanted for ndim in dims.values()):
+            shape = "(N, K) 0/1 targets" if wanted == 2 else "(N,) class indices"
+            raise ValueError(f"ArmData: a {self.task} task needs {shape} in every split; the y have {dims} dimensions")
 
     def eval_split(self, split: str) -> tuple:
         """``(x, y)``, or ``(x, y, record_ids)`` when some record gives several windows, so the
@@ -72,8 +102,11 @@ class ArmData:
 
 def labelled_arm_data(labelled_windows, classes: Sequence[str], inputs: np.ndarray | None = None) -> ArmData:
     """The labelled set by split, in memory. ``inputs``, rows aligned with the window store (e.g.
-    image features), replaces the windows."""
-    codes = labelled_windows.label_codes(list(classes))
+    image features), replaces the windows. A multi-label store (``task: multilabel``) gives
+    (N, K) targets over ``classes`` (its labels with enough positives), else class indices."""
+    task = "multilabel" if labelled_windows.task == "multilabel" else "single"
+    codes = (labelled_windows.label_targets(list(classes)) if task == "multilabel"
+             else labelled_windows.label_codes(list(classes)))
     record_ids = labelled_windows.index["record_id"].to_numpy(dtype=object)
     parts: dict[str, Any] = {}
     for split in SPLITS:
@@ -81,7 +114,43 @@ def labelled_arm_data(labelled_windows, classes: Sequence[str], inputs: np.ndarr
         parts[f"{split}_x"] = labelled_windows.take(rows) if inputs is None else inputs[rows]
         parts[f"{split}_y"] = codes[rows]
         parts[f"{split}_records"] = record_ids[rows]
-    return ArmData(**parts)
+    return ArmData(**parts, task=task)
+
+
+def arm_task(kind: str, classes: Sequence[str], class_weights: Sequence[float] | None = None) -> Task:
+    """The training task of labelled data of ``kind`` (:data:`TASK_KINDS`): cross-entropy over
+    ``classes`` (weighted by ``class_weights``), or binary cross-entropy per label of
+    ``classes`` for "multilabel", which takes no class weights."""
+    if kind not in TASK_KINDS:
+        raise ValueError(f"task must be one of {TASK_KINDS}, got {kind!r}")
+    if kind == "single":
+        return ClassificationTask(classes, class_weights)
+    if class_weights is not None:
+        raise ValueError(
+            "finetuning.class_weighting: a multi-label task (preprocessing.task: multilabel) trains with binary "
+            "cross-entropy per label and takes no class weights; set finetuning.class_weighting: none"
+        )
+    return MultiLabelTask(classes)
+
+
+def honest_monitor(task: Task) -> tuple[str, str]:
+    """The study's honest rule for ``task``: its headline metric on the validation split, the
+    best epoch (earliest on ties). Single-label: :data:`HONEST_MONITOR` (val f1_weighted);
+    multi-label: val auroc_macro."""
+    return HONEST_MONITOR[0], task.headline_metric
+
+
+def check_monitor_metric(task: Task, train_config: TrainConfig) -> None:
+    """Refuse a ``monitor_metric`` the task does not score before anything trains: e.g.
+    f1_weighted (single-label) under a multi-label task. Unset, a run keeps the epoch of the
+    task's headline metric, as the study's honest scores do."""
+    metric = train_config.monitor_metric
+    if metric is not None and metric not in ("loss", *task.metric_columns):
+        raise ValueError(
+            f"finetuning.training.monitor_metric: {metric!r} is not scored by the {task.name} task (it scores loss, "
+            f"{', '.join(task.metric_columns)}); leave it unset so that each run keeps its best validation "
+            f"{task.headline_metric} epoch, the study's honest rule"
+        )
 
 
 def labelled_fingerprint(labelled_windows) -> str:
@@ -203,16 +272,18 @@ def run_arm(
     earlier is logged whole; a run another worker trained is left to that worker's log.
 
     ``class_weights`` (one per class; None = plain cross-entropy): the loss of every run
-    (``FinetuningConfig.class_weighting``).
+    (``FinetuningConfig.class_weighting``); a multi-label ``data`` (``data.task``) takes none.
 
     ``windows_per_epoch`` (``FinetuningConfig.windows_per_epoch``): "all" trains every window of
     a run's sample every epoch; "one_per_record" one random window per drawn record copy
     (needs ``data.train_records``).
     """
     recipe = make_model if isinstance(make_model, ModelRecipe) else ModelRecipe(make_model)
+    task = arm_task(data.task, tuple(classes), class_weights)
+    check_monitor_metric(task, train_config)
     plan = plan_runs(arm, bootstrap_samples, data_fingerprint, _epoch_records(windows_per_epoch, data))
-    trainer = _ArmTrainer(arm, recipe, data, tuple(classes), plan, train_config, checkpoints, progress,
-                          tracker if tracker is not None else NullTracker(), class_weights)
+    trainer = _ArmTrainer(arm, recipe, data, task, plan, train_config, checkpoints, progress,
+                          tracker if tracker is not None else NullTracker())
     # Parallel workers on one folder split the runs (a claim per run key); this worker still
     # returns every run, collecting those trained elsewhere.
     at_once = _trials_at_once(batch_trials, arm, recipe, plan, data, train_config)
@@ -221,7 +292,7 @@ def run_arm(
         results = run_once(checkpoints, keys, trainer.train_one)
     else:
         results = run_groups_once(checkpoints, keys, trial_groups(plan, at_once), trainer.train_group)
-    runs = collect_runs(arm, plan, results, data, classes, train_config)
+    runs = collect_runs(arm, plan, results, data, classes, train_config, task)
     for index, record in enumerate(runs.records):
         if trainer.outcome.get(index) == "reused":
             trainer.tracker.log_record(record)
@@ -233,12 +304,11 @@ class _ArmTrainer:
     """Trains planned runs of one arm, alone (:meth:`train_one`) or stacked (:meth:`train_group`),
     with one MLflow child run each, and notes what resume did with each."""
 
-    def __init__(self, arm: str, recipe: ModelRecipe, data: ArmData, classes: tuple[str, ...], plan: list[PlannedRun],
+    def __init__(self, arm: str, recipe: ModelRecipe, data: ArmData, task: Task, plan: list[PlannedRun],
                  train_config: TrainConfig, checkpoints: CheckpointStore | None, progress: bool,
-                 tracker: Tracker, class_weights: Sequence[float] | None = None) -> None:
-        self.arm, self.recipe, self.data, self.plan = arm, recipe, data, plan
+                 tracker: Tracker) -> None:
+        self.arm, self.recipe, self.data, self.plan, self.task = arm, recipe, data, plan, task
         self.train_config, self.checkpoints, self.progress, self.tracker = train_config, checkpoints, progress, tracker
-        self.task = ClassificationTask(classes, class_weights)
         self.evals = {split: data.eval_split(split) for split in ("val", "test")}
         self.outcome: dict[int, str] = {}
         self.done_at_start = {run.key for run in plan if self._done(run)}
@@ -267,7 +337,7 @@ class _ArmTrainer:
     def finish_run(self, run, index: int, result: FitResult) -> None:
         planned = self.plan[index]
         history = result.history.assign(fraction=planned.fraction, arm=self.arm, trial=planned.trial)
-        record = _run_record(self.arm, planned, self.data, self.config_of(index), result, history)
+        record = _run_record(self.arm, planned, self.data, self.config_of(index), result, history, self.task)
         run.finish(record["metrics"], params=record["params"])
 
     def train_one(self, index: int) -> FitResult:
@@ -315,19 +385,21 @@ class _ArmTrainer:
 
 
 def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResult], data: ArmData,
-                 classes: Sequence[str], train_config: TrainConfig) -> ArmRuns:
+                 classes: Sequence[str], train_config: TrainConfig, task: Task | None = None) -> ArmRuns:
     """The arm's histories, predictions and run records, in plan order. A run's saved "honest"
-    predictions must come from the epoch the summaries call honest (:data:`HONEST_MONITOR`):
-    ValueError naming the run otherwise (e.g. trained with ``monitor_metric: loss``)."""
+    predictions must come from the epoch the summaries call honest (:func:`honest_monitor`):
+    ValueError naming the run otherwise (e.g. trained with ``monitor_metric: loss``). ``task``:
+    the runs' (None: :func:`arm_task` of ``data.task``)."""
+    task = task if task is not None else arm_task(data.task, classes)
     histories, predictions, records = [], [], []
     for planned, result in zip(plan, results):
-        _check_honest_predictions(arm, planned, result)
+        _check_honest_predictions(arm, planned, result, task)
         history = result.history.assign(fraction=planned.fraction, arm=arm, trial=planned.trial)
         histories.append(history)
         predictions.append(prediction_table(result, data, classes, fraction=planned.fraction, arm=arm,
                                             trial=planned.trial))
         # The config as the run was made: the arm's, with the run's own seed.
-        records.append(_run_record(arm, planned, data, replace(train_config, seed=planned.seed), result, history))
+        records.append(_run_record(arm, planned, data, replace(train_config, seed=planned.seed), result, history, task))
     columns = ["fraction", "arm", "trial"]
     history = pd.concat(histories, ignore_index=True)
     return ArmRuns(
@@ -337,16 +409,17 @@ def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResu
     )
 
 
-def _check_honest_predictions(arm: str, planned: PlannedRun, result: FitResult) -> None:
+def _check_honest_predictions(arm: str, planned: PlannedRun, result: FitResult, task: Task) -> None:
     if "honest" not in (result.predictions or {}):
         return
+    monitor = honest_monitor(task)
     try:
-        check_honest_epoch(result.history, result.predictions, HONEST_MONITOR)
+        check_honest_epoch(result.history, result.predictions, monitor, task)
     except ValueError as error:
         raise ValueError(
             f"{arm}: run fraction={planned.fraction:g}, trial={planned.trial} ({planned.key}): {error}; the "
-            f"study's honest scores select on {HONEST_MONITOR[0]} {HONEST_MONITOR[1]} (monitor_split: "
-            f"{HONEST_MONITOR[0]}, monitor_metric: {HONEST_MONITOR[1]} or unset)"
+            f"study's honest scores select on {monitor[0]} {monitor[1]} (monitor_split: "
+            f"{monitor[0]}, monitor_metric: {monitor[1]} or unset)"
         ) from error
 
 
@@ -412,7 +485,12 @@ def prediction_table(
     result: FitResult, data: ArmData, classes: Sequence[str], **keys: Any
 ) -> pd.DataFrame:
     """The class probabilities a run gave at its honest (best-validation) epoch and at the
-    paper's best-test epoch, one row per (selection, split, record), with the true label."""
+    paper's best-test epoch, one row per (selection, split, record), with the true label.
+
+    Columns: ``keys`` (fraction, arm, trial), selection, epoch, split, record_id, label, then
+    ``prob_<class>`` per class (softmax). A multi-label ``data`` (``data.task``): ``label`` is
+    the record's labels joined by ";" in class order ("" for none), then ``target_<label>``
+    (0/1) per label, then ``prob_<label>`` per label (sigmoid), all in class order."""
     frames = []
     for selection in PREDICTION_SELECTIONS:
         chosen = (result.predictions or {}).get(selection)
@@ -432,7 +510,10 @@ def prediction_table(
             else:
                 continue
             frame = pd.DataFrame(probabilities, columns=[f"prob_{name}" for name in classes])
-            frame.insert(0, "label", np.asarray(classes, dtype=object)[labels])
+            if data.task == "multilabel":
+                frame = _with_targets(frame, labels, classes)
+            else:
+                frame.insert(0, "label", np.asarray(classes, dtype=object)[labels])
             frame.insert(0, "record_id", [str(record) for record in record_ids])
             frame.insert(0, "split", split)
             frame.insert(0, "epoch", int(chosen["epoch"]))
@@ -442,6 +523,16 @@ def prediction_table(
     for position, (name, value) in enumerate(keys.items()):
         table.insert(position, name, value)
     return table
+
+
+def _with_targets(probabilities: pd.DataFrame, targets: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+    """``label`` (the row's labels joined by ";" in class order), ``target_<label>`` per label,
+    then the ``prob_<label>`` columns: a multi-label prediction table's columns."""
+    targets = np.asarray(targets, dtype=np.int64).reshape(len(probabilities), len(classes))
+    names = np.asarray(classes, dtype=object)
+    label = [";".join(names[row.astype(bool)]) for row in targets]
+    target_columns = pd.DataFrame(targets, columns=[f"target_{name}" for name in classes])
+    return pd.concat([pd.DataFrame({"label": label}), target_columns, probabilities], axis=1)
 
 
 def _run_identity(arm: str, planned: PlannedRun, data: ArmData) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -457,17 +548,36 @@ def _run_identity(arm: str, planned: PlannedRun, data: ArmData) -> tuple[str, di
 
 
 def _run_record(arm: str, planned: PlannedRun, data: ArmData, config: TrainConfig, result: FitResult,
-                history: pd.DataFrame) -> dict[str, Any]:
-    summary = summarise_runs(history).iloc[0]
+                history: pd.DataFrame, task: Task) -> dict[str, Any]:
+    summary = summarise_runs(history).iloc[0] if data.task == "single" else _multilabel_summary(history, task)
     final = {
         name: float(summary[name])
-        for name in ("best_test_f1_weighted", "honest_test_f1_weighted", "best_test_f1_macro",
-                     "honest_test_f1_macro", "lci")
+        for name in FINAL_METRICS[data.task]
         if name in summary and pd.notna(summary[name])
     }
     name, params, tags = _run_identity(arm, planned, data)
     params.update({"device": result.device, **{f"train.{k}": v for k, v in asdict(config).items() if k != "seed"}})
     return run_record(name, params, tags, history, final)
+
+
+def _multilabel_summary(history: pd.DataFrame, task: Task, lci_eps: float = 1e-8) -> dict[str, float]:
+    """The scores of :data:`FINAL_METRICS` of one multi-label run, by the summaries' rules: the
+    best test value of each metric over the epochs; the honest epoch = the best validation
+    headline (auroc_macro; earliest on ties) and the test scores there; the LCI of the test
+    auroc_macro curve. (A stand-in while ``summarise_runs`` reads single-label histories only.)"""
+    test = history[history["split"] == "test"].set_index("epoch").sort_index()
+    val = history[history["split"] == "val"].set_index("epoch").sort_index()
+    val = val[task.headline_metric] if task.headline_metric in val else pd.Series(dtype=float)
+    metrics = [metric for metric in ("auroc_macro", "f1_macro") if metric in test]  # no F1 without a val split
+    summary = {f"best_test_{metric}": float(test[metric].max()) for metric in metrics}
+    if val.notna().any() and int(val.idxmax()) in test.index:  # idxmax: NaN-skipping, earliest maximum
+        honest = test.loc[int(val.idxmax())]
+        summary.update({f"honest_test_{metric}": float(honest[metric]) for metric in metrics})
+    curve = test[task.headline_metric].to_numpy(dtype=float)
+    if curve.size >= 2 and not np.isnan(curve).any():
+        summary["lci"] = learning_curve_index(curve, eps=lci_eps)
+    return summary
+
 
 def training_settings(train_config: TrainConfig) -> dict[str, Any]:
     """The training settings that change an arm's results (the per-run seed aside)."""
@@ -559,11 +669,20 @@ class FinetuningConfig:
                 f"finetuning.class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}"
             )
 
-    def class_weights(self, train_y: np.ndarray, n_classes: int) -> np.ndarray | None:
+    def class_weights(self, train_y: np.ndarray, n_classes: int, task: str = "single") -> np.ndarray | None:
         """The loss's class weights: None ("none", the paper's plain cross-entropy) or, for
         "balanced", ``n / (n_classes * n_c)`` from the training split's labels (every bootstrap
-        sample is drawn from it stratified, so each has its class shares up to rounding)."""
-        return balanced_class_weights(train_y, n_classes) if self.class_weighting == "balanced" else None
+        sample is drawn from it stratified, so each has its class shares up to rounding).
+        A multi-label ``task`` (binary cross-entropy per label) takes none: "balanced" is refused."""
+        if self.class_weighting != "balanced":
+            return None
+        if task == "multilabel":
+            raise ValueError(
+                "finetuning.class_weighting: balanced weighs the classes of a single-label cross-entropy; a "
+                "multi-label task (preprocessing.task: multilabel) trains with binary cross-entropy per label and "
+                "takes no class weights; set finetuning.class_weighting: none"
+            )
+        return balanced_class_weights(train_y, n_classes)
 
     @classmethod
     def from_params(cls, finetuning: Mapping[str, Any]) -> FinetuningConfig:

@@ -2,7 +2,8 @@
 spaces in a metric or param name (at most 250 characters, not a path like ``..``), while the
 history keeps the user's label text (``f1_~``, ``f1_AF+flutter``).
 
-Per-class columns (``[<split>_]f1_<label>``, ``training.metrics``) are logged under the class's
+Per-class columns (``[<split>_]f1_<label>``, and a multi-label run's ``auroc_<label>``;
+``training.metrics``) are logged under the class's
 safe name (:func:`ecg_transfer.signals.classes.safe_class_name`): ``train_f1_class-fb3c6e4d``;
 the run records the mapping as params ``class_name.<safe name>`` = the label. Every other name
 is checked as it is: one MLflow would refuse raises :class:`ValueError` when the metrics are
@@ -19,7 +20,7 @@ from ecg_transfer.signals.classes import safe_class_name
 
 MAX_KEY_LENGTH = 250  # mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH
 _MLFLOW_NAME = re.compile(r"[/\w.\- :]*")  # mlflow.utils.validation.validate_param_and_metric_name
-_PER_CLASS = re.compile(r"(?P<head>(?:.*?_)?f1_)(?P<label>.+)", re.DOTALL)
+_PER_CLASS = re.compile(r"(?P<head>(?:.*?_)?(?:f1|auroc)_)(?P<label>.+)", re.DOTALL)
 _SUMMARY_F1 = {"weighted", "macro", "micro"}
 
 
@@ -47,7 +48,7 @@ def check_key(key: str, source: str) -> str:
 
 def metric_key(name: str) -> tuple[str, str | None]:
     """(the MLflow key of the metric ``name``, the class label it names or None). A per-class
-    ``...f1_<label>`` gets the label's safe name; any name is checked (:func:`check_key`)."""
+    ``...f1_<label>`` or ``...auroc_<label>`` gets the label's safe name; any name is checked (:func:`check_key`)."""
     match = _PER_CLASS.fullmatch(name)
     if match is None or match["label"] in _SUMMARY_F1:
         return check_key(name, f"the metric {name!r}"), None

@@ -468,14 +468,16 @@ def finished_result(model: nn.Module, done: Mapping[str, Any], task: Task) -> Fi
                   done.get("resumed_from_epoch"))
 
 
-def check_honest_epoch(history: pd.DataFrame, predictions: Mapping[str, Any], monitor: Monitor | Sequence) -> int:
+def check_honest_epoch(history: pd.DataFrame, predictions: Mapping[str, Any], monitor: Monitor | Sequence,
+                       task: Task | None = None) -> int:
     """The epoch of the saved "honest" predictions, checked against ``history``: it must be the
-    monitor's best epoch (earliest on ties), e.g. the best validation f1_weighted. ``monitor``:
-    a :class:`Monitor` or ``(split, metric)`` (then lower is better for "loss" only).
-    ValueError naming both epochs otherwise (predictions selected on another split)."""
+    monitor's best epoch (earliest on ties), e.g. the best validation f1_weighted (single-label)
+    or auroc_macro (multi-label). ``monitor``: a :class:`Monitor` or ``(split, metric)``, whose
+    direction is then the ``task``'s (``lower_is_better``; without a task lower is better for
+    "loss" only). ValueError naming both epochs otherwise (predictions selected on another split)."""
     if not isinstance(monitor, Monitor):
         split, metric = monitor
-        monitor = Monitor(split, metric, metric == "loss")
+        monitor = Monitor(split, metric, task.lower_is_better(metric) if task is not None else metric == "loss")
     rows = history[history["split"] == monitor.split]
     if rows.empty or monitor.metric not in rows:
         raise ValueError(f"check_honest_epoch: the history has no {monitor.split!r} {monitor.metric} rows")

@@ -59,7 +59,9 @@ def train_arm(
     **kind_inputs: Any,
 ) -> ArmOutputs:
     """Train arm ``spec`` at every fraction and trial; ``kind_inputs`` are what its input kind
-    reads from the catalog (input_kinds.py)."""
+    reads from the catalog (input_kinds.py). The store's ``task`` decides the loss: one class
+    per window (cross-entropy), or under ``preprocessing.task: multilabel`` a 0/1 target per
+    label of ``label_classes`` (binary cross-entropy; study/experiment.py, ``arm_task``)."""
     check_arm_unchanged(spec, study)
     design = StudyConfig.from_params(study)
     config = FinetuningConfig.from_params(finetuning)
@@ -77,7 +79,7 @@ def train_arm(
         spec.name, prepared.recipe, prepared.data, bootstrap_samples, config.training, label_classes,
         run_checkpoints, data_fingerprint, progress=config.progress,
         batch_trials=design.batch_trials, tracker=run_tracker,
-        class_weights=config.class_weights(prepared.data.train_y, len(label_classes)),
+        class_weights=config.class_weights(prepared.data.train_y, len(label_classes), prepared.data.task),
         windows_per_epoch=config.windows_per_epoch,
     )
     settings = arm_settings(
