@@ -38,7 +38,11 @@ import torch
 import yaml
 
 from ecg_transfer.models.cae import CaeConfig, Encoder
-from ecg_transfer.signals.preprocess import PreprocessConfig, labelled_record_windows, windows_from_unlabelled_records
+from ecg_transfer.signals.preprocess import (
+    PreprocessConfig,
+    labelled_record_windows,
+    windows_from_unlabelled_records,
+)
 from ecg_transfer.signals.splits import assign_splits
 from ecg_transfer.signals.synthetic import simulate_chapman_release, simulate_monitor_corpus
 from ecg_transfer.study.tables import to_markdown
