@@ -14,7 +14,6 @@ from ecg_transfer.models.classifier import FeatureClassifier
 from ecg_transfer.study.experiment import (
     ArmData,
     FinetuningConfig,
-    _multilabel_summary,
     arm_task,
     honest_monitor,
     run_arm,
@@ -134,20 +133,20 @@ def test_multilabel_run_records_carry_the_auroc_headline(multilabel_runs):
         assert metrics["honest_test_f1_macro"] == test.loc[int(val.idxmax()), "f1_macro"]
 
 
-def test_summarise_runs_does_not_read_multilabel_histories_yet_so_run_records_summarise_them_themselves(
-        multilabel_runs):
-    """Until the summaries read multi-label histories, the run records' scores come from
-    _multilabel_summary; when summarise_runs reads them it must agree with it."""
+def test_run_records_carry_the_summaries_multilabel_scores(multilabel_runs):
+    """A run record's final scores are summarise_runs's row of that run: honest epoch by the
+    validation macro AUROC, its test scores, the best test scores and the LCI."""
     _, runs = multilabel_runs
     run = runs.histories[(runs.histories["fraction"] == 1.0) & (runs.histories["trial"] == 1)]
-    mine = _multilabel_summary(run, MultiLabelTask(LABELS))
-    try:
-        summary = summarise_runs(run).iloc[0]
-    except ValueError as error:
-        assert "f1_weighted" in str(error)
-        return
-    for name, value in mine.items():  # pragma: no cover - once summarise_runs reads multi-label histories
-        assert summary[name] == pytest.approx(value)
+    summary = summarise_runs(run).iloc[0]
+    val = run[run["split"] == "val"].set_index("epoch")["auroc_macro"]
+    assert summary["honest_epoch"] == int(val.idxmax())
+    test = run[run["split"] == "test"].set_index("epoch")
+    assert summary["honest_test_auroc_macro"] == test.loc[int(val.idxmax()), "auroc_macro"]
+    assert summary["best_test_auroc_macro"] == test["auroc_macro"].max()
+    record = next(r for r in runs.records if r["params"]["fraction"] == "1" and r["params"]["trial"] == 1)
+    for name in ("best_test_auroc_macro", "honest_test_auroc_macro", "honest_test_f1_macro", "lci"):
+        assert record["metrics"][name] == pytest.approx(float(summary[name])), name
 
 
 def test_the_honest_monitor_follows_the_task():

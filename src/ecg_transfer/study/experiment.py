@@ -25,7 +25,6 @@ from torch import nn
 
 from ecg_transfer.runs import COSMETIC, fingerprint, result_settings, run_record
 from ecg_transfer.study.arms import ArmSpec
-from ecg_transfer.study.lci import learning_curve_index
 from ecg_transfer.study.summaries import HONEST_MONITOR, summarise_runs
 from ecg_transfer.tracking import NullTracker, Tracker, epoch_logger
 from ecg_transfer.training.batched import (
@@ -337,7 +336,7 @@ class _ArmTrainer:
     def finish_run(self, run, index: int, result: FitResult) -> None:
         planned = self.plan[index]
         history = result.history.assign(fraction=planned.fraction, arm=self.arm, trial=planned.trial)
-        record = _run_record(self.arm, planned, self.data, self.config_of(index), result, history, self.task)
+        record = _run_record(self.arm, planned, self.data, self.config_of(index), result, history)
         run.finish(record["metrics"], params=record["params"])
 
     def train_one(self, index: int) -> FitResult:
@@ -399,7 +398,7 @@ def collect_runs(arm: str, plan: Sequence[PlannedRun], results: Sequence[FitResu
         predictions.append(prediction_table(result, data, classes, fraction=planned.fraction, arm=arm,
                                             trial=planned.trial))
         # The config as the run was made: the arm's, with the run's own seed.
-        records.append(_run_record(arm, planned, data, replace(train_config, seed=planned.seed), result, history, task))
+        records.append(_run_record(arm, planned, data, replace(train_config, seed=planned.seed), result, history))
     columns = ["fraction", "arm", "trial"]
     history = pd.concat(histories, ignore_index=True)
     return ArmRuns(
@@ -548,8 +547,8 @@ def _run_identity(arm: str, planned: PlannedRun, data: ArmData) -> tuple[str, di
 
 
 def _run_record(arm: str, planned: PlannedRun, data: ArmData, config: TrainConfig, result: FitResult,
-                history: pd.DataFrame, task: Task) -> dict[str, Any]:
-    summary = summarise_runs(history).iloc[0] if data.task == "single" else _multilabel_summary(history, task)
+                history: pd.DataFrame) -> dict[str, Any]:
+    summary = summarise_runs(history).iloc[0]
     final = {
         name: float(summary[name])
         for name in FINAL_METRICS[data.task]
@@ -558,25 +557,6 @@ def _run_record(arm: str, planned: PlannedRun, data: ArmData, config: TrainConfi
     name, params, tags = _run_identity(arm, planned, data)
     params.update({"device": result.device, **{f"train.{k}": v for k, v in asdict(config).items() if k != "seed"}})
     return run_record(name, params, tags, history, final)
-
-
-def _multilabel_summary(history: pd.DataFrame, task: Task, lci_eps: float = 1e-8) -> dict[str, float]:
-    """The scores of :data:`FINAL_METRICS` of one multi-label run, by the summaries' rules: the
-    best test value of each metric over the epochs; the honest epoch = the best validation
-    headline (auroc_macro; earliest on ties) and the test scores there; the LCI of the test
-    auroc_macro curve. (A stand-in while ``summarise_runs`` reads single-label histories only.)"""
-    test = history[history["split"] == "test"].set_index("epoch").sort_index()
-    val = history[history["split"] == "val"].set_index("epoch").sort_index()
-    val = val[task.headline_metric] if task.headline_metric in val else pd.Series(dtype=float)
-    metrics = [metric for metric in ("auroc_macro", "f1_macro") if metric in test]  # no F1 without a val split
-    summary = {f"best_test_{metric}": float(test[metric].max()) for metric in metrics}
-    if val.notna().any() and int(val.idxmax()) in test.index:  # idxmax: NaN-skipping, earliest maximum
-        honest = test.loc[int(val.idxmax())]
-        summary.update({f"honest_test_{metric}": float(honest[metric]) for metric in metrics})
-    curve = test[task.headline_metric].to_numpy(dtype=float)
-    if curve.size >= 2 and not np.isnan(curve).any():
-        summary["lci"] = learning_curve_index(curve, eps=lci_eps)
-    return summary
 
 
 def training_settings(train_config: TrainConfig) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from .nodes import (
     assign_labelled_splits,
     assign_unlabelled_splits,
     decide_label_classes,
-    tabulate_label_classes,
     find_labelled_overlap,
+    tabulate_label_classes,
     window_labelled_records,
     window_unlabelled_records,
 )
