@@ -120,12 +120,12 @@ def pretrain(method: PretextMethod, windows: np.ndarray, patients: np.ndarray, e
     cfg = TrainConfig(**training, **method.training, epochs=epochs, seed=seed, device="cpu", patience=None)
     held_out = patients % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
     records = patients.astype(str)
-    train = method.inputs(windows[~held_out], records[~held_out], seed)
-    test = method.inputs(windows[held_out], records[held_out], seed + 1)
+    train_x, train_y = method.inputs(windows[~held_out], records[~held_out], seed)
+    test_x, test_y = method.inputs(windows[held_out], records[held_out], seed + 1)
     torch.manual_seed(seed)
     model = method.build(ENCODER, RATE)
     started = time.perf_counter()
-    result = fit(model, method.task_strategy(), train, None, {"test": (test, None)}, cfg, progress=False)
+    result = fit(model, method.task_strategy(), train_x, train_y, {"test": (test_x, test_y)}, cfg, progress=False)
     return model.encoder, (time.perf_counter() - started) / result.epochs_run, int(result.best_epoch)
 
 
