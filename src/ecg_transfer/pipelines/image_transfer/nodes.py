@@ -72,11 +72,29 @@ def _shown_lead(windows, store) -> np.ndarray:
     return spectrogram_lead(windows, store.meta.get("leads", ["II"]))[0]
 
 
+def _example_rows(labelled_windows, label_classes: list[str]) -> tuple[list[int], list[str]]:
+    """(row of each class's example window, the class it shows), in class order."""
+    if labelled_windows.task != "multilabel":
+        labels = labelled_windows.index["label"].to_numpy(dtype=object)
+        first = [int(np.flatnonzero(labels == name)[0]) for name in label_classes if (labels == name).any()]
+        return first, labels[first].tolist()
+    targets = labelled_windows.label_targets(label_classes).astype(bool)
+    alone = targets.sum(axis=1) == 1
+    rows, shown = [], []
+    for k, name in enumerate(label_classes):
+        for candidates in (np.flatnonzero(targets[:, k] & alone), np.flatnonzero(targets[:, k])):
+            if candidates.size:
+                rows.append(int(candidates[0]))
+                shown.append(name)
+                break
+    return rows, shown
+
+
 def plot_spectrogram_examples(labelled_windows, label_classes: list[str], image_transfer: dict[str, Any]) -> Figure:
-    """One example window and its spectrogram per class: what the frozen CNN is shown."""
-    labels = labelled_windows.index["label"].to_numpy(dtype=object)
-    first = [int(np.flatnonzero(labels == name)[0]) for name in label_classes if (labels == name).any()]
+    """One example window and its spectrogram per class: what the frozen CNN is shown. For a
+    multi-label store, a label's example is the first window carrying it, preferably alone."""
+    first, shown = _example_rows(labelled_windows, list(label_classes))
     return spectrogram_figure(
-        _shown_lead(labelled_windows.take(first), labelled_windows), labels[first].tolist(),
+        _shown_lead(labelled_windows.take(first), labelled_windows), shown,
         ImageTransferConfig.from_params(image_transfer).spectrogram, class_order=list(label_classes),
     )
