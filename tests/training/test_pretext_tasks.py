@@ -5,10 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ecg_transfer.models.cae import ConvAutoencoder, Encoder
 from ecg_transfer.models.pretext import ContrastiveModel, MaskedAutoencoder, MaskingConfig
@@ -23,6 +19,7 @@ from ecg_transfer.training.pretext_tasks import (
     pair_windows_by_record,
     record_codes,
 )
+from ecg_transfer.training.probe import linear_probe_f1
 from ecg_transfer.training.tasks import ReconstructionTask
 from tests.synthetic_windows import synthetic_windows
 from tests.tiny import TINY_CAE
@@ -303,8 +300,7 @@ def _probe_f1(encoder, x, y) -> float:
     records to fit, second half to score (a record's two windows stay together)."""
     codes = predict(encoder, x, device="cpu")
     half = len(x) // 4 * 2
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(codes[:half], y[:half])
-    return f1_score(y[half:], probe.predict(codes[half:]), average="macro")
+    return linear_probe_f1(codes[:half], y[:half], codes[half:], y[half:])
 
 
 @pytest.mark.slow
