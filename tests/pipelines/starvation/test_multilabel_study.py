@@ -21,6 +21,12 @@ from tests.conftest import make_project_copy
 from tests.fixtures.multilabel_wfdb import CODES, LEADS, write_multilabel_wfdb_folder
 
 LABELS = {"SR", "AF", "LBBB", "RBBB", "PVC"}  # LPR (two patients) is left out as too small
+METHODS = {"cae": {"task": "reconstruct"}, "simclr": {"task": "contrastive", "positives": "same_window"},
+           "masked": {"task": "masked", "span_length": 64}}
+PRETEXT_ARMS = {"simclr": {"init": "simclr", "freeze": False, "input": "window"},
+                "masked_frozen": {"init": "masked", "freeze": True, "input": "window"}}
+COMPARISONS = [["transfer", "random"], ["transfer", "image"], ["transfer_frozen", "random_frozen"],
+               ["simclr", "random"], ["simclr", "transfer"], ["masked_frozen", "random_frozen"]]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +45,10 @@ def multilabel_study(tmp_path_factory):
     parameters = project / "conf" / "test" / "parameters.yml"
     params = yaml.safe_load(parameters.read_text())
     params["preprocessing"].update(leads="all", task="multilabel")
+    # Two pretext methods beside the CAE, as --env=pretext adds them: they take the 12 leads too.
+    params["pretraining"]["methods"] = METHODS
+    params.setdefault("study", {})["arms"] = PRETEXT_ARMS
+    params.setdefault("statistics", {})["comparisons"] = COMPARISONS
     parameters.write_text(yaml.safe_dump(params))
     previous = os.getcwd()
     os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
@@ -54,7 +64,7 @@ def multilabel_study(tmp_path_factory):
 
 
 def _arms(project) -> list[str]:
-    return sorted(p.name for p in (project / "data/07_model_output").iterdir() if p.is_dir())
+    return sorted(p.parent.name for p in (project / "data/07_model_output").glob("*/training_histories.csv"))
 
 
 def test_windows_and_the_encoder_hold_the_twelve_leads(multilabel_study):
@@ -72,7 +82,7 @@ def test_every_arm_trains_on_label_sets_and_saves_their_targets(multilabel_study
     project, written = multilabel_study
     labels = list(WindowStore(project / "data/05_model_input/labelled_windows").classes)
     arms = _arms(project)
-    assert {"transfer", "random", "image"} <= set(arms)
+    assert {"transfer", "random", "image", "simclr", "masked_frozen"} <= set(arms)
     for arm in arms:
         histories = pd.read_csv(project / f"data/07_model_output/{arm}/training_histories.csv")
         assert "f1_weighted" not in histories.columns, arm
@@ -102,3 +112,13 @@ def test_tables_and_comparisons_are_on_macro_auroc_with_a_floor_of_one_half(mult
     assert "macro AUROC" in report
     for label in LABELS:
         assert label in report
+
+
+def test_the_pretext_methods_pretrain_on_the_twelve_leads_and_the_report_compares_them(multilabel_study):
+    project, _ = multilabel_study
+    for method in ("simclr", "masked"):
+        card = json.loads((project / f"data/06_models/pretext/{method}/model_card.json").read_text())
+        assert card["lead"] == ",".join(LEADS) and card["architecture"]["in_channels"] == 12, method
+    report = next((project / "data").rglob("report.md")).read_text()
+    assert "## Pretraining methods (honest macro AUROC)" in report
+    assert "| simclr | simclr | fine-tuned |" in report and "| masked_frozen | masked | frozen |" in report
