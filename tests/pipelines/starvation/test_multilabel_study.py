@@ -2,7 +2,9 @@
 ``# Dx:`` header lines, as the PhysioNet/CinC releases write them) through the whole `study`
 pipeline with one catalog entry and two settings (``preprocessing.leads`` and
 ``preprocessing.task: multilabel``): pretraining on the same twelve leads, every arm trained on
-label sets, Tables 2-3 and the paired comparisons on macro AUROC, the floor at AUROC 0.5."""
+label sets, Tables 2-3 and the paired comparisons on macro AUROC, the floor at AUROC 0.5; and two pretext
+methods (contrastive, masked) pretrained on the same twelve leads, their arms compared in the
+report's methods table."""
 
 from __future__ import annotations
 
