@@ -39,6 +39,18 @@ def study_arm_names() -> list[str]:
     return list(configured_arms().names)
 
 
+# write_study_report's inputs (the CAE's history joins them when the study pretrains one).
+REPORT_INPUTS = {
+    "run_summary": "run_summary", "arm_comparisons": "arm_comparisons", "record_comparisons": "record_comparisons",
+    "table2": "table2_f1_weighted_table_csv", "table2_honest": "table2_f1_weighted_honest_table_csv",
+    "table2_auroc": "table2_auroc_macro_table_csv", "table2_auroc_honest": "table2_auroc_macro_honest_table_csv",
+    "table3": "table3_lci_table_csv", "table3_bounded": "table3_lci_bounded_table_csv",
+    "score_floor": "score_floor", "bootstrap_sample_sizes": "bootstrap_sample_sizes",
+    "study_meta": "study_meta", "registry": "arm_registry",
+    "paper_reference": "params:paper_reference", "statistics": "params:statistics",
+}
+
+
 def create_pipeline(arms: ArmRegistry | Sequence[str] | None = None, **kwargs) -> Pipeline:
     """The statistics pipeline for ``arms`` (a registry or names; default: the configured
     study's arms), in registry order. It reads the CAE's history and the image-transfer
@@ -86,18 +98,7 @@ def create_pipeline(arms: ArmRegistry | Sequence[str] | None = None, **kwargs) -
                  table_outputs, name="make_tables"),
             node(plot_study, ["run_summary", "training_histories", "arm_registry", "score_floor"],
                  FIGURES, name="plot_study"),
-            node(write_study_report,
-                 {"run_summary": "run_summary", "arm_comparisons": "arm_comparisons",
-                  "record_comparisons": "record_comparisons",
-                  "table2": "table2_f1_weighted_table_csv",
-                  "table2_honest": "table2_f1_weighted_honest_table_csv",
-                  "table2_auroc": "table2_auroc_macro_table_csv",
-                  "table2_auroc_honest": "table2_auroc_macro_honest_table_csv",
-                  "table3": "table3_lci_table_csv", "table3_bounded": "table3_lci_bounded_table_csv",
-                  "score_floor": "score_floor", "bootstrap_sample_sizes": "bootstrap_sample_sizes",
-                  "study_meta": "study_meta", "registry": "arm_registry",
-                  "paper_reference": "params:paper_reference", "statistics": "params:statistics", **cae_history},
-                 "study_report", name="write_study_report"),
+            node(write_study_report, {**REPORT_INPUTS, **cae_history}, "study_report", name="write_study_report"),
         ],
         tags=["statistics"],
     )
