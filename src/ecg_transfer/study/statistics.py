@@ -540,37 +540,56 @@ def record_bootstrap_comparisons(
     """
     classes = [str(c) for c in classes]
     rows = _scored_predictions(predictions, classes, selection, split)
-    patient_of = _patient_map(rows, patients)
+
+    def compare(truth, scores_a, scores_b, seed, patients):
+        return record_bootstrap_comparison(truth.to_numpy(), scores_a, scores_b, len(classes), n_boot=n_boot,
+                                           confidence=confidence, seed=seed, patients=patients)
+
+    out = _paired_comparisons(
+        rows, comparisons, _prediction_matrix, compare, _patient_map(rows, patients), seed,
+        {"metric": "f1_weighted", "selection": selection, "split": split}, "record_bootstrap_comparisons",
+    )
+    return pd.DataFrame(out, columns=RECORD_COMPARISON_COLUMNS)
+
+
+def _paired_comparisons(rows: pd.DataFrame, comparisons, arm_scores, compare, patient_of: dict | None, seed: int,
+                        keys: dict, where: str) -> list[dict]:
+    """One row per fraction (largest first) and (a, b) pair: ``compare(truth, scores_a,
+    scores_b, seed, patients)`` on the trials both arms have, paired by number, records by id.
+
+    ``arm_scores(rows, arm, fraction)`` gives an arm's (truth per record, records sorted; its
+    trials; their scores stacked, trials first) or None when it has no predictions there; both
+    arms must hold the same records with the same truth. Every comparison at one fraction uses
+    the same seed, [seed, fraction x 1e6], so the same unit resamples."""
     out = []
     for fraction in sorted(rows["fraction"].unique(), reverse=True):
         at_fraction = rows[np.isclose(rows["fraction"], float(fraction))]
         for arm_a, arm_b in comparisons:
-            a = _prediction_matrix(at_fraction, arm_a, float(fraction))
-            b = _prediction_matrix(at_fraction, arm_b, float(fraction))
             base = {"fraction": float(fraction), "comparison": f"{arm_a} vs {arm_b}", "arm_a": arm_a,
-                    "arm_b": arm_b, "metric": "f1_weighted", "selection": selection, "split": split}
+                    "arm_b": arm_b, **keys}
+            a, b = (arm_scores(at_fraction, arm, float(fraction)) for arm in (arm_a, arm_b))
             if a is None or b is None:
                 absent = [arm for arm, m in ((arm_a, a), (arm_b, b)) if m is None]
                 out.append({**base, "note": f"no predictions of {absent} at this fraction"})
                 continue
-            (y_a, pa), (y_b, pb) = a, b
-            if not (y_a.index.equals(y_b.index) and y_a.equals(y_b)):
+            (truth_a, trials_a, scores_a), (truth_b, trials_b, scores_b) = a, b
+            if not (truth_a.index.equals(truth_b.index) and truth_a.equals(truth_b)):
                 raise ValueError(
-                    f"record_bootstrap_comparisons: {arm_a} and {arm_b} predicted different {split} records "
-                    f"(or labels) at fraction {fraction:g}; the test split must be the same for every arm"
+                    f"{where}: {arm_a} and {arm_b} predicted different {keys['split']} records (or labels) at "
+                    f"fraction {fraction:g}; the test split must be the same for every arm"
                 )
-            shared = pa.index.intersection(pb.index).sort_values()
-            note = "" if len(shared) == max(len(pa), len(pb)) else f"the {len(shared)} shared trials only"
-            if len(shared) == 0:
+            shared = sorted(set(trials_a) & set(trials_b))
+            if not shared:
                 out.append({**base, "note": "no shared trials"})
                 continue
-            result = record_bootstrap_comparison(
-                y_a.to_numpy(), pa.loc[shared].to_numpy(), pb.loc[shared].to_numpy(), len(classes),
-                n_boot=n_boot, confidence=confidence, seed=[int(seed), int(round(float(fraction) * 1_000_000))],
-                patients=None if patient_of is None else _patients_of(y_a.index, patient_of),
+            note = "" if len(shared) == max(len(trials_a), len(trials_b)) else f"the {len(shared)} shared trials only"
+            result = compare(
+                truth_a, scores_a[[trials_a.index(t) for t in shared]], scores_b[[trials_b.index(t) for t in shared]],
+                [int(seed), int(round(float(fraction) * 1_000_000))],
+                None if patient_of is None else _patients_of(truth_a.index, patient_of),
             )
             out.append({**base, **result, "note": note})
-    return pd.DataFrame(out, columns=RECORD_COMPARISON_COLUMNS)
+    return out
 
 
 def _scored_predictions(predictions: pd.DataFrame, classes: list[str], selection: str, split: str) -> pd.DataFrame:
@@ -617,7 +636,8 @@ def _patients_of(record_ids: pd.Index, patient_of: dict) -> np.ndarray:
 
 
 def _prediction_matrix(rows: pd.DataFrame, arm: str, fraction: float):
-    """(true class per record, predicted class per trial x record) of one arm, records sorted."""
+    """(true class per record, records sorted; the arm's trials; their predicted classes, trials
+    x records) of one arm, or None when the arm has no predictions here."""
     own = rows[rows["arm"] == arm]
     if own.empty:
         return None
@@ -640,7 +660,7 @@ def _prediction_matrix(rows: pd.DataFrame, arm: str, fraction: float):
             f"record_bootstrap_comparisons: not every trial of {arm} at fraction {fraction:g} predicted "
             "every test record"
         )
-    return truth["first"], matrix.astype(np.int64)
+    return truth["first"], [int(t) for t in matrix.index], matrix.to_numpy(dtype=np.int64)
 
 
 def multilabel_bootstrap_comparison(
@@ -760,36 +780,18 @@ def multilabel_bootstrap_comparisons(
     """
     labels = [str(name) for name in labels]
     rows = _multilabel_rows(predictions, labels, selection, split)
-    patient_of = _patient_map(rows, patients)
-    out = []
-    for fraction in sorted(rows["fraction"].unique(), reverse=True):
-        at_fraction = rows[np.isclose(rows["fraction"], float(fraction))]
-        for arm_a, arm_b in comparisons:
-            base = {"fraction": float(fraction), "comparison": f"{arm_a} vs {arm_b}", "arm_a": arm_a,
-                    "arm_b": arm_b, "metric": "auroc_macro", "selection": selection, "split": split}
-            a, b = (_multilabel_scores(at_fraction, arm, labels, float(fraction)) for arm in (arm_a, arm_b))
-            if a is None or b is None:
-                absent = [arm for arm, m in ((arm_a, a), (arm_b, b)) if m is None]
-                out.append({**base, "note": f"no predictions of {absent} at this fraction"})
-                continue
-            (targets_a, trials_a, scores_a), (targets_b, trials_b, scores_b) = a, b
-            if not targets_a.equals(targets_b):
-                raise ValueError(
-                    f"multilabel_bootstrap_comparisons: {arm_a} and {arm_b} predicted different {split} records "
-                    f"(or targets) at fraction {fraction:g}; the test split must be the same for every arm"
-                )
-            shared = sorted(set(trials_a) & set(trials_b))
-            if not shared:
-                out.append({**base, "note": "no shared trials"})
-                continue
-            note = "" if len(shared) == max(len(trials_a), len(trials_b)) else f"the {len(shared)} shared trials only"
-            result = multilabel_bootstrap_comparison(
-                targets_a.to_numpy(), scores_a[[trials_a.index(t) for t in shared]],
-                scores_b[[trials_b.index(t) for t in shared]], n_boot=n_boot, confidence=confidence,
-                seed=[int(seed), int(round(float(fraction) * 1_000_000))],
-                patients=None if patient_of is None else _patients_of(targets_a.index, patient_of),
-            )
-            out.append({**base, **result, "note": note})
+
+    def compare(targets, scores_a, scores_b, seed, patients):
+        return multilabel_bootstrap_comparison(targets.to_numpy(), scores_a, scores_b, n_boot=n_boot,
+                                               confidence=confidence, seed=seed, patients=patients)
+
+    def arm_scores(at_fraction, arm, fraction):
+        return _multilabel_scores(at_fraction, arm, labels, fraction)
+
+    out = _paired_comparisons(
+        rows, comparisons, arm_scores, compare, _patient_map(rows, patients), seed,
+        {"metric": "auroc_macro", "selection": selection, "split": split}, "multilabel_bootstrap_comparisons",
+    )
     return pd.DataFrame(out, columns=MULTILABEL_RECORD_COLUMNS)
 
 
