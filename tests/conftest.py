@@ -22,6 +22,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+@contextlib.contextmanager
+def inside_project(project: Path) -> Iterator[Path]:
+    """Run the block as `kedro run` in ``project`` would: ``project`` the working folder, telemetry
+    off, and no MLFLOW_TRACKING_URI inherited (mlflow.set_tracking_uri exports it, and an
+    earlier session's store would win over this copy's conf: mlflow.yml reads the variable
+    first). The working folder is restored after the block."""
+    previous = os.getcwd()
+    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.chdir(project)
+    try:
+        yield project
+    finally:
+        os.chdir(previous)
+
+
 def make_project_copy(root: Path) -> Path:
     """conf/, pyproject.toml and .telemetry copied into ``root`` with empty data layers; the
     package itself is the installed one (kedro only insists that src/ exists)."""
@@ -74,7 +90,7 @@ class MlflowServer:
     log: Path  # its stdout and stderr
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -99,7 +115,7 @@ def _stop(process: subprocess.Popen) -> None:
 def running_mlflow_server(root: Path) -> Iterator[tuple[MlflowServer, subprocess.Popen]]:
     """A real `mlflow server` on 127.0.0.1 (free port, SQLite backend and artifact root under
     ``root``, one worker), answering its health check; stopped on exit."""
-    port = _free_port()
+    port = free_port()
     server = MlflowServer(f"http://127.0.0.1:{port}", root / "mlflow.db", root / "artifacts", root / "server.log")
     command = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",

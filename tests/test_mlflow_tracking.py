@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from ecg_transfer.signals.overlap import OVERLAP_COLUMNS
 from ecg_transfer.tracking import RunTracker
-from tests.conftest import PROJECT_ROOT, _free_port, running_mlflow_server
+from tests.conftest import PROJECT_ROOT, free_port, running_mlflow_server
 
 
 def test_a_kedro_run_records_an_mlflow_run_in_sqlite(project_copy):
@@ -224,7 +224,7 @@ def _kill_server(process: subprocess.Popen) -> None:
 def test_a_server_where_nothing_listens_stops_the_run_before_any_node_naming_it(tmp_path):
     """Issue 20 item 4: was 4 min 13 s of client retries, then a traceback."""
     project = make_tiny_project(tmp_path / "tiny")
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     code, output = finish(start_kedro_run(project, "--params=mode=ok", env={"MLFLOW_TRACKING_URI": uri}),
                           timeout_s=150)  # generous: the check itself takes one refused connection
     assert code != 0

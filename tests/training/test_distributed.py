@@ -5,7 +5,6 @@ gives the same run as the in-process ranks."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from dataclasses import asdict
 
@@ -25,7 +24,9 @@ from ecg_transfer.training.distributed import DistributedContext
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.launcher import LaunchConfig, StoreSplit, fit_distributed
 from ecg_transfer.training.tasks import ClassificationTask, ReconstructionTask
+from tests.conftest import free_port
 from tests.tiny import TINY_CAE
+from tests.training.two_ranks import Interrupt, join_as_rank, stop_at_epoch_2
 
 TINY = TINY_CAE
 # 41 training windows in batches of 8: the last global batch has one row, so one rank runs a
@@ -73,27 +74,11 @@ def _comparable(history: pd.DataFrame) -> pd.DataFrame:
     return history.drop(columns="samples_per_s").reset_index(drop=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_at_epoch_2(epoch, history):
-    if epoch == 2:
-        raise _Interrupt
 
 
 def _rank(rank: int, port: int, store_path: str, out: str) -> None:
     """One rank of the in-process runs: uninterrupted, interrupted + resumed, interrupted only."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    context = DistributedContext.from_env("cpu", timeout_s=60)
+    context = join_as_rank(rank, port)
     train, test = StoreSplit(store_path, "train").open(), StoreSplit(store_path, "test").open()
     store = CheckpointStore(os.path.join(out, "checkpoints"))
     try:
@@ -105,16 +90,16 @@ def _rank(rank: int, port: int, store_path: str, out: str) -> None:
         result = run("full", model)
         torch.save({"state": model.state_dict(), "history": result.history.to_dict("list")},
                    os.path.join(out, f"full-{rank}.pt"))
-        with pytest.raises(_Interrupt):
-            run("cut", _model(), on_epoch_end=_stop_at_epoch_2)
+        with pytest.raises(Interrupt):
+            run("cut", _model(), on_epoch_end=stop_at_epoch_2)
         with torch.random.fork_rng():
             torch.manual_seed(99)  # the resumed run must take its weights from the checkpoint
             resumed = ConvAutoencoder(TINY)
         result = run("cut", resumed)
         torch.save({"state": resumed.state_dict(), "history": result.history.to_dict("list"),
                     "resumed_from": result.resumed_from_epoch}, os.path.join(out, f"cut-{rank}.pt"))
-        with pytest.raises(_Interrupt):
-            run("elastic", _model(), on_epoch_end=_stop_at_epoch_2)
+        with pytest.raises(Interrupt):
+            run("elastic", _model(), on_epoch_end=stop_at_epoch_2)
         result = run("affine", _model_without_batchnorm())
         torch.save({"history": result.history.to_dict("list")}, os.path.join(out, f"affine-{rank}.pt"))
     finally:
@@ -141,7 +126,7 @@ def corpus(tmp_path_factory):
 def ranks(corpus, tmp_path_factory):
     """The 2-rank runs (one spawn, both ranks in this machine's loopback) and their outputs."""
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_rank, args=(_free_port(), str(corpus), str(out)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(free_port(), str(corpus), str(out)), nprocs=2, join=True)
     loaded = {name: [torch.load(out / f"{name}-{r}.pt", weights_only=False) for r in (0, 1)] for name in ("full", "cut", "affine")}
     return loaded, CheckpointStore(out / "checkpoints")
 

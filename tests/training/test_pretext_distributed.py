@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import asdict
 
 import numpy as np
@@ -22,12 +21,13 @@ from ecg_transfer.pipelines.pretraining.nodes import pretrain_pretext_encoder
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
 from ecg_transfer.tracking import NullTracker
 from ecg_transfer.training.checkpoints import CheckpointStore
-from ecg_transfer.training.distributed import DistributedContext
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.launcher import StoreSplit
 from ecg_transfer.training.pretext_methods import PretextMethod
+from tests.conftest import free_port
 from tests.synthetic_windows import synthetic_windows
 from tests.tiny import TINY_CAE
+from tests.training.two_ranks import Interrupt, join_as_rank, stop_at_epoch_2
 
 FS = 62.5
 METHODS = {
@@ -47,11 +47,6 @@ CFG = TrainConfig(epochs=3, batch_size=16, lr=0.003, seed=4, device="cpu", eval_
 # masks drawn from eval_seed on each rank (docs/pretext_tasks.md, "Under DDP").
 LOSS_RTOL = 0.2
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _method(name: str) -> PretextMethod:
@@ -77,20 +72,9 @@ def _fit(name: str, store_path: str, model, **kwargs):
                CFG, progress=False, **kwargs)
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_at_epoch_2(epoch, history):
-    if epoch == 2:
-        raise _Interrupt
-
 
 def _rank(rank: int, port: int, store_path: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    context = DistributedContext.from_env("cpu", timeout_s=60)
+    context = join_as_rank(rank, port)
     store = CheckpointStore(os.path.join(out, "checkpoints"))
     try:
         # The same window and seed on both ranks: each rank's own training draws.
@@ -103,9 +87,9 @@ def _rank(rank: int, port: int, store_path: str, out: str) -> None:
             result = _fit(name, store_path, model, distributed=context, checkpoints=store, run_key=f"full-{name}")
             torch.save({"state": model.state_dict(), "history": result.history.to_dict("list")},
                        os.path.join(out, f"{name}-{rank}.pt"))
-        with pytest.raises(_Interrupt):
+        with pytest.raises(Interrupt):
             _fit("simclr", store_path, _model("simclr"), distributed=context, checkpoints=store, run_key="cut",
-                 on_epoch_end=_stop_at_epoch_2)
+                 on_epoch_end=stop_at_epoch_2)
         resumed = _model("simclr")
         result = _fit("simclr", store_path, resumed, distributed=context, checkpoints=store, run_key="cut")
         torch.save({"state": resumed.state_dict(), "history": result.history.to_dict("list"),
@@ -128,7 +112,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ranks(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("pretext_ranks")
-    mp.spawn(_rank, args=(_free_port(), str(corpus), str(out)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(free_port(), str(corpus), str(out)), nprocs=2, join=True)
     return {name: [torch.load(out / f"{name}-{r}.pt", weights_only=False) for r in (0, 1)]
             for name in (*METHODS, "cut", "draws")}
 

@@ -21,6 +21,7 @@ from ecg_transfer.training.pretext_tasks import (
 )
 from ecg_transfer.training.probe import linear_probe_f1
 from ecg_transfer.training.tasks import ReconstructionTask
+from tests.conftest import free_port
 from tests.synthetic_windows import synthetic_windows
 from tests.tiny import TINY_CAE
 
@@ -351,9 +352,7 @@ def _contrastive_rank(rank: int, port: int, out: str) -> None:
 def test_under_ddp_each_rank_scores_its_views_against_the_global_batch(tmp_path):
     import torch.multiprocessing as mp
 
-    from tests.training.test_pretext_distributed import _free_port
-
-    mp.spawn(_contrastive_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_contrastive_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     whole = _GLOBAL_BATCH.clone().requires_grad_(True)
     per_window = nt_xent(whole, 0.3)

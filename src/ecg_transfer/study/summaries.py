@@ -99,7 +99,7 @@ def headline_metric(frame: pd.DataFrame) -> str:
 
 def honest_monitor(histories: pd.DataFrame) -> tuple[str, str]:
     """(split, metric) of the honest rule for these histories: the validation headline metric."""
-    return "val", headline_metric(histories)
+    return HONEST_MONITOR[0], headline_metric(histories)
 
 
 def per_class_columns(histories: pd.DataFrame) -> list[str]:

@@ -7,7 +7,6 @@ counted as missing_lead naming it, and the spectrogram arm shows lead II."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from ecg_transfer.signals.window_store import WindowStore
-from tests.conftest import make_project_copy
+from tests.conftest import inside_project, make_project_copy
 from tests.fixtures.own_labelled import write_own_labelled_folder
 
 LEADS = ["I", "II", "V1"]
@@ -46,17 +45,11 @@ def three_lead_study(tmp_path_factory):
     params = yaml.safe_load(parameters.read_text())
     params["preprocessing"]["leads"] = LEADS
     parameters.write_text(yaml.safe_dump(params))
-    previous = os.getcwd()
-    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
-    try:
+    with inside_project(project):
         bootstrap_project(project)
         with KedroSession.create(project_path=project, env="test") as session:
             session.run(pipeline_name="study")
         yield project, victim
-    finally:
-        os.chdir(previous)
 
 
 def test_windows_hold_the_three_leads_in_order_z_scored_per_lead(three_lead_study):

@@ -9,7 +9,6 @@ report's methods table."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from ecg_transfer.signals.window_store import WindowStore
-from tests.conftest import make_project_copy
+from tests.conftest import inside_project, make_project_copy
 from tests.fixtures.multilabel_wfdb import CODES, LEADS, write_multilabel_wfdb_folder
 
 LABELS = {"SR", "AF", "LBBB", "RBBB", "PVC"}  # LPR (two patients) is left out as too small
@@ -52,17 +51,11 @@ def multilabel_study(tmp_path_factory):
     params.setdefault("study", {})["arms"] = PRETEXT_ARMS
     params.setdefault("statistics", {})["comparisons"] = COMPARISONS
     parameters.write_text(yaml.safe_dump(params))
-    previous = os.getcwd()
-    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
-    try:
+    with inside_project(project):
         bootstrap_project(project)
         with KedroSession.create(project_path=project, env="test") as session:
             session.run(pipeline_name="study")
         yield project, written
-    finally:
-        os.chdir(previous)
 
 
 def _arms(project) -> list[str]:

@@ -7,14 +7,13 @@ epoch under the classes' safe names, with the mapping in each run's params."""
 from __future__ import annotations
 
 import json
-import os
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ecg_transfer.signals.classes import safe_class_name
-from tests.conftest import make_project_copy
+from tests.conftest import inside_project, make_project_copy
 from tests.pipelines.starvation.test_own_labels import _study
 
 ODD = {"normal": "~", "afib": "AF+flutter", "other": "1st° AV block", "noisy": "?"}
@@ -24,15 +23,9 @@ CLASSES = ["~", "AF+flutter", "1st° AV block"]  # by frequency; "?" (was "noisy
 @pytest.fixture(scope="module")
 def odd_study(own_labelled_folder, tmp_path_factory):
     project = make_project_copy(tmp_path_factory.mktemp("odd") / "project")
-    previous = os.getcwd()
-    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
-    try:
+    with inside_project(project):
         _study(project, own_labelled_folder.catalog_entry(label_map=ODD))
         yield project
-    finally:
-        os.chdir(previous)
 
 
 def test_the_tables_keep_the_users_label_text(odd_study):

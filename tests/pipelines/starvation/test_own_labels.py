@@ -5,8 +5,6 @@ table, per-class column and MLflow run, and every record left out must be counte
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import pytest
 import yaml
@@ -14,7 +12,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import make_project_copy
+from tests.conftest import inside_project, make_project_copy
 
 
 def _study(project, labelled_entry):
@@ -31,17 +29,9 @@ def _study(project, labelled_entry):
 @pytest.fixture(scope="module")
 def own_study(own_labelled_folder, tmp_path_factory):
     project = make_project_copy(tmp_path_factory.mktemp("own") / "project")
-    previous = os.getcwd()
-    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier session's store would win
-    # over this copy's conf (mlflow.yml reads the variable first).
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
-    try:
+    with inside_project(project):
         _study(project, own_labelled_folder.catalog_entry())
         yield project
-    finally:
-        os.chdir(previous)
 
 
 def test_the_tables_and_per_class_columns_carry_the_users_class_names(own_study):

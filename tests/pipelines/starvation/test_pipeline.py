@@ -3,8 +3,6 @@ without retraining, and the results notebook."""
 
 from __future__ import annotations
 
-import os
-
 import nbformat
 import pandas as pd
 import pytest
@@ -13,7 +11,7 @@ from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
-from tests.conftest import make_project_copy
+from tests.conftest import inside_project, make_project_copy
 
 ARMS = ["random", "image", "transfer", "transfer_frozen", "random_frozen"]
 FRACTIONS = [1.0, 0.5]  # conf/test
@@ -30,17 +28,9 @@ def _run(project, pipeline="starvation"):
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     project = make_project_copy(tmp_path_factory.mktemp("study") / "project")
-    previous = os.getcwd()
-    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier session's store would win
-    # over this copy's conf (mlflow.yml reads the variable first).
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
-    try:
+    with inside_project(project):
         _run(project)
         yield project
-    finally:
-        os.chdir(previous)
 
 
 def _client(project):

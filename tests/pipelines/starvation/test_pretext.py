@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from ecg_transfer.pipeline_registry import register_pipelines
 from ecg_transfer.pipelines.configured_arms import configured_arms
-from tests.conftest import PROJECT_ROOT, make_project_copy
+from tests.conftest import PROJECT_ROOT, inside_project, make_project_copy
 
 ENV = "tiny_pretext"
 METHODS = {"cae": {"task": "reconstruct"}, "simclr": {"task": "contrastive", "positives": "same_window"},
@@ -46,21 +46,18 @@ def _write_env(project, arms=ARMS, methods=METHODS):
 def pretext_study(tmp_path_factory):
     project = make_project_copy(tmp_path_factory.mktemp("pretext") / "project")
     _write_env(project)
-    previous = os.getcwd(), os.environ.pop("KEDRO_ENV", None)
-    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
+    kedro_env = os.environ.pop("KEDRO_ENV", None)
     try:
-        bootstrap_project(project)
-        # As `kedro run --env=tiny_pretext`: no KEDRO_ENV; the session's env shapes the arms
-        # (configured_arms.RunEnvironmentHooks).
-        with KedroSession.create(project_path=project, env=ENV) as session:
-            session.run(pipeline_name="starvation")
-        yield project
+        with inside_project(project):
+            bootstrap_project(project)
+            # As `kedro run --env=tiny_pretext`: no KEDRO_ENV; the session's env shapes the arms
+            # (configured_arms.RunEnvironmentHooks).
+            with KedroSession.create(project_path=project, env=ENV) as session:
+                session.run(pipeline_name="starvation")
+            yield project
     finally:
-        os.chdir(previous[0])
-        if previous[1] is not None:
-            os.environ["KEDRO_ENV"] = previous[1]
+        if kedro_env is not None:
+            os.environ["KEDRO_ENV"] = kedro_env
 
 
 def test_each_named_method_is_pretrained_once_and_persisted(pretext_study):

@@ -15,7 +15,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import make_project_copy
+from tests.conftest import inside_project, make_project_copy
 
 N_RUNS = 2 * 2  # conf/test: fractions [1.0, 0.5] x 2 trials
 OUTCOME = re.compile(r"random: reused (\d+) finished runs, resumed (\d+).*?, trained (\d+)(?:, collected (\d+))?")
@@ -25,19 +25,11 @@ OUTCOME = re.compile(r"random: reused (\d+) finished runs, resumed (\d+).*?, tra
 def prepared(tmp_path_factory):
     """A tiny project with its labelled windows and bootstrap samples made (no CAE needed)."""
     project = make_project_copy(tmp_path_factory.mktemp("workers") / "project")
-    previous = os.getcwd()
-    os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier session's store would win
-    # over this copy's conf (mlflow.yml reads the variable first).
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
-    try:
+    with inside_project(project):
         bootstrap_project(project)
         with KedroSession.create(project_path=project, env="test") as session:
             session.run(pipeline_name="starvation", to_nodes=["draw_bootstrap_samples"])
         yield project
-    finally:
-        os.chdir(previous)
 
 
 def _worker(project, namespace, extra_env=None):
