@@ -156,15 +156,19 @@ def test_the_honest_monitor_follows_the_task():
     assert isinstance(arm_task("single", LABELS), ClassificationTask)
 
 
-def test_balanced_class_weighting_is_refused_for_a_multilabel_task():
+def test_balanced_class_weighting_gives_each_label_negatives_over_positives():
     data = multilabel_data()
     balanced = FinetuningConfig.from_params({"class_weighting": "balanced"})
-    with pytest.raises(ValueError, match="finetuning.class_weighting: balanced.*multi-label"):
-        balanced.class_weights(data.train_y, len(LABELS), "multilabel")
-    assert FinetuningConfig().class_weights(data.train_y, len(LABELS), "multilabel") is None
-    with pytest.raises(ValueError, match="finetuning.class_weighting"):
-        run_arm("random", _make_model, data, _samples(), CONFIG, LABELS, None, "fp", progress=False,
-                class_weights=[1.0, 2.0, 3.0])
+    positives = data.train_y.sum(axis=0)
+    expected = (len(data.train_y) - positives) / positives
+    np.testing.assert_allclose(balanced.class_weights(data.train_y, LABELS, "multilabel"), expected)
+    assert FinetuningConfig().class_weights(data.train_y, LABELS, "multilabel") is None
+    task = arm_task("multilabel", LABELS, expected)
+    assert isinstance(task, MultiLabelTask) and task.describe()["positive_weights"] == pytest.approx(expected)
+    never = data.train_y.copy()
+    never[:, 1] = 0
+    with pytest.raises(ValueError, match=r"finetuning.class_weighting: balanced: .*labels \['LBBB'\] have no positive"):
+        balanced.class_weights(never, LABELS, "multilabel")
 
 
 def test_a_monitor_metric_the_multilabel_task_lacks_is_refused_before_training(tmp_path):

@@ -9,7 +9,11 @@ from ecg_transfer.models.classifier import build_feature_classifier
 from ecg_transfer.training.batched import fit_trials
 from ecg_transfer.training.engine import TrainConfig, fit
 from ecg_transfer.training.metrics import fit_thresholds, multilabel_metrics
-from ecg_transfer.training.tasks import MultiLabelTask, task_from_description
+from ecg_transfer.training.tasks import (
+    MultiLabelTask,
+    balanced_label_weights,
+    task_from_description,
+)
 
 LABELS = ("AF", "LBBB", "STach")
 
@@ -31,6 +35,38 @@ def test_loss_is_bce_with_logits_mean_over_windows_and_labels():
     assert float(task.loss(logits, None, targets)) == pytest.approx(float(by_hand.mean()), rel=1e-6)
     assert float(task.loss(logits, None, targets, reduction="sum")) == pytest.approx(float(by_hand.sum()), rel=1e-6)
     assert torch.equal(task.probabilities(logits), torch.sigmoid(logits))
+
+
+def test_positive_weights_multiply_each_label_s_positive_targets_by_hand_and_as_torch_s_pos_weight():
+    weights = [3.0, 0.5, 1.0]
+    task = MultiLabelTask(LABELS, positive_weights=weights)
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0], [-0.5, 0.3, 1.5]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    p = torch.sigmoid(logits)
+    by_hand = -(torch.tensor(weights) * targets * torch.log(p) + (1 - targets) * torch.log(1 - p))
+    assert float(task.loss(logits, None, targets)) == pytest.approx(float(by_hand.mean()), rel=1e-6)
+    assert float(task.loss(logits, None, targets, reduction="sum")) == pytest.approx(float(by_hand.sum()), rel=1e-6)
+    torch_loss = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights))(logits, targets)
+    assert torch.equal(task.loss(logits, None, targets), torch_loss)
+    assert task.describe()["positive_weights"] == pytest.approx(weights)
+    again = task_from_description(task.describe())
+    assert again.describe() == task.describe()
+    assert "positive_weights" not in MultiLabelTask(LABELS).describe()  # unweighted runs keep their checkpoints
+    for bad in ([1.0, 2.0], [1.0, 0.0, 1.0], [1.0, float("inf"), 1.0]):
+        with pytest.raises(ValueError, match="positive_weights must be 3 finite positive numbers"):
+            MultiLabelTask(LABELS, positive_weights=bad)
+
+
+def test_balanced_label_weights_by_hand():
+    # 5 windows; positives per label 1, 2, 4: negatives / positives = 4, 1.5, 0.25
+    targets = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 1], [0, 0, 0]])
+    np.testing.assert_allclose(balanced_label_weights(targets, LABELS), [4.0, 1.5, 0.25])
+    with pytest.raises(ValueError, match=r"labels \['LBBB'\] have no positive rows"):
+        balanced_label_weights(targets * [1, 0, 1], LABELS)
+    with pytest.raises(ValueError, match=r"labels \['STach'\] have no negative rows"):
+        balanced_label_weights(np.maximum(targets, [0, 0, 1]), LABELS)
+    with pytest.raises(ValueError, match=r"\(windows, labels\)"):
+        balanced_label_weights(np.array([1, 0, 1]))
 
 
 def test_description_round_trip_and_label_checks():
@@ -78,7 +114,7 @@ def test_stacked_trials_agree_with_the_engine():
     x, y = _features(80, 3)
     evals = {"val": _features(30, 4), "test": _features(30, 5)}
     cfg = TrainConfig(epochs=2, batch_size=16, lr=0.01, device="cpu", monitor_split="val", bf16=False)
-    task = MultiLabelTask(LABELS)
+    task = MultiLabelTask(LABELS, positive_weights=balanced_label_weights(y))  # weighted, as under "balanced"
     seeds, rows = (3, 4), [np.sort(np.random.default_rng(s).integers(0, 80, 60)) for s in (3, 4)]
 
     def model(seed):

@@ -11,7 +11,11 @@ from torch import nn
 from ecg_transfer.models.classifier import build_feature_classifier
 from ecg_transfer.training.batched import fit_trials
 from ecg_transfer.training.engine import TrainConfig, fit
-from ecg_transfer.training.tasks import ClassificationTask, balanced_class_weights
+from ecg_transfer.training.tasks import (
+    ClassificationTask,
+    balanced_class_weights,
+    task_from_description,
+)
 
 CLASSES = ("a", "b", "c")
 
@@ -41,6 +45,7 @@ def test_the_weighted_loss_is_the_hand_computation_and_torch_s():
     assert float(plain.loss(logits, None, labels)) == pytest.approx(float(nll.mean()), rel=1e-6)
     assert "class_weights" not in plain.describe()  # unweighted runs keep their checkpoints
     assert task.describe()["class_weights"] == pytest.approx(weights)
+    assert task_from_description(task.describe()).describe() == task.describe()  # as a DDP worker rebuilds it
 
 
 @pytest.mark.parametrize("weights", [[1.0, 2.0], [1.0, -1.0, 1.0], [1.0, float("nan"), 1.0]])

@@ -42,6 +42,7 @@ from ecg_transfer.training.tasks import (
     MultiLabelTask,
     Task,
     balanced_class_weights,
+    balanced_label_weights,
 )
 from ecg_transfer.typed_config import config_from_params
 
@@ -118,18 +119,13 @@ def labelled_arm_data(labelled_windows, classes: Sequence[str], inputs: np.ndarr
 
 def arm_task(kind: str, classes: Sequence[str], class_weights: Sequence[float] | None = None) -> Task:
     """The training task of labelled data of ``kind`` (:data:`TASK_KINDS`): cross-entropy over
-    ``classes`` (weighted by ``class_weights``), or binary cross-entropy per label of
-    ``classes`` for "multilabel", which takes no class weights."""
+    ``classes`` (weighted by ``class_weights``), or for "multilabel" binary cross-entropy per
+    label of ``classes`` (``class_weights`` then weigh each label's positive targets)."""
     if kind not in TASK_KINDS:
         raise ValueError(f"task must be one of {TASK_KINDS}, got {kind!r}")
     if kind == "single":
         return ClassificationTask(classes, class_weights)
-    if class_weights is not None:
-        raise ValueError(
-            "finetuning.class_weighting: a multi-label task (preprocessing.task: multilabel) trains with binary "
-            "cross-entropy per label and takes no class weights; set finetuning.class_weighting: none"
-        )
-    return MultiLabelTask(classes)
+    return MultiLabelTask(classes, class_weights)
 
 
 def honest_monitor(task: Task) -> tuple[str, str]:
@@ -270,8 +266,9 @@ def run_arm(
     MLflow child run when its training starts, fed every epoch as it ends; a run finished
     earlier is logged whole; a run another worker trained is left to that worker's log.
 
-    ``class_weights`` (one per class; None = plain cross-entropy): the loss of every run
-    (``FinetuningConfig.class_weighting``); a multi-label ``data`` (``data.task``) takes none.
+    ``class_weights`` (one per class; None = the plain loss): the loss of every run
+    (``FinetuningConfig.class_weighting``); for a multi-label ``data`` (``data.task``) the
+    weight of each label's positive targets.
 
     ``windows_per_epoch`` (``FinetuningConfig.windows_per_epoch``): "all" trains every window of
     a run's sample every epoch; "one_per_record" one random window per drawn record copy
@@ -649,20 +646,22 @@ class FinetuningConfig:
                 f"finetuning.class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}"
             )
 
-    def class_weights(self, train_y: np.ndarray, n_classes: int, task: str = "single") -> np.ndarray | None:
-        """The loss's class weights: None ("none", the paper's plain cross-entropy) or, for
-        "balanced", ``n / (n_classes * n_c)`` from the training split's labels (every bootstrap
-        sample is drawn from it stratified, so each has its class shares up to rounding).
-        A multi-label ``task`` (binary cross-entropy per label) takes none: "balanced" is refused."""
+    def class_weights(self, train_y: np.ndarray, classes: Sequence[str] | int,
+                      task: str = "single") -> np.ndarray | None:
+        """The loss's weights: None ("none", the paper's plain loss) or, for "balanced", from the
+        training split's labels (every bootstrap sample is drawn from it stratified, so each has
+        its shares up to rounding): ``n / (n_classes * n_c)`` per class of a single-label
+        cross-entropy, ``n_negative / n_positive`` per label (the positive targets' weight) of a
+        multi-label ``task``'s binary cross-entropy. ``classes``: the names (or their number)."""
         if self.class_weighting != "balanced":
             return None
-        if task == "multilabel":
-            raise ValueError(
-                "finetuning.class_weighting: balanced weighs the classes of a single-label cross-entropy; a "
-                "multi-label task (preprocessing.task: multilabel) trains with binary cross-entropy per label and "
-                "takes no class weights; set finetuning.class_weighting: none"
-            )
-        return balanced_class_weights(train_y, n_classes)
+        names = list(range(classes)) if isinstance(classes, int) else list(classes)
+        try:
+            if task == "multilabel":
+                return balanced_label_weights(train_y, names)
+            return balanced_class_weights(train_y, len(names))
+        except ValueError as error:
+            raise ValueError(f"finetuning.class_weighting: balanced: {error}") from error
 
     @classmethod
     def from_params(cls, finetuning: Mapping[str, Any]) -> FinetuningConfig:

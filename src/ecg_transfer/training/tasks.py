@@ -129,6 +129,27 @@ def balanced_class_weights(labels, n_classes: int) -> np.ndarray:
     return counts.sum() / (n_classes * counts.astype(np.float64))
 
 
+def balanced_label_weights(targets, labels: Sequence[str] | None = None) -> np.ndarray:
+    """``n_negative / n_positive`` per label of (N, K) 0/1 ``targets``: the positive weight of a
+    binary cross-entropy (torch's ``pos_weight``) under which a label's positive windows weigh
+    as much in the loss as its negative ones, so a rare label is not learnt as "always absent".
+    A label without positive or without negative rows has no such weight: an error naming it
+    (``labels``: the names of the K columns)."""
+    targets = np.asarray(targets)
+    if targets.ndim != 2:
+        raise ValueError(f"balanced label weights need (windows, labels) 0/1 targets, got shape {targets.shape}")
+    positives = targets.sum(axis=0).astype(np.float64)
+    negatives = targets.shape[0] - positives
+    names = list(labels) if labels is not None else list(range(targets.shape[1]))
+    for count, kind in ((positives, "positive"), (negatives, "negative")):
+        if (count == 0).any():
+            raise ValueError(
+                f"balanced label weights need positive and negative training rows for every label; "
+                f"labels {[names[i] for i in np.flatnonzero(count == 0)]} have no {kind} rows"
+            )
+    return negatives / positives
+
+
 class ClassificationTask(Task):
     """Cross-entropy on integer labels indexing ``classes``; F1s, accuracy and macro AUROC.
 
@@ -246,7 +267,9 @@ class MultiLabelTask(Task):
     no F1 (its thresholds would come from a later pass); the validation row's F1 is at its own
     thresholds, so optimistic by construction. Probabilities are the sigmoids of the logits, one
     column per label. The loss is the mean over windows *and* labels (torch's default), and a
-    split's loss column the same mean. Per record: the windows' mean logits, and every window of
+    split's loss column the same mean; ``positive_weights`` (one per label, e.g.
+    :func:`balanced_label_weights`; None = plain binary cross-entropy) multiply the loss of each
+    label's positive targets, as torch's ``pos_weight``. Per record: the windows' mean logits, and every window of
     a record must carry the record's label set; record rows take their thresholds from the
     validation split's record row (no F1 when the validation split has no record ids).
     """
@@ -258,7 +281,7 @@ class MultiLabelTask(Task):
     validation_monitor = True
     headline_metric = "auroc_macro"
 
-    def __init__(self, labels: Sequence[str]):
+    def __init__(self, labels: Sequence[str], positive_weights: Sequence[float] | None = None):
         if isinstance(labels, str):
             raise TypeError(f"MultiLabelTask: labels must be a sequence of names, got the string {labels!r}")
         self.labels = tuple(str(name) for name in labels)
@@ -268,9 +291,21 @@ class MultiLabelTask(Task):
             "auroc_macro", *(f"auroc_{name}" for name in self.labels),
             "f1_macro", *(f"f1_{name}" for name in self.labels),
         )
+        self.positive_weights = None
+        if positive_weights is not None:
+            weights = np.asarray(positive_weights, dtype=np.float64)
+            if weights.shape != (len(self.labels),) or not np.all(np.isfinite(weights)) or (weights <= 0).any():
+                raise ValueError(
+                    f"MultiLabelTask: positive_weights must be {len(self.labels)} finite positive numbers "
+                    f"(one per label of {list(self.labels)}), got {weights.tolist()}"
+                )
+            self.positive_weights = torch.tensor(weights, dtype=torch.float32)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "labels": list(self.labels)}
+        description = {"name": self.name, "labels": list(self.labels)}
+        if self.positive_weights is not None:  # a run resumes only under the same loss
+            description["positive_weights"] = self.positive_weights.tolist()
+        return description
 
     def __repr__(self) -> str:
         return f"MultiLabelTask({list(self.labels)})"
@@ -287,7 +322,8 @@ class MultiLabelTask(Task):
         return y.astype(np.float32)
 
     def loss(self, output, inputs, labels, reduction="mean"):
-        return F.binary_cross_entropy_with_logits(output, labels.float(), reduction=reduction)
+        weight = None if self.positive_weights is None else self.positive_weights.to(output.device)
+        return F.binary_cross_entropy_with_logits(output, labels.float(), reduction=reduction, pos_weight=weight)
 
     def train_row(self, loss_sum, n, length, outputs, labels):
         return {"loss": loss_sum / n, **multilabel_metrics(labels, self.probabilities(outputs).numpy(), self.labels)}
@@ -332,7 +368,7 @@ def task_from_description(description: dict[str, Any]) -> Task:
     if name == ReconstructionTask.name:
         return ReconstructionTask()
     if name == ClassificationTask.name:
-        return ClassificationTask(description["classes"])
+        return ClassificationTask(description["classes"], description.get("class_weights"))
     if name == MultiLabelTask.name:
-        return MultiLabelTask(description["labels"])
+        return MultiLabelTask(description["labels"], description.get("positive_weights"))
     raise ValueError(f"unknown task description {dict(description)}")

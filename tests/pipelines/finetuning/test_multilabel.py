@@ -25,7 +25,7 @@ from ecg_transfer.pipelines.preprocessing.nodes import (
 from ecg_transfer.signals.window_store import WindowStore, WindowStoreWriter
 from ecg_transfer.study.arms import arm_registry
 from ecg_transfer.study.run_settings import check_arm_settings
-from ecg_transfer.training.tasks import MultiLabelTask
+from ecg_transfer.training.tasks import MultiLabelTask, balanced_label_weights
 from tests.fixtures.multilabel_wfdb import CODES, write_multilabel_wfdb_folder
 from tests.pipelines.conftest import RecordingTracker, make_catalog, run, shrunk_parameters
 
@@ -128,13 +128,29 @@ def test_every_arm_saves_multilabel_predictions_and_records(finetuned):
     check_arm_settings(settings, list(ARMS))
 
 
-def test_balanced_class_weighting_is_refused_for_a_multilabel_store(finetuned, tmp_path):
+def test_balanced_class_weighting_weighs_each_label_s_positives_by_its_rarity(finetuned, tmp_path):
+    """``class_weighting: balanced`` under multi-label: each label's positive targets weigh
+    n_negative / n_positive of the arm's training rows (windows for a window arm, records for the
+    spectrogram arm: two windows per record here, so the same ratios), in every run's loss."""
     catalog, params, store = finetuned
     params["finetuning"]["class_weighting"] = "balanced"
-    with pytest.raises(ValueError, match="finetuning.class_weighting: balanced.*multi-label"):
-        run(PIPELINE.only_nodes("random.train_arm"),
-            _catalog(tmp_path, params, store, bootstrap_samples=catalog.load("bootstrap_samples")))
-    assert not (tmp_path / "data/06_models/checkpoints").exists()
+    arms = ("random", "image")
+    weighted = run(PIPELINE.only_nodes(*(f"{arm}.train_arm" for arm in arms)),
+                   _catalog(tmp_path, params, store, bootstrap_samples=catalog.load("bootstrap_samples")))
+    train = (store.index["split"] == "train").to_numpy()
+    positives = store.label_targets(LABELS)[train].sum(axis=0)
+    expected = (train.sum() - positives) / positives
+    np.testing.assert_allclose(balanced_label_weights(store.label_targets(LABELS)[train], LABELS), expected)
+    checkpoints = sorted((tmp_path / "data/06_models/checkpoints").rglob("checkpoint.pt"))
+    n_runs = len(params["study"]["fractions"]) * params["study"]["n_trials"]
+    assert len(checkpoints) == n_runs * len(arms)
+    for path in checkpoints:
+        task = torch.load(path, weights_only=True)["task"]
+        assert task["labels"] == LABELS
+        np.testing.assert_allclose(task["positive_weights"], expected, rtol=1e-6)
+    for arm in arms:  # the weighted loss trains other weights than the plain one
+        plain, other = catalog.load(f"{arm}.training_histories"), weighted.load(f"{arm}.training_histories")
+        assert not np.allclose(plain["loss"], other["loss"]), arm
 
 
 def test_a_12_lead_cinc_style_folder_trains_the_window_arm_on_every_lead(tmp_path):

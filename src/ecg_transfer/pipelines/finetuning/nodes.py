@@ -79,7 +79,7 @@ def train_arm(
         spec.name, prepared.recipe, prepared.data, bootstrap_samples, config.training, label_classes,
         run_checkpoints, data_fingerprint, progress=config.progress,
         batch_trials=design.batch_trials, tracker=run_tracker,
-        class_weights=config.class_weights(prepared.data.train_y, len(label_classes), prepared.data.task),
+        class_weights=config.class_weights(prepared.data.train_y, label_classes, prepared.data.task),
         windows_per_epoch=config.windows_per_epoch,
     )
     settings = arm_settings(
