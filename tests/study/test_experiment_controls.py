@@ -64,9 +64,9 @@ FINETUNING = {"head": {"hidden": 8, "dropout": 0.0}, "training": {"epochs": 30, 
 def test_finetuning_settings_carry_patience_and_the_class_weighting():
     config = FinetuningConfig.from_params(FINETUNING)
     assert config.training.patience == 3 and config.class_weighting == "none"
-    assert config.class_weights(np.array([0, 0, 1, 2]), 3) is None
+    assert config.class_weights(np.array([0, 0, 1, 2]), ("a", "b", "c")) is None
     balanced = FinetuningConfig.from_params({**FINETUNING, "class_weighting": "balanced"})
-    np.testing.assert_allclose(balanced.class_weights(np.array([0, 0, 1, 2]), 3), [4 / 6, 4 / 3, 4 / 3])
+    np.testing.assert_allclose(balanced.class_weights(np.array([0, 0, 1, 2]), ("a", "b", "c")), [4 / 6, 4 / 3, 4 / 3])
     with pytest.raises(ValueError, match="finetuning.class_weighting must be one of"):
         FinetuningConfig.from_params({**FINETUNING, "class_weighting": "inverse"})
 

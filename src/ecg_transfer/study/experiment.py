@@ -646,20 +646,18 @@ class FinetuningConfig:
                 f"finetuning.class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}"
             )
 
-    def class_weights(self, train_y: np.ndarray, classes: Sequence[str] | int,
-                      task: str = "single") -> np.ndarray | None:
+    def class_weights(self, train_y: np.ndarray, classes: Sequence[str], task: str = "single") -> np.ndarray | None:
         """The loss's weights: None ("none", the paper's plain loss) or, for "balanced", from the
         training split's labels (every bootstrap sample is drawn from it stratified, so each has
         its shares up to rounding): ``n / (n_classes * n_c)`` per class of a single-label
         cross-entropy, ``n_negative / n_positive`` per label (the positive targets' weight) of a
-        multi-label ``task``'s binary cross-entropy. ``classes``: the names (or their number)."""
+        multi-label ``task``'s binary cross-entropy. ``classes``: the class (label) names."""
         if self.class_weighting != "balanced":
             return None
-        names = list(range(classes)) if isinstance(classes, int) else list(classes)
         try:
             if task == "multilabel":
-                return balanced_label_weights(train_y, names)
-            return balanced_class_weights(train_y, len(names))
+                return balanced_label_weights(train_y, classes)
+            return balanced_class_weights(train_y, len(classes))
         except ValueError as error:
             raise ValueError(f"finetuning.class_weighting: balanced: {error}") from error
 

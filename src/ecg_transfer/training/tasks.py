@@ -116,6 +116,20 @@ class Task:
         return f"{type(self).__name__}()"
 
 
+def _loss_weights(weights, names: Sequence[str], what: str, kind: str) -> torch.Tensor | None:
+    """One finite positive loss weight per name (a class or a label) as a float32 tensor, None
+    for None; ``what`` and ``kind`` name them in the error."""
+    if weights is None:
+        return None
+    values = np.asarray(weights, dtype=np.float64)
+    if values.shape != (len(names),) or not np.all(np.isfinite(values)) or (values <= 0).any():
+        raise ValueError(
+            f"{what} must be {len(names)} finite positive numbers (one per {kind} of {list(names)}), "
+            f"got {values.tolist()}"
+        )
+    return torch.tensor(values, dtype=torch.float32)
+
+
 def balanced_class_weights(labels, n_classes: int) -> np.ndarray:
     """``n / (n_classes * n_c)`` per class c (scikit-learn's "balanced"): every class weighs
     as much in the loss as the others, and the mean weight over ``labels`` is 1."""
@@ -175,15 +189,7 @@ class ClassificationTask(Task):
         self.metric_columns = (
             "f1_weighted", "f1_macro", "accuracy", *(f"f1_{name}" for name in self.classes), "auroc_macro",
         )
-        self.class_weights = None
-        if class_weights is not None:
-            weights = np.asarray(class_weights, dtype=np.float64)
-            if weights.shape != (len(self.classes),) or not np.all(np.isfinite(weights)) or (weights <= 0).any():
-                raise ValueError(
-                    f"ClassificationTask: class_weights must be {len(self.classes)} finite positive numbers "
-                    f"(one per class of {list(self.classes)}), got {weights.tolist()}"
-                )
-            self.class_weights = torch.tensor(weights, dtype=torch.float32)
+        self.class_weights = _loss_weights(class_weights, self.classes, "ClassificationTask: class_weights", "class")
 
     def describe(self) -> dict[str, Any]:
         description = {"name": self.name, "classes": list(self.classes)}
@@ -291,15 +297,7 @@ class MultiLabelTask(Task):
             "auroc_macro", *(f"auroc_{name}" for name in self.labels),
             "f1_macro", *(f"f1_{name}" for name in self.labels),
         )
-        self.positive_weights = None
-        if positive_weights is not None:
-            weights = np.asarray(positive_weights, dtype=np.float64)
-            if weights.shape != (len(self.labels),) or not np.all(np.isfinite(weights)) or (weights <= 0).any():
-                raise ValueError(
-                    f"MultiLabelTask: positive_weights must be {len(self.labels)} finite positive numbers "
-                    f"(one per label of {list(self.labels)}), got {weights.tolist()}"
-                )
-            self.positive_weights = torch.tensor(weights, dtype=torch.float32)
+        self.positive_weights = _loss_weights(positive_weights, self.labels, "MultiLabelTask: positive_weights", "label")
 
     def describe(self) -> dict[str, Any]:
         description = {"name": self.name, "labels": list(self.labels)}
